@@ -1,0 +1,145 @@
+/**
+ * The contracts every plugin satisfies, and the registry `main.ts` fills.
+ *
+ * A plugin is a plain object with a {@link Manifest}: what it is and what it needs from the
+ * outside world (network hosts, files, environment variables, programs). The manifest is what a
+ * third-party plugin's Worker is granted as Deno permissions, and what `provisioning plugins`
+ * shows. Core never imports a plugin; `main.ts` registers the built-in ones.
+ *
+ * @module
+ */
+import type { CtapDevice } from "./ctap/device.ts";
+import { ProvisioningError } from "./errors.ts";
+
+/** A command-line option a plugin adds, e.g. `--vault <path>` for the software key. */
+export interface PluginOption {
+  /** Commander-style flags, e.g. `"--vault <path>"`. */
+  readonly flags: string;
+  /** One line for `--help`. */
+  readonly description: string;
+  /** Environment variable that supplies the value when the flag is absent. */
+  readonly env?: string;
+  /** Default value, shown in help. */
+  readonly default?: string;
+}
+
+/** What a plugin is and what it needs: becomes its Deno permissions when run in a Worker. */
+export interface Manifest {
+  /** Unique id within its kind, lowercase: `entra`, `software`, `hid`. */
+  readonly id: string;
+  /** One line saying what the plugin does. */
+  readonly summary: string;
+  /** Network hosts (`host` or `host:port`) it talks to. Empty for none. */
+  readonly hosts: readonly string[];
+  /** Files or folders it reads or writes. */
+  readonly files?: readonly string[];
+  /** Environment variables it reads. */
+  readonly env?: readonly string[];
+  /** Programs it runs (e.g. a browser). */
+  readonly run?: readonly string[];
+  /** CLI options it adds to the commands that use it. */
+  readonly options?: readonly PluginOption[];
+}
+
+/**
+ * How plugins reach the person at the keyboard. Prompts go through here, never through
+ * `prompt()` deep inside a plugin, so a bulk run can answer them from policy or files.
+ */
+export interface UserInteraction {
+  /** Ask for an authenticator PIN. `attemptsLeft` is the key's remaining retries, when known. */
+  requestPin(request: { label: string; attemptsLeft?: number }): Promise<string>;
+  /** Tell the operator to touch the key (a keep-alive asked for user presence). */
+  promptUserPresence(label: string): void;
+}
+
+/** What every plugin call gets from the host program. */
+export interface PluginContext {
+  readonly interaction: UserInteraction;
+  /** Cancels the whole operation (Ctrl+C). */
+  readonly signal?: AbortSignal;
+  /** Reads an environment variable the manifest declared. */
+  readonly env: (name: string) => string | undefined;
+}
+
+/** An opened authenticator: a CTAP2 device plus what to call it in messages. */
+export interface Authenticator extends AsyncDisposable {
+  /** Human-readable name for messages, e.g. `software key "demo.vault"`. */
+  readonly label: string;
+  /** The CTAP2 device the WebAuthn client talks to. */
+  readonly device: CtapDevice;
+}
+
+/** An authenticator kind: software, hid, relay. */
+export interface AuthenticatorPlugin<Options = Record<string, unknown>> {
+  readonly kind: "authenticator";
+  readonly manifest: Manifest;
+  /** Opens one authenticator. `options` are the parsed values of the manifest's options. */
+  open(context: PluginContext, options: Options): Promise<Authenticator>;
+}
+
+/** An identity provider: entra, okta, keycloak. Its session contract arrives with the first provider. */
+export interface ProviderPlugin {
+  readonly kind: "provider";
+  readonly manifest: Manifest;
+  /** rp ids this provider's creation options may carry; anything else is refused. */
+  readonly allowedRpIds: readonly string[];
+}
+
+/** Any plugin. */
+export type Plugin = AuthenticatorPlugin<never> | ProviderPlugin;
+
+/**
+ * The set of plugins the program knows, filled by `main.ts`.
+ *
+ * @example
+ * ```ts
+ * import { PluginRegistry } from "./plugin.ts";
+ * const registry = new PluginRegistry();
+ * console.assert(registry.list().length === 0);
+ * ```
+ */
+export class PluginRegistry {
+  readonly #plugins = new Map<string, Plugin>();
+
+  /** Adds a plugin; a second plugin of the same kind and id is an error. */
+  register(plugin: Plugin): this {
+    const key = `${plugin.kind}:${plugin.manifest.id}`;
+    if (!/^[a-z][a-z0-9-]*$/.test(plugin.manifest.id)) {
+      throw new TypeError(`Cannot register plugin: id "${plugin.manifest.id}" is not lowercase kebab-case`);
+    }
+    if (this.#plugins.has(key)) {
+      throw new TypeError(`Cannot register plugin: a ${plugin.kind} plugin "${plugin.manifest.id}" exists`);
+    }
+    this.#plugins.set(key, plugin);
+    return this;
+  }
+
+  /** Every registered plugin, in registration order. */
+  list(): Plugin[] {
+    return [...this.#plugins.values()];
+  }
+
+  /** The authenticator plugin with this id, or a clear error naming the ones there are. */
+  authenticator(id: string): AuthenticatorPlugin<never> {
+    const plugin = this.#plugins.get(`authenticator:${id}`);
+    if (plugin?.kind === "authenticator") return plugin;
+    throw new ProvisioningError("unknown-plugin", `Cannot find authenticator "${id}"`, {
+      hint: `Known authenticators: ${this.#ids("authenticator").join(", ") || "none"}`,
+      exitCode: 2,
+    });
+  }
+
+  /** The provider plugin with this id, or a clear error naming the ones there are. */
+  provider(id: string): ProviderPlugin {
+    const plugin = this.#plugins.get(`provider:${id}`);
+    if (plugin?.kind === "provider") return plugin;
+    throw new ProvisioningError("unknown-plugin", `Cannot find provider "${id}"`, {
+      hint: `Known providers: ${this.#ids("provider").join(", ") || "none"}`,
+      exitCode: 2,
+    });
+  }
+
+  #ids(kind: Plugin["kind"]): string[] {
+    return this.list().filter((p) => p.kind === kind).map((p) => p.manifest.id);
+  }
+}
