@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { decode, encode } from "cborg";
+import { decode, decodeFirst, encode } from "cborg";
 
 /** A CBOR value as this module decodes it: text-keyed maps become plain objects, others `Map`s. */
 export type CborValue = unknown;
@@ -61,6 +61,24 @@ export function decodeCbor(bytes: Uint8Array): CborValue {
     );
   }
   return plain(value);
+}
+
+/**
+ * Decodes the first strict CBOR item of `bytes` and returns it with the bytes that follow it,
+ * for structures that concatenate CBOR items (authenticator data: public key, then extensions).
+ *
+ * @throws {CborDecodeError} on malformed input.
+ */
+export function decodeCborPrefix(bytes: Uint8Array): [value: CborValue, rest: Uint8Array] {
+  try {
+    const [value, rest] = decodeFirst(bytes, decodeOptions);
+    return [plain(value), rest];
+  } catch (cause) {
+    throw new CborDecodeError(
+      `Cannot decode CBOR: ${cause instanceof Error ? cause.message.replace(/^CBOR decode error: /, "") : String(cause)}`,
+      { cause },
+    );
+  }
 }
 
 function plain(value: unknown): unknown {

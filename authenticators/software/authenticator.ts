@@ -1,0 +1,827 @@
+/**
+ * The software FIDO2 authenticator: a complete CTAP 2.1 authenticator in TypeScript, answering
+ * the raw CTAP2 messages of {@link CtapDevice}. It is used in-process, behind the CTAPHID socket
+ * of `provisioning key serve`, and in every test as the real counterpart of our client.
+ *
+ * What it is, truthfully reported by getInfo: FIDO_2_0 and FIDO_2_1; ES256 and EdDSA;
+ * discoverable and non-discoverable credentials; a PIN (protocols two and one) as its only user
+ * verification; credProtect and hmac-secret; credential management; authenticatorConfig with
+ * setMinPINLength; `packed` attestation with its own certificate chain, or `none`.
+ *
+ * Requests are handled one at a time, in arrival order; each state change is saved through the
+ * {@link KeyStateStore} before the response leaves.
+ *
+ * @module
+ */
+import { sha256 } from "@noble/hashes/sha2.js";
+import { concatBytes, equalBytes, fromBase64Any, randomBytes, toBase64Url } from "../../core/bytes.ts";
+import { encodeCbor } from "../../core/ctap/cbor.ts";
+import { encodeAuthenticatorData, AuthDataFlag } from "../../core/ctap/auth_data.ts";
+import {
+  ClientPinRequest,
+  ClientPinResponse,
+  ClientPinSubcommand,
+  ConfigRequest,
+  ConfigSubcommand,
+  type CredentialDescriptor,
+  CredentialManagementRequest,
+  CredentialManagementResponse,
+  CredentialManagementSubcommand,
+  credentialManagementParamsKeys,
+  CtapCommand,
+  decodeBody,
+  encodeResponse,
+  GetAssertionRequest,
+  GetAssertionResponse,
+  GetInfoResponse,
+  MakeCredentialRequest,
+  MakeCredentialResponse,
+  setMinPinLengthParamsKeys,
+} from "../../core/ctap/commands.ts";
+import { toIntMap } from "../../core/ctap/cbor.ts";
+import { CoseAlgorithm } from "../../core/ctap/cose.ts";
+import type { CtapCallOptions, CtapDevice } from "../../core/ctap/device.ts";
+import {
+  PinProtocolAuthenticatorState,
+  PinUvAuthPermission,
+  pinProtocol,
+  unpadPin,
+} from "../../core/ctap/pin_protocol.ts";
+import { CtapError, CtapStatus } from "../../core/ctap/status.ts";
+import { unwrapCredentialId, wrapCredentialId, type CredentialSecrets } from "./credential_id.ts";
+import { cosePublicKey, generatePrivateKey, isSupportedAlgorithm, sign, supportedAlgorithms } from "./signing.ts";
+import type { SoftwareKeyState, StoredCredential } from "./state.ts";
+
+/** Where the key's state lives: the encrypted vault, or memory for a throw-away key. */
+export interface KeyStateStore {
+  /** The current state. */
+  read(): SoftwareKeyState;
+  /** Persists a new state; resolves once it is durable. */
+  write(state: SoftwareKeyState): Promise<void>;
+}
+
+/** A store that keeps the state in memory only (bench, throw-away keys). */
+export class MemoryKeyStateStore implements KeyStateStore {
+  #state: SoftwareKeyState;
+  constructor(state: SoftwareKeyState) {
+    this.#state = structuredClone(state);
+  }
+  read(): SoftwareKeyState {
+    return this.#state;
+  }
+  write(state: SoftwareKeyState): Promise<void> {
+    this.#state = state;
+    return Promise.resolve();
+  }
+}
+
+/** Asked whenever the key needs a touch; resolve `true` for "touched", `false` for "refused". */
+export type UserPresenceCheck = (request: { command: string; rpId?: string; signal: AbortSignal }) => Promise<boolean>;
+
+/** Options of {@link SoftwareAuthenticator}. */
+export interface SoftwareAuthenticatorOptions {
+  /** Asked for each touch. @default a touch that is always given at once */
+  userPresence?: UserPresenceCheck;
+  /** Clock in milliseconds, for token lifetimes and the reset window. @default Date.now */
+  now?: () => number;
+  /** How long after power-up a reset is accepted (CTAP 2.1 §6.6). @default 10000 */
+  resetWindowMs?: number;
+  /** Most discoverable credentials the key holds. @default 1000 */
+  maxDiscoverableCredentials?: number;
+}
+
+const maxMessageSize = 7609;
+const maxCredentialsInList = 16;
+const maxCredentialIdLength = 128;
+const pinRetriesMax = 8;
+const pinAttemptsPerPowerCycle = 3;
+const nextAssertionLifetimeMs = 30_000;
+
+const credProtectLevels: Readonly<Record<string, number>> = {
+  userVerificationOptional: 1,
+  userVerificationOptionalWithCredentialIDList: 2,
+  userVerificationRequired: 3,
+};
+
+/** An assertion still to be returned by getNextAssertion. */
+interface PendingAssertions {
+  rpId: string;
+  clientDataHash: Uint8Array;
+  flags: number;
+  credentials: FoundCredential[];
+  expiresAt: number;
+}
+
+interface FoundCredential {
+  id: Uint8Array;
+  secrets: CredentialSecrets;
+  stored: StoredCredential | undefined;
+}
+
+/** Enumeration state of credential management between Begin and GetNext calls. */
+interface PendingEnumeration {
+  kind: "rps" | "credentials";
+  items: CredentialManagementResponse[];
+}
+
+/** See the module documentation. */
+export class SoftwareAuthenticator implements CtapDevice {
+  readonly #store: KeyStateStore;
+  readonly #userPresence: UserPresenceCheck;
+  readonly #now: () => number;
+  readonly #poweredUpAt: number;
+  readonly #resetWindowMs: number;
+  readonly #maxDiscoverable: number;
+  readonly #pin: PinProtocolAuthenticatorState;
+  #queue: Promise<unknown> = Promise.resolve();
+  #pinAttemptsThisPowerCycle = 0;
+  #pendingAssertions: PendingAssertions | undefined;
+  #pendingEnumeration: PendingEnumeration | undefined;
+
+  constructor(store: KeyStateStore, options: SoftwareAuthenticatorOptions = {}) {
+    this.#store = store;
+    this.#userPresence = options.userPresence ?? (() => Promise.resolve(true));
+    this.#now = options.now ?? Date.now;
+    this.#poweredUpAt = this.#now();
+    this.#resetWindowMs = options.resetWindowMs ?? 10_000;
+    this.#maxDiscoverable = options.maxDiscoverableCredentials ?? 1000;
+    this.#pin = new PinProtocolAuthenticatorState({ now: this.#now });
+  }
+
+  /** Answers one CTAP2 request; never rejects for a protocol error (those become status bytes). */
+  transceive(request: Uint8Array, options: CtapCallOptions = {}): Promise<Uint8Array> {
+    const run = () => this.#handle(request, options);
+    const result = this.#queue.then(run, run);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  async #handle(request: Uint8Array, options: CtapCallOptions): Promise<Uint8Array> {
+    try {
+      return await this.#dispatch(request, options);
+    } catch (error) {
+      if (error instanceof CtapError) return Uint8Array.of(error.status);
+      if (options.signal?.aborted) return Uint8Array.of(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL);
+      return Uint8Array.of(CtapStatus.CTAP1_ERR_OTHER);
+    }
+  }
+
+  #dispatch(request: Uint8Array, options: CtapCallOptions): Promise<Uint8Array> | Uint8Array {
+    if (request.length === 0) throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_LENGTH, "empty request");
+    if (request.length > maxMessageSize) throw new CtapError(CtapStatus.CTAP2_ERR_REQUEST_TOO_LARGE);
+    const command = request[0]!;
+    const body = request.subarray(1);
+    if (command !== CtapCommand.getNextAssertion) this.#pendingAssertions = undefined;
+    if (command !== CtapCommand.credentialManagement) this.#pendingEnumeration = undefined;
+    switch (command) {
+      case CtapCommand.getInfo:
+        return encodeResponse(GetInfoResponse, this.#info());
+      case CtapCommand.makeCredential:
+        return this.#makeCredential(decodeBody(MakeCredentialRequest, body), options);
+      case CtapCommand.getAssertion:
+        return this.#getAssertion(decodeBody(GetAssertionRequest, body), options);
+      case CtapCommand.getNextAssertion:
+        return this.#getNextAssertion();
+      case CtapCommand.clientPin:
+        return this.#clientPin(decodeBody(ClientPinRequest, body));
+      case CtapCommand.reset:
+        return this.#reset(options);
+      case CtapCommand.selection:
+        return this.#selection(options);
+      case CtapCommand.config:
+        return this.#config(decodeBody(ConfigRequest, body));
+      case CtapCommand.credentialManagement:
+        return this.#credentialManagement(decodeBody(CredentialManagementRequest, body));
+      default:
+        throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_COMMAND, `command 0x${command.toString(16)}`);
+    }
+  }
+
+  get #state(): SoftwareKeyState {
+    return this.#store.read();
+  }
+
+  async #save(change: (state: SoftwareKeyState) => void): Promise<void> {
+    const next = structuredClone(this.#state);
+    change(next);
+    await this.#store.write(next);
+  }
+
+  #info(): GetInfoResponse {
+    const state = this.#state;
+    const remaining = Math.max(0, this.#maxDiscoverable - state.credentials.length);
+    return {
+      versions: ["FIDO_2_0", "FIDO_2_1"],
+      extensions: ["credProtect", "hmac-secret"],
+      aaguid: fromBase64Any(state.aaguid),
+      options: {
+        rk: true,
+        up: true,
+        plat: false,
+        clientPin: state.pin !== undefined,
+        pinUvAuthToken: true,
+        credMgmt: true,
+        authnrCfg: true,
+        setMinPINLength: true,
+        makeCredUvNotRqd: true,
+      },
+      maxMsgSize: maxMessageSize,
+      pinUvAuthProtocols: [2, 1],
+      maxCredentialCountInList: maxCredentialsInList,
+      maxCredentialIdLength,
+      transports: ["usb"],
+      algorithms: supportedAlgorithms.map((alg) => ({ type: "public-key", alg })),
+      forcePINChange: state.forcePinChange,
+      minPINLength: state.minPinLength,
+      firmwareVersion: 1,
+      maxRPIDsForSetMinPINLength: 0,
+      remainingDiscoverableCredentials: remaining,
+    };
+  }
+
+  // --- user presence --------------------------------------------------------------------------
+
+  async #requireUserPresence(command: string, options: CtapCallOptions, rpId?: string): Promise<void> {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      if (options.signal?.aborted) throw new CtapError(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL);
+      options.onKeepalive?.("user-presence-needed");
+      const cancelled = new Promise<never>((_, reject) => {
+        controller.signal.addEventListener(
+          "abort",
+          () => reject(new CtapError(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL)),
+          { once: true },
+        );
+      });
+      const touched = await Promise.race([
+        this.#userPresence({ command, ...(rpId === undefined ? {} : { rpId }), signal: controller.signal }),
+        cancelled,
+      ]);
+      if (!touched) throw new CtapError(CtapStatus.CTAP2_ERR_OPERATION_DENIED, "the user refused the touch");
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      controller.abort();
+    }
+  }
+
+  // --- pinUvAuthParam checks ------------------------------------------------------------------
+
+  /** Common checks of makeCredential/getAssertion step 1–2 (CTAP 2.1 §6.1.2, §6.2.2). */
+  async #touchProbe(pinUvAuthParam: Uint8Array | undefined, options: CtapCallOptions, command: string): Promise<void> {
+    if (pinUvAuthParam !== undefined && pinUvAuthParam.length === 0) {
+      // A platform asking the user to pick this key: touch, then say what the PIN state is.
+      await this.#requireUserPresence(command, options);
+      throw new CtapError(
+        this.#state.pin ? CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID : CtapStatus.CTAP2_ERR_PIN_NOT_SET,
+      );
+    }
+  }
+
+  /** Verifies pinUvAuthParam over `message` for `permission` and `rpId`; true when UV was done. */
+  #verifyPinUvAuth(
+    request: { pinUvAuthParam?: Uint8Array | undefined; pinUvAuthProtocol?: number | undefined },
+    message: Uint8Array,
+    permission: number,
+    rpId: string | undefined,
+  ): boolean {
+    if (request.pinUvAuthParam === undefined) return false;
+    const version = request.pinUvAuthProtocol;
+    if (version === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "pinUvAuthProtocol");
+    if (version !== 1 && version !== 2) throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "pinUvAuthProtocol");
+    if (!this.#pin.verifyToken(version, message, request.pinUvAuthParam)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
+    }
+    if (!this.#pin.hasPermission(permission)) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "permission");
+    if (rpId !== undefined) {
+      const bound = this.#pin.permissionsRpId;
+      if (bound !== undefined && bound !== rpId) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "rp id");
+      if (bound === undefined) this.#pin.permissionsRpId = rpId;
+    }
+    return true;
+  }
+
+  // --- authenticatorMakeCredential (CTAP 2.1 §6.1.2) -----------------------------------------
+
+  async #makeCredential(request: MakeCredentialRequest, options: CtapCallOptions): Promise<Uint8Array> {
+    await this.#touchProbe(request.pinUvAuthParam, options, "makeCredential");
+    const state = this.#state;
+    const alg = request.pubKeyCredParams.find((p) => p.type === "public-key" && isSupportedAlgorithm(p.alg))?.alg;
+    if (alg === undefined || !isSupportedAlgorithm(alg)) throw new CtapError(CtapStatus.CTAP2_ERR_UNSUPPORTED_ALGORITHM);
+    const rk = request.options?.["rk"] ?? false;
+    if (request.options?.["up"] === false) throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_OPTION, "up=false");
+    if (request.options?.["uv"] === true) {
+      // The PIN is this key's only user verification; a platform must use pinUvAuthParam.
+      throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_OPTION, "no built-in user verification");
+    }
+    if (request.enterpriseAttestation !== undefined) {
+      throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "enterprise attestation is not enabled");
+    }
+    const uv = this.#verifyPinUvAuth(request, request.clientDataHash, PinUvAuthPermission.makeCredential, request.rp.id);
+    if (state.pin && !uv && rk) throw new CtapError(CtapStatus.CTAP2_ERR_PUAT_REQUIRED);
+    if (uv && state.forcePinChange) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION);
+
+    const rpIdHash = sha256(new TextEncoder().encode(request.rp.id));
+    for (const excluded of request.excludeList ?? []) {
+      const found = this.#find(rpIdHash, excluded.id);
+      if (!found) continue;
+      if (found.secrets.credProtect === 3 && !uv) continue;
+      await this.#requireUserPresence("makeCredential", options, request.rp.id);
+      throw new CtapError(CtapStatus.CTAP2_ERR_CREDENTIAL_EXCLUDED);
+    }
+
+    const extensions = request.extensions ?? {};
+    const wantedProtect = extensions["credProtect"];
+    const credProtect = typeof wantedProtect === "number" && wantedProtect >= 1 && wantedProtect <= 3 ? wantedProtect : 1;
+    const hmacSecret = extensions["hmac-secret"] === true;
+    if (rk && !state.credentials.some((c) => c.rpId === request.rp.id && c.user.id === toBase64Url(request.user.id))) {
+      if (state.credentials.length >= this.#maxDiscoverable) throw new CtapError(CtapStatus.CTAP2_ERR_KEY_STORE_FULL);
+    }
+
+    await this.#requireUserPresence("makeCredential", options, request.rp.id);
+    if (uv) this.#pin.clearUserPresentFlag();
+
+    const secrets: CredentialSecrets = {
+      alg,
+      privateKey: generatePrivateKey(alg),
+      credProtect,
+      discoverable: rk,
+      ...(hmacSecret ? { credRandomWithUv: randomBytes(32), credRandomWithoutUv: randomBytes(32) } : {}),
+    };
+    const credentialId = wrapCredentialId(fromBase64Any(state.masterKey), rpIdHash, secrets);
+    const signCount = state.signCount + 1;
+    const authenticatorExtensions: Record<string, unknown> = {};
+    if (typeof wantedProtect === "number") authenticatorExtensions["credProtect"] = credProtect;
+    if (hmacSecret) authenticatorExtensions["hmac-secret"] = true;
+    const authData = encodeAuthenticatorData({
+      rpIdHash,
+      flags: AuthDataFlag.userPresent | (uv ? AuthDataFlag.userVerified : 0),
+      signCount,
+      attestedCredentialData: {
+        aaguid: fromBase64Any(state.aaguid),
+        credentialId,
+        publicKey: cosePublicKey(alg, secrets.privateKey),
+        publicKeyBytes: new Uint8Array(),
+      },
+      extensions: authenticatorExtensions,
+    });
+
+    await this.#save((next) => {
+      next.signCount = signCount;
+      if (!rk) return;
+      const userId = toBase64Url(request.user.id);
+      next.credentials = next.credentials.filter((c) => !(c.rpId === request.rp.id && c.user.id === userId));
+      next.credentials.push({
+        id: toBase64Url(credentialId),
+        rpId: request.rp.id,
+        ...(request.rp.name === undefined ? {} : { rpName: request.rp.name }),
+        user: {
+          id: userId,
+          ...(request.user.name === undefined ? {} : { name: request.user.name }),
+          ...(request.user.displayName === undefined ? {} : { displayName: request.user.displayName }),
+        },
+        alg,
+        credProtect,
+        createdAt: new Date(this.#now()).toISOString(),
+      });
+    });
+
+    const response: MakeCredentialResponse = state.attestation.format === "packed"
+      ? {
+        fmt: "packed",
+        authData,
+        attStmt: {
+          alg: CoseAlgorithm.ES256,
+          sig: sign(
+            CoseAlgorithm.ES256,
+            fromBase64Any(state.attestation.privateKey),
+            concatBytes(authData, request.clientDataHash),
+          ),
+          x5c: [fromBase64Any(state.attestation.certificate)],
+        },
+      }
+      : { fmt: "none", authData, attStmt: {} };
+    return encodeResponse(MakeCredentialResponse, response);
+  }
+
+  /** Looks a credential id up for an rp: sealed by this key, and not deleted if discoverable. */
+  #find(rpIdHash: Uint8Array, credentialId: Uint8Array): FoundCredential | undefined {
+    const state = this.#state;
+    const secrets = unwrapCredentialId(fromBase64Any(state.masterKey), rpIdHash, credentialId);
+    if (!secrets) return undefined;
+    const idText = toBase64Url(credentialId);
+    const stored = state.credentials.find((c) => c.id === idText);
+    if (secrets.discoverable && !stored) return undefined;
+    return { id: credentialId, secrets, stored };
+  }
+
+  // --- authenticatorGetAssertion (CTAP 2.1 §6.2.2) -------------------------------------------
+
+  async #getAssertion(request: GetAssertionRequest, options: CtapCallOptions): Promise<Uint8Array> {
+    await this.#touchProbe(request.pinUvAuthParam, options, "getAssertion");
+    if (request.options?.["uv"] === true) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_OPTION, "no built-in user verification");
+    }
+    if (request.options?.["rk"] !== undefined) throw new CtapError(CtapStatus.CTAP2_ERR_UNSUPPORTED_OPTION, "rk");
+    const up = request.options?.["up"] ?? true;
+    const uv = this.#verifyPinUvAuth(request, request.clientDataHash, PinUvAuthPermission.getAssertion, request.rpId);
+    if (uv && this.#state.forcePinChange) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION);
+
+    const rpIdHash = sha256(new TextEncoder().encode(request.rpId));
+    let found: FoundCredential[];
+    if (request.allowList && request.allowList.length > 0) {
+      found = request.allowList
+        .map((descriptor) => this.#find(rpIdHash, descriptor.id))
+        .filter((c): c is FoundCredential => c !== undefined)
+        .filter((c) => c.secrets.credProtect !== 3 || uv);
+    } else {
+      found = this.#state.credentials
+        .filter((c) => c.rpId === request.rpId)
+        .toSorted((a, b) => b.createdAt.localeCompare(a.createdAt))
+        .map((c) => this.#find(rpIdHash, fromBase64Any(c.id)))
+        .filter((c): c is FoundCredential => c !== undefined)
+        .filter((c) => c.secrets.credProtect === 1 || uv);
+    }
+    if (found.length === 0) {
+      if (up) await this.#requireUserPresence("getAssertion", options, request.rpId);
+      throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+    }
+    if (up) {
+      await this.#requireUserPresence("getAssertion", options, request.rpId);
+      if (uv) this.#pin.clearUserPresentFlag();
+    }
+    const flags = (up ? AuthDataFlag.userPresent : 0) | (uv ? AuthDataFlag.userVerified : 0);
+    const first = found[0]!;
+    const withAllowList = (request.allowList?.length ?? 0) > 0;
+    if (!withAllowList && found.length > 1) {
+      this.#pendingAssertions = {
+        rpId: request.rpId,
+        clientDataHash: request.clientDataHash,
+        flags,
+        credentials: found.slice(1),
+        expiresAt: this.#now() + nextAssertionLifetimeMs,
+      };
+    }
+    return encodeResponse(
+      GetAssertionResponse,
+      await this.#assert(rpIdHash, request.clientDataHash, flags, first, {
+        ...(!withAllowList && found.length > 1 ? { numberOfCredentials: found.length } : {}),
+        userDetails: uv,
+      }),
+    );
+  }
+
+  async #getNextAssertion(): Promise<Uint8Array> {
+    const pending = this.#pendingAssertions;
+    if (!pending || pending.credentials.length === 0) throw new CtapError(CtapStatus.CTAP2_ERR_NOT_ALLOWED);
+    if (this.#now() > pending.expiresAt) {
+      this.#pendingAssertions = undefined;
+      throw new CtapError(CtapStatus.CTAP2_ERR_NOT_ALLOWED, "getNextAssertion timed out");
+    }
+    const next = pending.credentials.shift()!;
+    const rpIdHash = sha256(new TextEncoder().encode(pending.rpId));
+    return encodeResponse(
+      GetAssertionResponse,
+      await this.#assert(rpIdHash, pending.clientDataHash, pending.flags, next, {
+        userDetails: (pending.flags & AuthDataFlag.userVerified) !== 0,
+      }),
+    );
+  }
+
+  async #assert(
+    rpIdHash: Uint8Array,
+    clientDataHash: Uint8Array,
+    flags: number,
+    credential: FoundCredential,
+    extra: { numberOfCredentials?: number; userDetails: boolean },
+  ): Promise<GetAssertionResponse> {
+    const signCount = this.#state.signCount + 1;
+    await this.#save((next) => {
+      next.signCount = signCount;
+    });
+    const authData = encodeAuthenticatorData({ rpIdHash, flags, signCount });
+    const stored = credential.stored;
+    const response: GetAssertionResponse = {
+      credential: { type: "public-key", id: credential.id },
+      authData,
+      signature: sign(credential.secrets.alg, credential.secrets.privateKey, concatBytes(authData, clientDataHash)),
+    };
+    if (stored) {
+      response.user = {
+        id: fromBase64Any(stored.user.id),
+        ...(extra.userDetails && stored.user.name !== undefined ? { name: stored.user.name } : {}),
+        ...(extra.userDetails && stored.user.displayName !== undefined
+          ? { displayName: stored.user.displayName }
+          : {}),
+      };
+    }
+    if (extra.numberOfCredentials !== undefined) response.numberOfCredentials = extra.numberOfCredentials;
+    return response;
+  }
+
+  // --- authenticatorClientPIN (CTAP 2.1 §6.5.5) ----------------------------------------------
+
+  async #clientPin(request: ClientPinRequest): Promise<Uint8Array> {
+    const state = this.#state;
+    switch (request.subCommand) {
+      case ClientPinSubcommand.getPinRetries:
+        return encodeResponse(ClientPinResponse, {
+          pinRetries: state.pin?.retries ?? pinRetriesMax,
+          powerCycleState: this.#pinAttemptsThisPowerCycle >= pinAttemptsPerPowerCycle,
+        });
+      case ClientPinSubcommand.getKeyAgreement:
+        this.#protocolOf(request);
+        return encodeResponse(ClientPinResponse, { keyAgreement: this.#pin.getPublicKey() });
+      case ClientPinSubcommand.setPin:
+        return await this.#setPin(request);
+      case ClientPinSubcommand.changePin:
+        return await this.#changePin(request);
+      case ClientPinSubcommand.getPinToken:
+        return await this.#getPinToken(
+          request,
+          PinUvAuthPermission.makeCredential | PinUvAuthPermission.getAssertion,
+          undefined,
+        );
+      case ClientPinSubcommand.getPinUvAuthTokenUsingPinWithPermissions: {
+        const permissions = need(request.permissions, "permissions");
+        if (permissions === 0) throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "permissions is 0");
+        const needsRpId = PinUvAuthPermission.makeCredential | PinUvAuthPermission.getAssertion;
+        if ((permissions & needsRpId) && request.rpId === undefined) {
+          throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "rpId");
+        }
+        const known = PinUvAuthPermission.makeCredential | PinUvAuthPermission.getAssertion |
+          PinUvAuthPermission.credentialManagement | PinUvAuthPermission.authenticatorConfiguration;
+        if (permissions & ~known) throw new CtapError(CtapStatus.CTAP2_ERR_UNAUTHORIZED_PERMISSION);
+        return await this.#getPinToken(request, permissions, request.rpId);
+      }
+      default:
+        throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND, `clientPIN 0x${request.subCommand.toString(16)}`);
+    }
+  }
+
+  #protocolOf(request: { pinUvAuthProtocol?: number | undefined }): 1 | 2 {
+    const version = need(request.pinUvAuthProtocol, "pinUvAuthProtocol");
+    if (version !== 1 && version !== 2) throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "pinUvAuthProtocol");
+    return version;
+  }
+
+  async #setPin(request: ClientPinRequest): Promise<Uint8Array> {
+    const version = this.#protocolOf(request);
+    const keyAgreement = need(request.keyAgreement, "keyAgreement");
+    const newPinEnc = need(request.newPinEnc, "newPinEnc");
+    const param = need(request.pinUvAuthParam, "pinUvAuthParam");
+    if (this.#state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_NOT_ALLOWED, "a PIN is already set");
+    const sharedSecret = this.#pin.decapsulate(version, keyAgreement);
+    const protocol = pinProtocol(version);
+    if (!protocol.verify(sharedSecret, newPinEnc, param)) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
+    const pin = this.#decryptNewPin(version, sharedSecret, newPinEnc);
+    await this.#save((next) => {
+      next.pin = { hash: toBase64Url(pinHashOf(pin)), codePoints: [...pin].length, retries: pinRetriesMax };
+      next.forcePinChange = false;
+    });
+    return encodeResponse();
+  }
+
+  #decryptNewPin(version: 1 | 2, sharedSecret: Uint8Array, newPinEnc: Uint8Array): string {
+    const expectedLength = version === 1 ? 64 : 80;
+    if (newPinEnc.length !== expectedLength) {
+      throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "newPinEnc length");
+    }
+    const pin = unpadPin(pinProtocol(version).decrypt(sharedSecret, newPinEnc));
+    if (pin === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "malformed PIN");
+    if ([...pin].length < this.#state.minPinLength) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, `PIN shorter than ${this.#state.minPinLength}`);
+    }
+    return pin;
+  }
+
+  /** The shared PIN check of changePIN and getPinToken (CTAP 2.1 §6.5.5.7 steps on pinHashEnc). */
+  async #checkPinHash(version: 1 | 2, sharedSecret: Uint8Array, pinHashEnc: Uint8Array): Promise<void> {
+    const state = this.#state;
+    if (!state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
+    if (state.pin.retries === 0) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_BLOCKED);
+    if (this.#pinAttemptsThisPowerCycle >= pinAttemptsPerPowerCycle) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_BLOCKED, "power-cycle the key");
+    }
+    const retriesLeft = state.pin.retries - 1;
+    await this.#save((next) => {
+      next.pin!.retries = retriesLeft;
+    });
+    const decrypted = pinProtocol(version).decrypt(sharedSecret, pinHashEnc);
+    if (!equalBytes(decrypted, fromBase64Any(state.pin.hash))) {
+      this.#pin.regenerate();
+      this.#pinAttemptsThisPowerCycle++;
+      if (retriesLeft === 0) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_BLOCKED);
+      if (this.#pinAttemptsThisPowerCycle >= pinAttemptsPerPowerCycle) {
+        throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_BLOCKED);
+      }
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_INVALID);
+    }
+    this.#pinAttemptsThisPowerCycle = 0;
+    await this.#save((next) => {
+      next.pin!.retries = pinRetriesMax;
+    });
+  }
+
+  async #changePin(request: ClientPinRequest): Promise<Uint8Array> {
+    const version = this.#protocolOf(request);
+    const keyAgreement = need(request.keyAgreement, "keyAgreement");
+    const newPinEnc = need(request.newPinEnc, "newPinEnc");
+    const pinHashEnc = need(request.pinHashEnc, "pinHashEnc");
+    const param = need(request.pinUvAuthParam, "pinUvAuthParam");
+    if (!this.#state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
+    if (this.#state.pin.retries === 0) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_BLOCKED);
+    const sharedSecret = this.#pin.decapsulate(version, keyAgreement);
+    if (!pinProtocol(version).verify(sharedSecret, concatBytes(newPinEnc, pinHashEnc), param)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
+    }
+    await this.#checkPinHash(version, sharedSecret, pinHashEnc);
+    const pin = this.#decryptNewPin(version, sharedSecret, newPinEnc);
+    const hash = pinHashOf(pin);
+    if (this.#state.forcePinChange && equalBytes(hash, fromBase64Any(this.#state.pin.hash))) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "the new PIN must differ from the old one");
+    }
+    await this.#save((next) => {
+      next.pin = { hash: toBase64Url(hash), codePoints: [...pin].length, retries: pinRetriesMax };
+      next.forcePinChange = false;
+    });
+    this.#pin.resetPinUvAuthToken();
+    return encodeResponse();
+  }
+
+  async #getPinToken(request: ClientPinRequest, permissions: number, rpId: string | undefined): Promise<Uint8Array> {
+    const version = this.#protocolOf(request);
+    const keyAgreement = need(request.keyAgreement, "keyAgreement");
+    const pinHashEnc = need(request.pinHashEnc, "pinHashEnc");
+    if (!this.#state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
+    const sharedSecret = this.#pin.decapsulate(version, keyAgreement);
+    await this.#checkPinHash(version, sharedSecret, pinHashEnc);
+    if (this.#state.forcePinChange) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "PIN change required");
+    this.#pin.resetPinUvAuthToken();
+    this.#pin.beginUsingPinUvAuthToken(false);
+    this.#pin.permissions = permissions;
+    this.#pin.permissionsRpId = rpId;
+    return encodeResponse(ClientPinResponse, {
+      pinUvAuthToken: pinProtocol(version).encrypt(sharedSecret, this.#pin.token),
+    });
+  }
+
+  // --- authenticatorReset and authenticatorSelection (CTAP 2.1 §6.6, §6.9) -------------------
+
+  async #reset(options: CtapCallOptions): Promise<Uint8Array> {
+    if (this.#now() - this.#poweredUpAt > this.#resetWindowMs) {
+      throw new CtapError(
+        CtapStatus.CTAP2_ERR_NOT_ALLOWED,
+        `reset is only accepted within ${this.#resetWindowMs / 1000} s of power-up`,
+      );
+    }
+    await this.#requireUserPresence("reset", options);
+    await this.#save((next) => {
+      next.masterKey = toBase64Url(randomBytes(32));
+      delete next.pin;
+      next.forcePinChange = false;
+      next.minPinLength = 4;
+      next.credentials = [];
+    });
+    this.#pin.regenerate();
+    this.#pin.resetPinUvAuthToken();
+    this.#pinAttemptsThisPowerCycle = 0;
+    return encodeResponse();
+  }
+
+  async #selection(options: CtapCallOptions): Promise<Uint8Array> {
+    await this.#requireUserPresence("selection", options);
+    return encodeResponse();
+  }
+
+  // --- authenticatorConfig (CTAP 2.1 §6.11) --------------------------------------------------
+
+  async #config(request: ConfigRequest): Promise<Uint8Array> {
+    const state = this.#state;
+    if (state.pin) {
+      const param = request.pinUvAuthParam;
+      if (param === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_PUAT_REQUIRED);
+      const params = request.subCommandParams ? encodeCbor(toIntMap(request.subCommandParams, setMinPinLengthParamsKeys)) : new Uint8Array();
+      const message = concatBytes(new Uint8Array(32).fill(0xff), Uint8Array.of(0x0d, request.subCommand), params);
+      this.#verifyPinUvAuth(request, message, PinUvAuthPermission.authenticatorConfiguration, undefined);
+    }
+    if (request.subCommand !== ConfigSubcommand.setMinPINLength) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND, `config 0x${request.subCommand.toString(16)}`);
+    }
+    const params = request.subCommandParams ?? {};
+    const newMin = params.newMinPINLength ?? state.minPinLength;
+    if (newMin < state.minPinLength || newMin > 63) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "the minimum PIN length cannot decrease");
+    }
+    if ((params.minPinLengthRPIDs?.length ?? 0) > 0) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "minPinLengthRPIDs is not supported");
+    }
+    if (params.forceChangePin && !state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
+    await this.#save((next) => {
+      next.minPinLength = newMin;
+      const tooShort = next.pin !== undefined && next.pin.codePoints < newMin;
+      if (params.forceChangePin || tooShort) next.forcePinChange = true;
+    });
+    return encodeResponse();
+  }
+
+  // --- authenticatorCredentialManagement (CTAP 2.1 §6.8) --------------------------------------
+
+  async #credentialManagement(request: CredentialManagementRequest): Promise<Uint8Array> {
+    const sub = request.subCommand;
+    const next = sub === CredentialManagementSubcommand.enumerateRPsGetNextRP ||
+      sub === CredentialManagementSubcommand.enumerateCredentialsGetNextCredential;
+    if (next) return this.#nextEnumerated(sub === CredentialManagementSubcommand.enumerateRPsGetNextRP ? "rps" : "credentials");
+    this.#pendingEnumeration = undefined;
+    if (request.pinUvAuthParam === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_PUAT_REQUIRED);
+    const params = request.subCommandParams
+      ? encodeCbor(toIntMap(request.subCommandParams, credentialManagementParamsKeys))
+      : new Uint8Array();
+    this.#verifyPinUvAuth(
+      request,
+      concatBytes(Uint8Array.of(sub), params),
+      PinUvAuthPermission.credentialManagement,
+      undefined,
+    );
+    const state = this.#state;
+    switch (sub) {
+      case CredentialManagementSubcommand.getCredsMetadata:
+        return encodeResponse(CredentialManagementResponse, {
+          existingResidentCredentialsCount: state.credentials.length,
+          maxPossibleRemainingResidentCredentialsCount: Math.max(0, this.#maxDiscoverable - state.credentials.length),
+        });
+      case CredentialManagementSubcommand.enumerateRPsBegin: {
+        const rps = [...new Map(state.credentials.map((c) => [c.rpId, c])).values()];
+        if (rps.length === 0) throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+        const items = rps.map((c): CredentialManagementResponse => ({
+          rp: { id: c.rpId, ...(c.rpName === undefined ? {} : { name: c.rpName }) },
+          rpIdHash: sha256(new TextEncoder().encode(c.rpId)),
+        }));
+        return this.#beginEnumeration("rps", items, { totalRPs: items.length });
+      }
+      case CredentialManagementSubcommand.enumerateCredentialsBegin: {
+        const rpIdHash = need(request.subCommandParams?.rpIdHash, "rpIdHash");
+        const matching = state.credentials.filter((c) =>
+          equalBytes(sha256(new TextEncoder().encode(c.rpId)), rpIdHash)
+        );
+        if (matching.length === 0) throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+        const items = matching.map((c): CredentialManagementResponse => {
+          const secrets = unwrapCredentialId(fromBase64Any(state.masterKey), rpIdHash, fromBase64Any(c.id));
+          if (!secrets) throw new CtapError(CtapStatus.CTAP2_ERR_INTEGRITY_FAILURE, "stored credential does not open");
+          return {
+            user: {
+              id: fromBase64Any(c.user.id),
+              ...(c.user.name === undefined ? {} : { name: c.user.name }),
+              ...(c.user.displayName === undefined ? {} : { displayName: c.user.displayName }),
+            },
+            credentialId: { type: "public-key", id: fromBase64Any(c.id) },
+            publicKey: cosePublicKey(secrets.alg, secrets.privateKey),
+            credProtect: secrets.credProtect,
+          };
+        });
+        return this.#beginEnumeration("credentials", items, { totalCredentials: items.length });
+      }
+      case CredentialManagementSubcommand.deleteCredential:
+        return await this.#deleteCredential(need(request.subCommandParams?.credentialId, "credentialId"));
+      default:
+        throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND, `credentialManagement 0x${sub.toString(16)}`);
+    }
+  }
+
+  #beginEnumeration(
+    kind: PendingEnumeration["kind"],
+    items: CredentialManagementResponse[],
+    total: CredentialManagementResponse,
+  ): Uint8Array {
+    const [first, ...rest] = items;
+    this.#pendingEnumeration = { kind, items: rest };
+    return encodeResponse(CredentialManagementResponse, { ...first, ...total });
+  }
+
+  #nextEnumerated(kind: PendingEnumeration["kind"]): Uint8Array {
+    const pending = this.#pendingEnumeration;
+    if (!pending || pending.kind !== kind || pending.items.length === 0) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_NOT_ALLOWED, "nothing is being enumerated");
+    }
+    return encodeResponse(CredentialManagementResponse, pending.items.shift()!);
+  }
+
+  async #deleteCredential(descriptor: CredentialDescriptor): Promise<Uint8Array> {
+    const idText = toBase64Url(descriptor.id);
+    if (!this.#state.credentials.some((c) => c.id === idText)) throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+    await this.#save((next) => {
+      next.credentials = next.credentials.filter((c) => c.id !== idText);
+    });
+    return encodeResponse();
+  }
+}
+
+function need<T>(value: T | undefined, name: string): T {
+  if (value === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, name);
+  return value;
+}
+
+function pinHashOf(pin: string): Uint8Array {
+  return sha256(new TextEncoder().encode(pin)).slice(0, 16);
+}

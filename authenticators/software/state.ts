@@ -1,0 +1,102 @@
+/**
+ * What the software key remembers between runs, as stored (JSON, binary as base64url) in its
+ * encrypted vault: identity (AAGUID, attestation chain), the master secret that seals
+ * credential ids, the PIN state, the signature counter and its discoverable credentials.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { fromBase64Any, randomBytes, toBase64Url } from "../../core/bytes.ts";
+
+const b64url = (length?: number) =>
+  z.string().regex(/^[A-Za-z0-9_-]*$/, "is not base64url").refine(
+    (text) => length === undefined || fromBase64Any(text).length === length,
+    `must decode to ${length} bytes`,
+  );
+
+/** A discoverable credential's record (its secrets live in its id, see credential_id.ts). */
+export const storedCredentialSchema = z.object({
+  id: b64url(),
+  rpId: z.string(),
+  rpName: z.string().optional(),
+  user: z.object({ id: b64url(), name: z.string().optional(), displayName: z.string().optional() }),
+  alg: z.number().int(),
+  credProtect: z.number().int().min(1).max(3),
+  createdAt: z.iso.datetime(),
+});
+export type StoredCredential = z.infer<typeof storedCredentialSchema>;
+
+/** The whole state of a software key. */
+export const softwareKeyStateSchema = z.object({
+  format: z.literal("provisioning-software-key"),
+  version: z.literal(1),
+  aaguid: b64url(16),
+  /** Seals credential ids; replaced by a reset. */
+  masterKey: b64url(32),
+  attestation: z.object({
+    format: z.enum(["packed", "none"]),
+    certificate: b64url(),
+    rootCertificate: b64url(),
+    privateKey: b64url(32),
+  }),
+  pin: z.object({
+    /** LEFT(SHA-256(PIN), 16), as CTAP 2.1 §6.5.5.5 keeps it. */
+    hash: b64url(16),
+    /** The PIN's length in Unicode code points, for setMinPINLength. */
+    codePoints: z.number().int().min(1),
+    retries: z.number().int().min(0).max(8),
+  }).optional(),
+  forcePinChange: z.boolean(),
+  minPinLength: z.number().int().min(4).max(63),
+  signCount: z.number().int().min(0),
+  credentials: z.array(storedCredentialSchema),
+});
+export type SoftwareKeyState = z.infer<typeof softwareKeyStateSchema>;
+
+/** The AAGUID the software key reports unless configured otherwise: "provisioning software key v1". */
+export const defaultAaguid = "70726f76-6973-696f-6e69-6e67736b0001";
+
+/** Parses an AAGUID written as a UUID (`xxxxxxxx-xxxx-…`) or 32 hex digits. */
+export function parseAaguid(text: string): Uint8Array {
+  const hex = text.replaceAll("-", "");
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) {
+    throw new TypeError(`Cannot use AAGUID "${text}": expected a UUID such as 01234567-89ab-cdef-0123-456789abcdef`);
+  }
+  return Uint8Array.from({ length: 16 }, (_, i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16));
+}
+
+/** Formats an AAGUID as a lowercase UUID. */
+export function formatAaguid(aaguid: Uint8Array): string {
+  const hex = Array.from(aaguid, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** The settings a new software key is made with. */
+export interface NewKeyOptions {
+  /** @default defaultAaguid */
+  aaguid?: Uint8Array;
+  /** @default "packed" */
+  attestation?: "packed" | "none";
+  /** The attestation chain, from attestation.ts. */
+  chain: { attestationCertificate: Uint8Array; rootCertificate: Uint8Array; attestationPrivateKey: Uint8Array };
+}
+
+/** A fresh state: no PIN, no credentials, a new master secret. */
+export function newKeyState(options: NewKeyOptions): SoftwareKeyState {
+  return {
+    format: "provisioning-software-key",
+    version: 1,
+    aaguid: toBase64Url(options.aaguid ?? parseAaguid(defaultAaguid)),
+    masterKey: toBase64Url(randomBytes(32)),
+    attestation: {
+      format: options.attestation ?? "packed",
+      certificate: toBase64Url(options.chain.attestationCertificate),
+      rootCertificate: toBase64Url(options.chain.rootCertificate),
+      privateKey: toBase64Url(options.chain.attestationPrivateKey),
+    },
+    forcePinChange: false,
+    minPinLength: 4,
+    signCount: 0,
+    credentials: [],
+  };
+}
