@@ -9,7 +9,7 @@ import { z } from "zod";
 import { fromBase64Any, randomBytes, toBase64Url } from "../../core/bytes.ts";
 
 const b64url = (length?: number) =>
-  z.string().regex(/^[A-Za-z0-9_-]*$/, "is not base64url").refine(
+  z.string().regex(/^[A-Za-z0-9_-]*$/, { message: "is not base64url", abort: true }).refine(
     (text) => length === undefined || fromBase64Any(text).length === length,
     `must decode to ${length} bytes`,
   );

@@ -64,7 +64,7 @@ export const ConfigSubcommand = {
 // ---------------------------------------------------------------------------------------------
 // Shared shapes
 
-const bytes = z.instanceof(Uint8Array);
+const bytes = z.custom<Uint8Array>((value) => value instanceof Uint8Array, "expected a byte string");
 const int = z.number().int();
 /** A text-keyed CBOR map. An empty map decodes as an empty `Map`; accept it as `{}`. */
 const textMap = <T extends z.ZodType>(schema: T) =>
@@ -388,7 +388,7 @@ export function mapToMessage<T>(codec: MessageCodec<T>, value: unknown): T {
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
   const field = issue.path.join(".");
-  const missing = issue.code === "invalid_type" && issue.input === undefined && issue.path.length === 1;
+  const missing = issue.path.length === 1 && fields[String(issue.path[0])] === undefined;
   throw new CtapError(
     missing ? CtapStatus.CTAP2_ERR_MISSING_PARAMETER : CtapStatus.CTAP2_ERR_CBOR_UNEXPECTED_TYPE,
     `${codec.name}: "${field}" ${missing ? "is missing" : issue.message}`,

@@ -1,0 +1,355 @@
+/**
+ * CTAPHID over a Unix stream socket: how the software authenticator is reached when it runs as
+ * its own process. Each direction carries raw 64-byte HID reports back to back (CTAP 2.1
+ * §11.2.4 packets), with no report-id byte and no length prefix, exactly what a UHID or hidraw
+ * bridge would forward. Stream reads may split or merge reports, so both ends reassemble exactly
+ * 64 bytes before acting.
+ *
+ * The client end is a {@link PacketTransport} for {@link CtapHidClient}; the server end runs one
+ * {@link CtapHidDevice} per connection in front of a shared {@link CtapDevice} handler.
+ *
+ * Permissions: both ends need `--allow-read --allow-write` on the socket path (Deno's unix
+ * socket permission); the server also removes a stale socket file and chmods the new one 0600.
+ *
+ * @example
+ * ```ts ignore
+ * await using server = await serveCtapHidOnUnixSocket({ path: "/tmp/key.sock", device: softwareKey });
+ * await using client = await CtapHidClient.open(await connectUnixPacketTransport("/tmp/key.sock"));
+ * ```
+ *
+ * @module
+ */
+import { ProvisioningError } from "../errors.ts";
+import type { CtapDevice } from "./device.ts";
+import { CTAPHID_PACKET_SIZE } from "./hid.ts";
+import type { PacketTransport } from "./hid_client.ts";
+import { CtapHidDevice, type CtapHidDeviceOptions } from "./hid_device.ts";
+
+/** Reads `conn` until it ends, handing every complete 64-byte report to `onPacket`. */
+async function readPackets(conn: Deno.Conn, onPacket: (packet: Uint8Array) => void): Promise<void> {
+  const chunk = new Uint8Array(16 * CTAPHID_PACKET_SIZE);
+  const partial = new Uint8Array(CTAPHID_PACKET_SIZE);
+  let filled = 0;
+  for (;;) {
+    const n = await conn.read(chunk);
+    if (n === null) return;
+    let offset = 0;
+    while (offset < n) {
+      const take = Math.min(CTAPHID_PACKET_SIZE - filled, n - offset);
+      partial.set(chunk.subarray(offset, offset + take), filled);
+      filled += take;
+      offset += take;
+      if (filled === CTAPHID_PACKET_SIZE) {
+        onPacket(partial.slice());
+        filled = 0;
+      }
+    }
+  }
+}
+
+/** True for the errors a read or write raises because the connection was closed (by either end). */
+function isClosedError(error: unknown): boolean {
+  return error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted ||
+    error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.NotConnected;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Packets that arrived before anyone asked, and receivers waiting for packets. */
+class PacketQueue {
+  readonly #packets: Uint8Array[] = [];
+  readonly #waiters = new Set<{ resolve: (packet: Uint8Array) => void; reject: (error: unknown) => void }>();
+  #ended: Error | undefined;
+
+  push(packet: Uint8Array): void {
+    const waiter = this.#waiters.values().next().value;
+    if (waiter) {
+      this.#waiters.delete(waiter);
+      waiter.resolve(packet);
+    } else {
+      this.#packets.push(packet);
+    }
+  }
+
+  end(error: Error): void {
+    if (this.#ended) return;
+    this.#ended = error;
+    for (const waiter of this.#waiters) waiter.reject(error);
+    this.#waiters.clear();
+  }
+
+  take(signal: AbortSignal | undefined): Promise<Uint8Array> {
+    const packet = this.#packets.shift();
+    if (packet) return Promise.resolve(packet);
+    if (this.#ended) return Promise.reject(this.#ended);
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        this.#waiters.delete(waiter);
+        reject(signal?.reason);
+      };
+      const waiter = {
+        resolve: (packet: Uint8Array) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(packet);
+        },
+        reject: (error: unknown) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      };
+      this.#waiters.add(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}
+
+/**
+ * Connects to a CTAPHID socket (such as one served by {@link serveCtapHidOnUnixSocket}) and
+ * returns it as a {@link PacketTransport}.
+ *
+ * @throws {ProvisioningError} `socket-unreachable` when nothing listens at `path`.
+ */
+export async function connectUnixPacketTransport(path: string): Promise<PacketTransport & AsyncDisposable> {
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path });
+  } catch (error) {
+    throw new ProvisioningError(
+      "socket-unreachable",
+      `Cannot connect to CTAPHID socket "${path}": ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error, hint: "Start the software authenticator that serves this socket, or check the path" },
+    );
+  }
+  const queue = new PacketQueue();
+  const closedError = () =>
+    new ProvisioningError(
+      "ctaphid-closed",
+      `Cannot receive from CTAPHID socket "${path}": the connection is closed`,
+    );
+  const reading = readPackets(conn, (packet) => queue.push(packet)).then(
+    () => queue.end(closedError()),
+    (error) =>
+      queue.end(
+        isClosedError(error) ? closedError() : new ProvisioningError(
+          "socket-read-failed",
+          `Cannot receive from CTAPHID socket "${path}": ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+          { cause: error },
+        ),
+      ),
+  );
+  let writing: Promise<void> = Promise.resolve();
+  let closed = false;
+  const close = async () => {
+    if (!closed) {
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // Already closed by the peer's end of stream.
+      }
+    }
+    await reading;
+    await writing.catch(() => {});
+  };
+  return {
+    send(packet) {
+      if (packet.length !== CTAPHID_PACKET_SIZE) {
+        return Promise.reject(
+          new RangeError(
+            `Cannot send CTAPHID packet: it is ${packet.length} bytes, expected ${CTAPHID_PACKET_SIZE}`,
+          ),
+        );
+      }
+      if (closed) {
+        return Promise.reject(
+          new ProvisioningError(
+            "ctaphid-closed",
+            `Cannot send to CTAPHID socket "${path}": the connection is closed`,
+          ),
+        );
+      }
+      const write = writing.then(() => writeAll(conn, packet)).catch((error: unknown) => {
+        throw new ProvisioningError(
+          "socket-write-failed",
+          `Cannot send to CTAPHID socket "${path}": ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+          { cause: error },
+        );
+      });
+      writing = write.catch(() => {});
+      return write;
+    },
+    receive: (signal) => queue.take(signal),
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/** Options of {@link serveCtapHidOnUnixSocket}. */
+export interface ServeCtapHidOptions {
+  /** Where to create the socket. A stale socket there is replaced; anything else is refused. */
+  path: string;
+  /** The authenticator every connection talks to; it must serialise concurrent requests itself. */
+  device: CtapDevice;
+  /** Closes the server when aborted. */
+  signal?: AbortSignal;
+  /** Options for each connection's {@link CtapHidDevice} (clock, keep-alive interval, version). */
+  hid?: CtapHidDeviceOptions;
+}
+
+/** A running CTAPHID socket server. */
+export interface CtapHidSocketServer extends AsyncDisposable {
+  /** The socket path clients connect to. */
+  readonly path: string;
+  /** Resolves once the server has stopped (by {@link close} or the signal) and its socket file is gone. */
+  readonly closed: Promise<void>;
+  /** Stops accepting, ends every connection (aborting its request) and removes the socket file. */
+  close(): Promise<void>;
+}
+
+/** Removes a socket file nobody listens on any more; refuses to touch anything else. */
+async function removeStaleSocket(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (!info.isSocket) {
+    throw new ProvisioningError(
+      "socket-path-taken",
+      `Cannot serve CTAPHID on "${path}": the path exists and is not a socket`,
+      { hint: "Choose another socket path, or remove the file if it is yours" },
+    );
+  }
+  let live = false;
+  try {
+    (await Deno.connect({ transport: "unix", path })).close();
+    live = true;
+  } catch {
+    // Connection refused: the socket is stale.
+  }
+  if (live) {
+    throw new ProvisioningError(
+      "socket-in-use",
+      `Cannot serve CTAPHID on "${path}": another process is listening on it`,
+      { hint: "Stop the other authenticator, or choose another socket path" },
+    );
+  }
+  await Deno.remove(path);
+}
+
+/** Serves one connection until it ends or the server closes it. */
+async function serveConnection(
+  conn: Deno.Conn,
+  handler: CtapDevice,
+  options: CtapHidDeviceOptions,
+): Promise<void> {
+  let writing: Promise<void> = Promise.resolve();
+  let broken = false;
+  const device = new CtapHidDevice(handler, (packet) => {
+    if (broken) return;
+    writing = writing.then(() => writeAll(conn, packet)).catch(() => {
+      broken = true;
+    });
+  }, options);
+  try {
+    await readPackets(conn, (packet) => device.receive(packet));
+  } catch (error) {
+    if (!isClosedError(error)) throw error;
+  } finally {
+    await device.close();
+    await writing;
+    try {
+      conn.close();
+    } catch {
+      // Already closed by the server shutting down.
+    }
+  }
+}
+
+/**
+ * Listens on a Unix socket and answers CTAPHID on every connection with `device`. Resolves once
+ * the socket is listening.
+ *
+ * @throws {ProvisioningError} `socket-path-taken` / `socket-in-use` when `path` is not free.
+ */
+export async function serveCtapHidOnUnixSocket(options: ServeCtapHidOptions): Promise<CtapHidSocketServer> {
+  const { path, device, signal } = options;
+  signal?.throwIfAborted();
+  await removeStaleSocket(path);
+  const listener = Deno.listen({ transport: "unix", path });
+  try {
+    await Deno.chmod(path, 0o600);
+  } catch {
+    // chmod is not supported on every platform; the socket keeps the umask's permissions.
+  }
+  const connections = new Map<Deno.Conn, Promise<void>>();
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) {
+        const serving = serveConnection(conn, device, options.hid ?? {})
+          .catch(() => {
+            // A connection that fails ends alone; the server and the other connections go on.
+          })
+          .finally(() => connections.delete(conn));
+        connections.set(conn, serving);
+      }
+    } catch (error) {
+      if (!isClosedError(error)) throw error;
+    }
+  })().catch(() => {
+    // The listener failed: the server stops; `closed` reports it by resolving.
+  });
+
+  let closing: Promise<void> | undefined;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((resolve) => resolveClosed = resolve);
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      signal?.removeEventListener("abort", onAbort);
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+      await accepting;
+      for (const conn of connections.keys()) {
+        try {
+          conn.close();
+        } catch {
+          // Already closed by its own end of stream.
+        }
+      }
+      await Promise.all(connections.values());
+      try {
+        await Deno.remove(path);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) {
+          throw new ProvisioningError(
+            "socket-cleanup-failed",
+            `Cannot remove CTAPHID socket "${path}": ${
+              error instanceof Error ? error.message : String(error)
+            }`,
+            { cause: error },
+          );
+        }
+      } finally {
+        resolveClosed();
+      }
+    })();
+    return closing;
+  };
+  const onAbort = () => void close().catch(() => {});
+  signal?.addEventListener("abort", onAbort, { once: true });
+  return { path, closed, close, [Symbol.asyncDispose]: close };
+}
