@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { softwareAuthenticator } from "./authenticators/software/plugin.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
 import { createTerminalContext, terminalWriter } from "./core/cli/terminal.ts";
@@ -23,8 +24,7 @@ export const COMMANDS: readonly CommandFactory[] = [
  * place that does; third-party plugins will be loaded by path into a Worker.
  */
 export function registerBuiltins(registry: PluginRegistry): PluginRegistry {
-  // registry.register(softwareAuthenticator); // from "./authenticators/software/plugin.ts" (lead)
-  return registry;
+  return registry.register(softwareAuthenticator);
 }
 
 /**
@@ -44,7 +44,10 @@ if (import.meta.main) {
     code = await main(Deno.args);
   } catch (error) {
     // Only what happens before the program runs (e.g. a plugin that fails to register) gets here.
-    code = reportError(error, { stderr: terminalWriter(Deno.stderr), verbose: Deno.args.includes("--verbose") });
+    code = reportError(error, {
+      stderr: terminalWriter(Deno.stderr),
+      verbose: Deno.args.includes("--verbose"),
+    });
   }
   Deno.exit(code);
 }

@@ -59,6 +59,8 @@ export interface PluginContext {
   readonly signal?: AbortSignal;
   /** Reads an environment variable the manifest declared. */
   readonly env: (name: string) => string | undefined;
+  /** Asks the operator for a secret (a vault passphrase) without echo. */
+  readonly readSecret: (request: { label: string; hint?: string }) => Promise<string>;
 }
 
 /** An opened authenticator: a CTAP2 device plus what to call it in messages. */

@@ -50,7 +50,9 @@ const PERMISSION_NAMES = ["read", "write", "net", "env", "run", "sys", "ffi", "i
  */
 export function permissionFlags(set: Record<string, unknown>): string[] {
   if (set.all === true) {
-    throw new Error('Cannot derive permission flags: the set grants "all", and the binary never runs with -A');
+    throw new Error(
+      'Cannot derive permission flags: the set grants "all", and the binary never runs with -A',
+    );
   }
   const flags: string[] = [];
   for (const name of PERMISSION_NAMES) {
@@ -119,7 +121,9 @@ async function main(args: readonly string[]): Promise<void> {
     Deno.exit(2);
   }
 
-  const config = JSON.parse(await Deno.readTextFile("deno.json")) as { permissions?: Record<string, unknown> };
+  const config = JSON.parse(await Deno.readTextFile("deno.json")) as {
+    permissions?: Record<string, unknown>;
+  };
   const set = config.permissions?.[PERMISSION_SET];
   if (set === undefined || typeof set !== "object" || set === null) {
     fail(`Cannot compile: deno.json has no "${PERMISSION_SET}" permission set`);
@@ -162,7 +166,10 @@ async function main(args: readonly string[]): Promise<void> {
   }
   if (errors) console.error(errors);
   if (/Could not find denort/.test(errors)) {
-    fail(`Cannot compile ${output}: DENORT_BIN "${denort}" is not a file`, `Point it at a denort ${DENO_VERSION} binary`);
+    fail(
+      `Cannot compile ${output}: DENORT_BIN "${denort}" is not a file`,
+      `Point it at a denort ${DENO_VERSION} binary`,
+    );
   }
   if (/dl\.deno\.land|error sending request|dns error/i.test(errors)) {
     fail(

@@ -26,7 +26,9 @@ export function throws<E extends Error>(
     fn();
   } catch (error) {
     if (error instanceof type) return error;
-    throw new assert.AssertionError({ message: `${message ?? ""} threw ${String(error)}, expected ${type.name}` });
+    throw new assert.AssertionError({
+      message: `${message ?? ""} threw ${String(error)}, expected ${type.name}`,
+    });
   }
   throw new assert.AssertionError({ message: `${message ?? ""} did not throw ${type.name}` });
 }
@@ -41,7 +43,9 @@ export async function rejects<E extends Error>(
     await (typeof promise === "function" ? promise() : promise);
   } catch (error) {
     if (error instanceof type) return error;
-    throw new assert.AssertionError({ message: `${message ?? ""} rejected with ${String(error)}, expected ${type.name}` });
+    throw new assert.AssertionError({
+      message: `${message ?? ""} rejected with ${String(error)}, expected ${type.name}`,
+    });
   }
   throw new assert.AssertionError({ message: `${message ?? ""} did not reject with ${type.name}` });
 }

@@ -16,7 +16,7 @@
 import { sha256 } from "@noble/hashes/sha2.js";
 import { concatBytes, equalBytes, fromBase64Any, randomBytes, toBase64Url } from "../../core/bytes.ts";
 import { encodeCbor } from "../../core/ctap/cbor.ts";
-import { encodeAuthenticatorData, AuthDataFlag } from "../../core/ctap/auth_data.ts";
+import { AuthDataFlag, encodeAuthenticatorData } from "../../core/ctap/auth_data.ts";
 import {
   ClientPinRequest,
   ClientPinResponse,
@@ -24,10 +24,10 @@ import {
   ConfigRequest,
   ConfigSubcommand,
   type CredentialDescriptor,
+  credentialManagementParamsKeys,
   CredentialManagementRequest,
   CredentialManagementResponse,
   CredentialManagementSubcommand,
-  credentialManagementParamsKeys,
   CtapCommand,
   decodeBody,
   encodeResponse,
@@ -42,14 +42,20 @@ import { toIntMap } from "../../core/ctap/cbor.ts";
 import { CoseAlgorithm } from "../../core/ctap/cose.ts";
 import type { CtapCallOptions, CtapDevice } from "../../core/ctap/device.ts";
 import {
+  pinProtocol,
   PinProtocolAuthenticatorState,
   PinUvAuthPermission,
-  pinProtocol,
   unpadPin,
 } from "../../core/ctap/pin_protocol.ts";
 import { CtapError, CtapStatus } from "../../core/ctap/status.ts";
-import { unwrapCredentialId, wrapCredentialId, type CredentialSecrets } from "./credential_id.ts";
-import { cosePublicKey, generatePrivateKey, isSupportedAlgorithm, sign, supportedAlgorithms } from "./signing.ts";
+import { type CredentialSecrets, unwrapCredentialId, wrapCredentialId } from "./credential_id.ts";
+import {
+  cosePublicKey,
+  generatePrivateKey,
+  isSupportedAlgorithm,
+  sign,
+  supportedAlgorithms,
+} from "./signing.ts";
 import type { SoftwareKeyState, StoredCredential } from "./state.ts";
 
 /** Where the key's state lives: the encrypted vault, or memory for a throw-away key. */
@@ -76,11 +82,16 @@ export class MemoryKeyStateStore implements KeyStateStore {
 }
 
 /** Asked whenever the key needs a touch; resolve `true` for "touched", `false` for "refused". */
-export type UserPresenceCheck = (request: { command: string; rpId?: string; signal: AbortSignal }) => Promise<boolean>;
+export type UserPresenceCheck = (
+  request: { command: string; rpId?: string; signal: AbortSignal },
+) => Promise<boolean>;
 
 /** Options of {@link SoftwareAuthenticator}. */
 export interface SoftwareAuthenticatorOptions {
-  /** Asked for each touch. @default a touch that is always given at once */
+  /**
+   * Asked for each touch; the key then reports "user presence needed" in its keep-alives.
+   * @default none: every touch is given at once, silently (the admin's tool is the user)
+   */
   userPresence?: UserPresenceCheck;
   /** Clock in milliseconds, for token lifetimes and the reset window. @default Date.now */
   now?: () => number;
@@ -127,7 +138,7 @@ interface PendingEnumeration {
 /** See the module documentation. */
 export class SoftwareAuthenticator implements CtapDevice {
   readonly #store: KeyStateStore;
-  readonly #userPresence: UserPresenceCheck;
+  readonly #userPresence: UserPresenceCheck | undefined;
   readonly #now: () => number;
   readonly #poweredUpAt: number;
   readonly #resetWindowMs: number;
@@ -140,7 +151,7 @@ export class SoftwareAuthenticator implements CtapDevice {
 
   constructor(store: KeyStateStore, options: SoftwareAuthenticatorOptions = {}) {
     this.#store = store;
-    this.#userPresence = options.userPresence ?? (() => Promise.resolve(true));
+    this.#userPresence = options.userPresence;
     this.#now = options.now ?? Date.now;
     this.#poweredUpAt = this.#now();
     this.#resetWindowMs = options.resetWindowMs ?? 10_000;
@@ -242,6 +253,9 @@ export class SoftwareAuthenticator implements CtapDevice {
   // --- user presence --------------------------------------------------------------------------
 
   async #requireUserPresence(command: string, options: CtapCallOptions, rpId?: string): Promise<void> {
+    if (options.signal?.aborted) throw new CtapError(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL);
+    const check = this.#userPresence;
+    if (!check) return;
     const controller = new AbortController();
     const onAbort = () => controller.abort(options.signal?.reason);
     options.signal?.addEventListener("abort", onAbort, { once: true });
@@ -256,7 +270,7 @@ export class SoftwareAuthenticator implements CtapDevice {
         );
       });
       const touched = await Promise.race([
-        this.#userPresence({ command, ...(rpId === undefined ? {} : { rpId }), signal: controller.signal }),
+        check({ command, ...(rpId === undefined ? {} : { rpId }), signal: controller.signal }),
         cancelled,
       ]);
       if (!touched) throw new CtapError(CtapStatus.CTAP2_ERR_OPERATION_DENIED, "the user refused the touch");
@@ -269,7 +283,11 @@ export class SoftwareAuthenticator implements CtapDevice {
   // --- pinUvAuthParam checks ------------------------------------------------------------------
 
   /** Common checks of makeCredential/getAssertion step 1–2 (CTAP 2.1 §6.1.2, §6.2.2). */
-  async #touchProbe(pinUvAuthParam: Uint8Array | undefined, options: CtapCallOptions, command: string): Promise<void> {
+  async #touchProbe(
+    pinUvAuthParam: Uint8Array | undefined,
+    options: CtapCallOptions,
+    command: string,
+  ): Promise<void> {
     if (pinUvAuthParam !== undefined && pinUvAuthParam.length === 0) {
       // A platform asking the user to pick this key: touch, then say what the PIN state is.
       await this.#requireUserPresence(command, options);
@@ -288,15 +306,23 @@ export class SoftwareAuthenticator implements CtapDevice {
   ): boolean {
     if (request.pinUvAuthParam === undefined) return false;
     const version = request.pinUvAuthProtocol;
-    if (version === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "pinUvAuthProtocol");
-    if (version !== 1 && version !== 2) throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "pinUvAuthProtocol");
+    if (version === undefined) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "pinUvAuthProtocol");
+    }
+    if (version !== 1 && version !== 2) {
+      throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "pinUvAuthProtocol");
+    }
     if (!this.#pin.verifyToken(version, message, request.pinUvAuthParam)) {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
     }
-    if (!this.#pin.hasPermission(permission)) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "permission");
+    if (!this.#pin.hasPermission(permission)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "permission");
+    }
     if (rpId !== undefined) {
       const bound = this.#pin.permissionsRpId;
-      if (bound !== undefined && bound !== rpId) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "rp id");
+      if (bound !== undefined && bound !== rpId) {
+        throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "rp id");
+      }
       if (bound === undefined) this.#pin.permissionsRpId = rpId;
     }
     return true;
@@ -307,10 +333,15 @@ export class SoftwareAuthenticator implements CtapDevice {
   async #makeCredential(request: MakeCredentialRequest, options: CtapCallOptions): Promise<Uint8Array> {
     await this.#touchProbe(request.pinUvAuthParam, options, "makeCredential");
     const state = this.#state;
-    const alg = request.pubKeyCredParams.find((p) => p.type === "public-key" && isSupportedAlgorithm(p.alg))?.alg;
-    if (alg === undefined || !isSupportedAlgorithm(alg)) throw new CtapError(CtapStatus.CTAP2_ERR_UNSUPPORTED_ALGORITHM);
+    const alg = request.pubKeyCredParams.find((p) => p.type === "public-key" && isSupportedAlgorithm(p.alg))
+      ?.alg;
+    if (alg === undefined || !isSupportedAlgorithm(alg)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_UNSUPPORTED_ALGORITHM);
+    }
     const rk = request.options?.["rk"] ?? false;
-    if (request.options?.["up"] === false) throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_OPTION, "up=false");
+    if (request.options?.["up"] === false) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_OPTION, "up=false");
+    }
     if (request.options?.["uv"] === true) {
       // The PIN is this key's only user verification; a platform must use pinUvAuthParam.
       throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_OPTION, "no built-in user verification");
@@ -318,7 +349,12 @@ export class SoftwareAuthenticator implements CtapDevice {
     if (request.enterpriseAttestation !== undefined) {
       throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "enterprise attestation is not enabled");
     }
-    const uv = this.#verifyPinUvAuth(request, request.clientDataHash, PinUvAuthPermission.makeCredential, request.rp.id);
+    const uv = this.#verifyPinUvAuth(
+      request,
+      request.clientDataHash,
+      PinUvAuthPermission.makeCredential,
+      request.rp.id,
+    );
     if (state.pin && !uv && rk) throw new CtapError(CtapStatus.CTAP2_ERR_PUAT_REQUIRED);
     if (uv && state.forcePinChange) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION);
 
@@ -333,10 +369,17 @@ export class SoftwareAuthenticator implements CtapDevice {
 
     const extensions = request.extensions ?? {};
     const wantedProtect = extensions["credProtect"];
-    const credProtect = typeof wantedProtect === "number" && wantedProtect >= 1 && wantedProtect <= 3 ? wantedProtect : 1;
+    const credProtect = typeof wantedProtect === "number" && wantedProtect >= 1 && wantedProtect <= 3
+      ? wantedProtect
+      : 1;
     const hmacSecret = extensions["hmac-secret"] === true;
-    if (rk && !state.credentials.some((c) => c.rpId === request.rp.id && c.user.id === toBase64Url(request.user.id))) {
-      if (state.credentials.length >= this.#maxDiscoverable) throw new CtapError(CtapStatus.CTAP2_ERR_KEY_STORE_FULL);
+    if (
+      rk &&
+      !state.credentials.some((c) => c.rpId === request.rp.id && c.user.id === toBase64Url(request.user.id))
+    ) {
+      if (state.credentials.length >= this.#maxDiscoverable) {
+        throw new CtapError(CtapStatus.CTAP2_ERR_KEY_STORE_FULL);
+      }
     }
 
     await this.#requireUserPresence("makeCredential", options, request.rp.id);
@@ -423,9 +466,16 @@ export class SoftwareAuthenticator implements CtapDevice {
     if (request.options?.["uv"] === true) {
       throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_OPTION, "no built-in user verification");
     }
-    if (request.options?.["rk"] !== undefined) throw new CtapError(CtapStatus.CTAP2_ERR_UNSUPPORTED_OPTION, "rk");
+    if (request.options?.["rk"] !== undefined) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_UNSUPPORTED_OPTION, "rk");
+    }
     const up = request.options?.["up"] ?? true;
-    const uv = this.#verifyPinUvAuth(request, request.clientDataHash, PinUvAuthPermission.getAssertion, request.rpId);
+    const uv = this.#verifyPinUvAuth(
+      request,
+      request.clientDataHash,
+      PinUvAuthPermission.getAssertion,
+      request.rpId,
+    );
     if (uv && this.#state.forcePinChange) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION);
 
     const rpIdHash = sha256(new TextEncoder().encode(request.rpId));
@@ -505,7 +555,11 @@ export class SoftwareAuthenticator implements CtapDevice {
     const response: GetAssertionResponse = {
       credential: { type: "public-key", id: credential.id },
       authData,
-      signature: sign(credential.secrets.alg, credential.secrets.privateKey, concatBytes(authData, clientDataHash)),
+      signature: sign(
+        credential.secrets.alg,
+        credential.secrets.privateKey,
+        concatBytes(authData, clientDataHash),
+      ),
     };
     if (stored) {
       response.user = {
@@ -545,7 +599,9 @@ export class SoftwareAuthenticator implements CtapDevice {
         );
       case ClientPinSubcommand.getPinUvAuthTokenUsingPinWithPermissions: {
         const permissions = need(request.permissions, "permissions");
-        if (permissions === 0) throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "permissions is 0");
+        if (permissions === 0) {
+          throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "permissions is 0");
+        }
         const needsRpId = PinUvAuthPermission.makeCredential | PinUvAuthPermission.getAssertion;
         if ((permissions & needsRpId) && request.rpId === undefined) {
           throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "rpId");
@@ -556,13 +612,18 @@ export class SoftwareAuthenticator implements CtapDevice {
         return await this.#getPinToken(request, permissions, request.rpId);
       }
       default:
-        throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND, `clientPIN 0x${request.subCommand.toString(16)}`);
+        throw new CtapError(
+          CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND,
+          `clientPIN 0x${request.subCommand.toString(16)}`,
+        );
     }
   }
 
   #protocolOf(request: { pinUvAuthProtocol?: number | undefined }): 1 | 2 {
     const version = need(request.pinUvAuthProtocol, "pinUvAuthProtocol");
-    if (version !== 1 && version !== 2) throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "pinUvAuthProtocol");
+    if (version !== 1 && version !== 2) {
+      throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "pinUvAuthProtocol");
+    }
     return version;
   }
 
@@ -574,7 +635,9 @@ export class SoftwareAuthenticator implements CtapDevice {
     if (this.#state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_NOT_ALLOWED, "a PIN is already set");
     const sharedSecret = this.#pin.decapsulate(version, keyAgreement);
     const protocol = pinProtocol(version);
-    if (!protocol.verify(sharedSecret, newPinEnc, param)) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
+    if (!protocol.verify(sharedSecret, newPinEnc, param)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
+    }
     const pin = this.#decryptNewPin(version, sharedSecret, newPinEnc);
     await this.#save((next) => {
       next.pin = { hash: toBase64Url(pinHashOf(pin)), codePoints: [...pin].length, retries: pinRetriesMax };
@@ -591,7 +654,10 @@ export class SoftwareAuthenticator implements CtapDevice {
     const pin = unpadPin(pinProtocol(version).decrypt(sharedSecret, newPinEnc));
     if (pin === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "malformed PIN");
     if ([...pin].length < this.#state.minPinLength) {
-      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, `PIN shorter than ${this.#state.minPinLength}`);
+      throw new CtapError(
+        CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION,
+        `PIN shorter than ${this.#state.minPinLength}`,
+      );
     }
     return pin;
   }
@@ -640,7 +706,10 @@ export class SoftwareAuthenticator implements CtapDevice {
     const pin = this.#decryptNewPin(version, sharedSecret, newPinEnc);
     const hash = pinHashOf(pin);
     if (this.#state.forcePinChange && equalBytes(hash, fromBase64Any(this.#state.pin.hash))) {
-      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "the new PIN must differ from the old one");
+      throw new CtapError(
+        CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION,
+        "the new PIN must differ from the old one",
+      );
     }
     await this.#save((next) => {
       next.pin = { hash: toBase64Url(hash), codePoints: [...pin].length, retries: pinRetriesMax };
@@ -650,14 +719,20 @@ export class SoftwareAuthenticator implements CtapDevice {
     return encodeResponse();
   }
 
-  async #getPinToken(request: ClientPinRequest, permissions: number, rpId: string | undefined): Promise<Uint8Array> {
+  async #getPinToken(
+    request: ClientPinRequest,
+    permissions: number,
+    rpId: string | undefined,
+  ): Promise<Uint8Array> {
     const version = this.#protocolOf(request);
     const keyAgreement = need(request.keyAgreement, "keyAgreement");
     const pinHashEnc = need(request.pinHashEnc, "pinHashEnc");
     if (!this.#state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
     const sharedSecret = this.#pin.decapsulate(version, keyAgreement);
     await this.#checkPinHash(version, sharedSecret, pinHashEnc);
-    if (this.#state.forcePinChange) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "PIN change required");
+    if (this.#state.forcePinChange) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "PIN change required");
+    }
     this.#pin.resetPinUvAuthToken();
     this.#pin.beginUsingPinUvAuthToken(false);
     this.#pin.permissions = permissions;
@@ -702,17 +777,29 @@ export class SoftwareAuthenticator implements CtapDevice {
     if (state.pin) {
       const param = request.pinUvAuthParam;
       if (param === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_PUAT_REQUIRED);
-      const params = request.subCommandParams ? encodeCbor(toIntMap(request.subCommandParams, setMinPinLengthParamsKeys)) : new Uint8Array();
-      const message = concatBytes(new Uint8Array(32).fill(0xff), Uint8Array.of(0x0d, request.subCommand), params);
+      const params = request.subCommandParams
+        ? encodeCbor(toIntMap(request.subCommandParams, setMinPinLengthParamsKeys))
+        : new Uint8Array();
+      const message = concatBytes(
+        new Uint8Array(32).fill(0xff),
+        Uint8Array.of(0x0d, request.subCommand),
+        params,
+      );
       this.#verifyPinUvAuth(request, message, PinUvAuthPermission.authenticatorConfiguration, undefined);
     }
     if (request.subCommand !== ConfigSubcommand.setMinPINLength) {
-      throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND, `config 0x${request.subCommand.toString(16)}`);
+      throw new CtapError(
+        CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND,
+        `config 0x${request.subCommand.toString(16)}`,
+      );
     }
     const params = request.subCommandParams ?? {};
     const newMin = params.newMinPINLength ?? state.minPinLength;
     if (newMin < state.minPinLength || newMin > 63) {
-      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "the minimum PIN length cannot decrease");
+      throw new CtapError(
+        CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION,
+        "the minimum PIN length cannot decrease",
+      );
     }
     if ((params.minPinLengthRPIDs?.length ?? 0) > 0) {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "minPinLengthRPIDs is not supported");
@@ -732,7 +819,11 @@ export class SoftwareAuthenticator implements CtapDevice {
     const sub = request.subCommand;
     const next = sub === CredentialManagementSubcommand.enumerateRPsGetNextRP ||
       sub === CredentialManagementSubcommand.enumerateCredentialsGetNextCredential;
-    if (next) return this.#nextEnumerated(sub === CredentialManagementSubcommand.enumerateRPsGetNextRP ? "rps" : "credentials");
+    if (next) {
+      return this.#nextEnumerated(
+        sub === CredentialManagementSubcommand.enumerateRPsGetNextRP ? "rps" : "credentials",
+      );
+    }
     this.#pendingEnumeration = undefined;
     if (request.pinUvAuthParam === undefined) throw new CtapError(CtapStatus.CTAP2_ERR_PUAT_REQUIRED);
     const params = request.subCommandParams
@@ -749,7 +840,10 @@ export class SoftwareAuthenticator implements CtapDevice {
       case CredentialManagementSubcommand.getCredsMetadata:
         return encodeResponse(CredentialManagementResponse, {
           existingResidentCredentialsCount: state.credentials.length,
-          maxPossibleRemainingResidentCredentialsCount: Math.max(0, this.#maxDiscoverable - state.credentials.length),
+          maxPossibleRemainingResidentCredentialsCount: Math.max(
+            0,
+            this.#maxDiscoverable - state.credentials.length,
+          ),
         });
       case CredentialManagementSubcommand.enumerateRPsBegin: {
         const rps = [...new Map(state.credentials.map((c) => [c.rpId, c])).values()];
@@ -768,7 +862,9 @@ export class SoftwareAuthenticator implements CtapDevice {
         if (matching.length === 0) throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
         const items = matching.map((c): CredentialManagementResponse => {
           const secrets = unwrapCredentialId(fromBase64Any(state.masterKey), rpIdHash, fromBase64Any(c.id));
-          if (!secrets) throw new CtapError(CtapStatus.CTAP2_ERR_INTEGRITY_FAILURE, "stored credential does not open");
+          if (!secrets) {
+            throw new CtapError(CtapStatus.CTAP2_ERR_INTEGRITY_FAILURE, "stored credential does not open");
+          }
           return {
             user: {
               id: fromBase64Any(c.user.id),
@@ -785,7 +881,10 @@ export class SoftwareAuthenticator implements CtapDevice {
       case CredentialManagementSubcommand.deleteCredential:
         return await this.#deleteCredential(need(request.subCommandParams?.credentialId, "credentialId"));
       default:
-        throw new CtapError(CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND, `credentialManagement 0x${sub.toString(16)}`);
+        throw new CtapError(
+          CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND,
+          `credentialManagement 0x${sub.toString(16)}`,
+        );
     }
   }
 
@@ -809,7 +908,9 @@ export class SoftwareAuthenticator implements CtapDevice {
 
   async #deleteCredential(descriptor: CredentialDescriptor): Promise<Uint8Array> {
     const idText = toBase64Url(descriptor.id);
-    if (!this.#state.credentials.some((c) => c.id === idText)) throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+    if (!this.#state.credentials.some((c) => c.id === idText)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+    }
     await this.#save((next) => {
       next.credentials = next.credentials.filter((c) => c.id !== idText);
     });

@@ -47,7 +47,11 @@ export interface CredentialSecrets {
 }
 
 /** Seals a credential's secrets into its id. */
-export function wrapCredentialId(masterKey: Uint8Array, rpIdHash: Uint8Array, secrets: CredentialSecrets): Uint8Array {
+export function wrapCredentialId(
+  masterKey: Uint8Array,
+  rpIdHash: Uint8Array,
+  secrets: CredentialSecrets,
+): Uint8Array {
   const iv = randomBytes(12);
   const sealed = gcm(masterKey, iv, rpIdHash).encrypt(encodeCbor(toIntMap({ ...secrets }, keys)));
   return concatBytes(Uint8Array.of(version), iv, sealed);

@@ -60,7 +60,9 @@ export const defaultAaguid = "70726f76-6973-696f-6e69-6e67736b0001";
 export function parseAaguid(text: string): Uint8Array {
   const hex = text.replaceAll("-", "");
   if (!/^[0-9a-fA-F]{32}$/.test(hex)) {
-    throw new TypeError(`Cannot use AAGUID "${text}": expected a UUID such as 01234567-89ab-cdef-0123-456789abcdef`);
+    throw new TypeError(
+      `Cannot use AAGUID "${text}": expected a UUID such as 01234567-89ab-cdef-0123-456789abcdef`,
+    );
   }
   return Uint8Array.from({ length: 16 }, (_, i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16));
 }
@@ -78,7 +80,11 @@ export interface NewKeyOptions {
   /** @default "packed" */
   attestation?: "packed" | "none";
   /** The attestation chain, from attestation.ts. */
-  chain: { attestationCertificate: Uint8Array; rootCertificate: Uint8Array; attestationPrivateKey: Uint8Array };
+  chain: {
+    attestationCertificate: Uint8Array;
+    rootCertificate: Uint8Array;
+    attestationPrivateKey: Uint8Array;
+  };
 }
 
 /** A fresh state: no PIN, no credentials, a new master secret. */

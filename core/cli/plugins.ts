@@ -67,13 +67,14 @@ export function formatPlugins(plugins: readonly PluginDescription[]): string {
       lines.push("  options  none");
     } else {
       lines.push("  options");
+      const flagsWidth = Math.max(...plugin.options.map((option) => option.flags.length));
       for (const option of plugin.options) {
         const extras = [
           option.env === undefined ? undefined : `env ${option.env}`,
           option.default === undefined ? undefined : `default ${JSON.stringify(option.default)}`,
         ].filter((extra) => extra !== undefined);
         const suffix = extras.length === 0 ? "" : ` (${extras.join(", ")})`;
-        lines.push(`    ${option.flags}  ${option.description}${suffix}`);
+        lines.push(`    ${option.flags.padEnd(flagsWidth)}  ${option.description}${suffix}`);
       }
     }
     return lines.join("\n");

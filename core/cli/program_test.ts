@@ -104,7 +104,9 @@ Deno.test("plugins --json prints every registered plugin's manifest with all lis
 });
 
 Deno.test("plugins lists each plugin as kind, id and summary, with its needs", async () => {
-  const json = JSON.parse((await cli("plugins", "--json")).stdout) as { plugins: { kind: string; id: string }[] };
+  const json = JSON.parse((await cli("plugins", "--json")).stdout) as {
+    plugins: { kind: string; id: string }[];
+  };
   const { code, stdout } = await cli("plugins");
   assertEquals(code, 0);
   if (json.plugins.length === 0) assertEquals(stdout, "No plugins registered.\n");
@@ -139,7 +141,8 @@ function memoryContext(registry = new PluginRegistry()) {
   return { context, stdout, stderr };
 }
 
-const failing = (error: unknown): CommandFactory => () => new Command("fail").action(() => Promise.reject(error));
+const failing = (error: unknown): CommandFactory => () =>
+  new Command("fail").action(() => Promise.reject(error));
 
 Deno.test("a missing argument of a command group is a usage error on one line", async () => {
   const { context, stderr } = memoryContext();
@@ -151,10 +154,14 @@ Deno.test("a missing argument of a command group is a usage error on one line", 
 
 Deno.test("a ProvisioningError ends the run with its exit code and its message and hint on one line", async () => {
   const { context, stderr } = memoryContext();
-  const error = new ProvisioningError("vault-locked", 'Cannot open vault "a.vault": the passphrase is wrong', {
-    hint: "Check PROVISIONING_VAULT_PASSPHRASE",
-    exitCode: 3,
-  });
+  const error = new ProvisioningError(
+    "vault-locked",
+    'Cannot open vault "a.vault": the passphrase is wrong',
+    {
+      hint: "Check PROVISIONING_VAULT_PASSPHRASE",
+      exitCode: 3,
+    },
+  );
   assertEquals(await runProgram(["fail"], { context, commands: [failing(error)] }), 3);
   assertEquals(
     stderr.text(),
@@ -169,7 +176,10 @@ Deno.test("an unexpected error exits 1 with one line, and its stack and cause on
   assertEquals(quiet.stderr.text(), "error: boom (run with --verbose for details)\n");
 
   const loud = memoryContext();
-  assertEquals(await runProgram(["--verbose", "fail"], { context: loud.context, commands: [failing(error)] }), 1);
+  assertEquals(
+    await runProgram(["--verbose", "fail"], { context: loud.context, commands: [failing(error)] }),
+    1,
+  );
   const text = loud.stderr.text();
   assert.match(text, /^error: boom\nTypeError: boom\n\s+at /);
   assert.match(text, /\nCaused by: RangeError: underneath\n/);
@@ -184,7 +194,9 @@ Deno.test("PROVISIONING_DEBUG=1 shows the stack like --verbose", async () => {
 
 Deno.test("a missing permission is reported as one line naming the permission set", async () => {
   const { context, stderr } = memoryContext();
-  const error = new Deno.errors.NotCapable('Requires read access to "/etc/x", run again with the --allow-read flag');
+  const error = new Deno.errors.NotCapable(
+    'Requires read access to "/etc/x", run again with the --allow-read flag',
+  );
   assertEquals(await runProgram(["fail"], { context, commands: [failing(error)] }), 1);
   assertEquals(lines(stderr.text()).length, 1);
   assert.match(stderr.text(), /^error: Cannot continue: Requires read access to "\/etc\/x".*permission set/);
@@ -200,7 +212,12 @@ Deno.test("formatPlugins shows options with their environment variable and defau
         hosts: [],
         files: ["key.vault"],
         env: ["PROVISIONING_VAULT_PASSPHRASE"],
-        options: [{ flags: "--vault <path>", description: "vault file", env: "PROVISIONING_VAULT", default: "key.vault" }],
+        options: [{
+          flags: "--vault <path>",
+          description: "vault file",
+          env: "PROVISIONING_VAULT",
+          default: "key.vault",
+        }],
       },
       open: () => Promise.reject(new Error("not opened in this test")),
     }),

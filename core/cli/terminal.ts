@@ -93,10 +93,14 @@ export async function readSecret(request: SecretRequest, options: ReadSecretOpti
   const stdin = options.stdin ?? Deno.stdin;
   const stderr = options.stderr ?? terminalWriter(Deno.stderr);
   if (!stdin.isTerminal()) {
-    throw new ProvisioningError("no-terminal", `Cannot ask for ${request.label}: standard input is not a terminal`, {
-      hint: request.hint ?? "Run the command in a terminal",
-      exitCode: 2,
-    });
+    throw new ProvisioningError(
+      "no-terminal",
+      `Cannot ask for ${request.label}: standard input is not a terminal`,
+      {
+        hint: request.hint ?? "Run the command in a terminal",
+        exitCode: 2,
+      },
+    );
   }
   stderr.write(`${request.label}: `);
   stdin.setRaw(true);
@@ -136,7 +140,9 @@ async function readUntilEnter(stdin: TerminalInput, label: string): Promise<stri
         case "\x03":
           throw interruptedError(`read ${label}`);
         case "\x04":
-          if (secret.length === 0) throw new ProvisioningError("cancelled", `Cannot read ${label}: cancelled`);
+          if (secret.length === 0) {
+            throw new ProvisioningError("cancelled", `Cannot read ${label}: cancelled`);
+          }
           break;
         case "\x7f":
         case "\b":

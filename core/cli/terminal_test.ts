@@ -49,7 +49,10 @@ Deno.test("readSecret keeps a multi-byte character split across reads", async ()
 
 Deno.test("Ctrl+C at a secret prompt ends with exit code 130 and leaves raw mode", async () => {
   const stdin = scriptedTerminal(["12\x03"]);
-  const error = await rejects(readSecret({ label: "PIN" }, { stdin, stderr: memoryWriter() }), ProvisioningError);
+  const error = await rejects(
+    readSecret({ label: "PIN" }, { stdin, stderr: memoryWriter() }),
+    ProvisioningError,
+  );
   assertEquals(error.code, "interrupted");
   assertEquals(error.exitCode, 130);
   deepStrictEqual(stdin.rawModes, [true, false]);
@@ -67,7 +70,10 @@ Deno.test("without a terminal a secret prompt fails at once with exit code 2 and
   const stdin = scriptedTerminal(["never read\r"], false);
   const stderr = memoryWriter();
   const error = await rejects(
-    readSecret({ label: "the vault passphrase", hint: "Set PROVISIONING_VAULT_PASSPHRASE" }, { stdin, stderr }),
+    readSecret({ label: "the vault passphrase", hint: "Set PROVISIONING_VAULT_PASSPHRASE" }, {
+      stdin,
+      stderr,
+    }),
     ProvisioningError,
   );
   assertEquals(error.message, "Cannot ask for the vault passphrase: standard input is not a terminal");

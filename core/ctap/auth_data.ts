@@ -80,7 +80,9 @@ export function decodeAuthenticatorData(bytes: Uint8Array): AuthenticatorData {
   };
   let rest = bytes.subarray(37);
   if (flags & AuthDataFlag.attestedCredentialData) {
-    if (rest.length < 18) throw new RangeError("Cannot parse authenticator data: attested credential data truncated");
+    if (rest.length < 18) {
+      throw new RangeError("Cannot parse authenticator data: attested credential data truncated");
+    }
     const idLength = (rest[16]! << 8) | rest[17]!;
     if (rest.length < 18 + idLength) {
       throw new RangeError("Cannot parse authenticator data: credential id truncated");

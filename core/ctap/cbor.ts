@@ -56,7 +56,9 @@ export function decodeCbor(bytes: Uint8Array): CborValue {
     value = decode(bytes, decodeOptions);
   } catch (cause) {
     throw new CborDecodeError(
-      `Cannot decode CBOR: ${cause instanceof Error ? cause.message.replace(/^CBOR decode error: /, "") : String(cause)}`,
+      `Cannot decode CBOR: ${
+        cause instanceof Error ? cause.message.replace(/^CBOR decode error: /, "") : String(cause)
+      }`,
       { cause },
     );
   }
@@ -75,7 +77,9 @@ export function decodeCborPrefix(bytes: Uint8Array): [value: CborValue, rest: Ui
     return [plain(value), rest];
   } catch (cause) {
     throw new CborDecodeError(
-      `Cannot decode CBOR: ${cause instanceof Error ? cause.message.replace(/^CBOR decode error: /, "") : String(cause)}`,
+      `Cannot decode CBOR: ${
+        cause instanceof Error ? cause.message.replace(/^CBOR decode error: /, "") : String(cause)
+      }`,
       { cause },
     );
   }
@@ -129,7 +133,9 @@ export function fromIntMap(value: unknown, keys: KeyTable): Record<string, unkno
     return out;
   }
   // An empty map decodes as an empty Map, but a caller may hand over `{}`.
-  if (value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length === 0) {
+  if (
+    value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length === 0
+  ) {
     return {};
   }
   return undefined;

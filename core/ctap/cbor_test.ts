@@ -21,7 +21,11 @@ const ctapValue = fc.letrec((tie) => ({
       minLength: 1,
       maxLength: 5,
     }).map((entries) => new Map(entries)),
-    fc.dictionary(fc.string({ minLength: 1 }), tie("value"), { minKeys: 1, maxKeys: 5, noNullPrototype: true })
+    fc.dictionary(fc.string({ minLength: 1 }), tie("value"), {
+      minKeys: 1,
+      maxKeys: 5,
+      noNullPrototype: true,
+    })
       .filter((record) => !("__proto__" in record)),
   ),
 })).value;
@@ -75,7 +79,10 @@ Deno.test("arbitrary bytes either decode or raise CborDecodeError, never anythin
 
 Deno.test("integer-keyed maps read into named fields and back, leaving out undefined fields", () => {
   const keys = { rpId: 1, clientDataHash: 2, extensions: 4 };
-  const map = toIntMap({ rpId: "example.com", clientDataHash: new Uint8Array([1]), extensions: undefined }, keys);
+  const map = toIntMap(
+    { rpId: "example.com", clientDataHash: new Uint8Array([1]), extensions: undefined },
+    keys,
+  );
   deepStrictEqual([...map.keys()], [1, 2]);
   deepStrictEqual(fromIntMap(map, keys), { rpId: "example.com", clientDataHash: new Uint8Array([1]) });
   assertEquals(fromIntMap("not a map", keys), undefined);

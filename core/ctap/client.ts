@@ -21,10 +21,10 @@ import {
   ConfigRequest,
   ConfigSubcommand,
   type CredentialDescriptor,
+  credentialManagementParamsKeys,
   CredentialManagementRequest,
   CredentialManagementResponse,
   CredentialManagementSubcommand,
-  credentialManagementParamsKeys,
   CtapCommand,
   type CtapCommandCode,
   decodeResponse,
@@ -40,7 +40,7 @@ import {
 } from "./commands.ts";
 import { toIntMap } from "./cbor.ts";
 import type { CtapCallOptions, CtapDevice } from "./device.ts";
-import { padPin, pinHash, pinProtocol, type PinProtocol } from "./pin_protocol.ts";
+import { padPin, pinHash, type PinProtocol, pinProtocol } from "./pin_protocol.ts";
 import { CtapError, CtapStatus } from "./status.ts";
 
 /** A pinUvAuthToken together with the protocol it was obtained under. */
@@ -94,14 +94,19 @@ export class Ctap2Client {
   }
 
   /** authenticatorMakeCredential. */
-  async makeCredential(request: MakeCredentialRequest, options?: CtapCallOptions): Promise<MakeCredentialResponse> {
+  async makeCredential(
+    request: MakeCredentialRequest,
+    options?: CtapCallOptions,
+  ): Promise<MakeCredentialResponse> {
     const response = await this.#call(
       CtapCommand.makeCredential,
       { codec: MakeCredentialRequest, fields: request },
       MakeCredentialResponse,
       options,
     );
-    if (!response) throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "makeCredential returned no data");
+    if (!response) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "makeCredential returned no data");
+    }
     return response;
   }
 
@@ -113,14 +118,18 @@ export class Ctap2Client {
       GetAssertionResponse,
       options,
     );
-    if (!response) throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "getAssertion returned no data");
+    if (!response) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "getAssertion returned no data");
+    }
     return response;
   }
 
   /** authenticatorGetNextAssertion. */
   async getNextAssertion(options?: CtapCallOptions): Promise<GetAssertionResponse> {
     const response = await this.#call(CtapCommand.getNextAssertion, undefined, GetAssertionResponse, options);
-    if (!response) throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "getNextAssertion returned no data");
+    if (!response) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "getNextAssertion returned no data");
+    }
     return response;
   }
 
@@ -137,7 +146,8 @@ export class Ctap2Client {
   // --- authenticatorClientPIN ---------------------------------------------------------------
 
   async #clientPin(fields: ClientPinRequest): Promise<ClientPinResponse> {
-    return await this.#call(CtapCommand.clientPin, { codec: ClientPinRequest, fields }, ClientPinResponse) ?? {};
+    return await this.#call(CtapCommand.clientPin, { codec: ClientPinRequest, fields }, ClientPinResponse) ??
+      {};
   }
 
   /** Remaining PIN attempts, and whether the key must be power-cycled before the next one. */
@@ -244,7 +254,9 @@ export class Ctap2Client {
     subCommand: number,
     params?: { rpIdHash?: Uint8Array; credentialId?: CredentialDescriptor; user?: UserEntity },
   ): Promise<CredentialManagementResponse> {
-    const paramsBytes = params ? encodeCbor(toIntMap(params, credentialManagementParamsKeys)) : new Uint8Array();
+    const paramsBytes = params
+      ? encodeCbor(toIntMap(params, credentialManagementParamsKeys))
+      : new Uint8Array();
     const fields: CredentialManagementRequest = { subCommand };
     if (params) fields.subCommandParams = params;
     if (token) {
@@ -282,17 +294,26 @@ export class Ctap2Client {
     }
     const rps = [first];
     for (let i = 1; i < (first.totalRPs ?? 0); i++) {
-      rps.push(await this.#credentialManagement(undefined, CredentialManagementSubcommand.enumerateRPsGetNextRP));
+      rps.push(
+        await this.#credentialManagement(undefined, CredentialManagementSubcommand.enumerateRPsGetNextRP),
+      );
     }
     for (const rp of rps) {
       if (!rp.rp || !rp.rpIdHash) continue;
-      const begin = await this.#credentialManagement(token, CredentialManagementSubcommand.enumerateCredentialsBegin, {
-        rpIdHash: rp.rpIdHash,
-      });
+      const begin = await this.#credentialManagement(
+        token,
+        CredentialManagementSubcommand.enumerateCredentialsBegin,
+        {
+          rpIdHash: rp.rpIdHash,
+        },
+      );
       const credentials = [begin];
       for (let i = 1; i < (begin.totalCredentials ?? 0); i++) {
         credentials.push(
-          await this.#credentialManagement(undefined, CredentialManagementSubcommand.enumerateCredentialsGetNextCredential),
+          await this.#credentialManagement(
+            undefined,
+            CredentialManagementSubcommand.enumerateCredentialsGetNextCredential,
+          ),
         );
       }
       for (const credential of credentials) {
@@ -311,6 +332,8 @@ export class Ctap2Client {
 
   /** Deletes one discoverable credential. Needs a `cm` token. */
   async deleteCredential(token: PinToken, credentialId: CredentialDescriptor): Promise<void> {
-    await this.#credentialManagement(token, CredentialManagementSubcommand.deleteCredential, { credentialId });
+    await this.#credentialManagement(token, CredentialManagementSubcommand.deleteCredential, {
+      credentialId,
+    });
   }
 }

@@ -336,7 +336,11 @@ export const CredentialManagementResponse = message("authenticatorCredentialMana
 export type CredentialManagementResponse = z.infer<typeof CredentialManagementResponse.schema>;
 
 /** Keys of authenticatorConfig's setMinPINLength subCommandParams (CTAP 2.1 §6.11.4). */
-export const setMinPinLengthParamsKeys = { newMinPINLength: 0x01, minPinLengthRPIDs: 0x02, forceChangePin: 0x03 } as const;
+export const setMinPinLengthParamsKeys = {
+  newMinPINLength: 0x01,
+  minPinLengthRPIDs: 0x02,
+  forceChangePin: 0x03,
+} as const;
 
 /** authenticatorConfig request (CTAP 2.1 §6.11). */
 export const ConfigRequest = message("authenticatorConfig", {
@@ -424,7 +428,10 @@ export function decodeBody<T>(codec: MessageCodec<T>, body: Uint8Array): T {
 }
 
 /** Encodes a successful response: status 0x00 followed by the CBOR map (if any). */
-export function encodeResponse<T extends object>(codec?: MessageCodec<T>, fields?: T): Uint8Array<ArrayBuffer> {
+export function encodeResponse<T extends object>(
+  codec?: MessageCodec<T>,
+  fields?: T,
+): Uint8Array<ArrayBuffer> {
   return encodeRequest(CtapStatus.CTAP2_OK as unknown as CtapCommandCode, codec, fields);
 }
 

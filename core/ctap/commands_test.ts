@@ -37,7 +37,11 @@ Deno.test("makeCredential request (CTAP 2.1 §6.1) encodes with integer keys in 
 
 Deno.test("a request missing a required field is CTAP2_ERR_MISSING_PARAMETER naming the field", () => {
   const { clientDataHash: _, ...rest } = makeCredential;
-  const bytes = encodeRequest(CtapCommand.makeCredential, MakeCredentialRequest, rest as MakeCredentialRequest);
+  const bytes = encodeRequest(
+    CtapCommand.makeCredential,
+    MakeCredentialRequest,
+    rest as MakeCredentialRequest,
+  );
   const error = throws(() => decodeBody(MakeCredentialRequest, bytes.subarray(1)), CtapError);
   assertEquals(error.status, CtapStatus.CTAP2_ERR_MISSING_PARAMETER);
   assertEquals(error.message.includes("clientDataHash"), true);
@@ -72,7 +76,10 @@ Deno.test("nested integer-keyed parameter maps of credentialManagement and confi
   assertEquals(params instanceof Map && (params as Map<number, unknown>).has(1), true);
   deepStrictEqual(decodeBody(CredentialManagementRequest, cmBytes.subarray(1)), cm);
 
-  const config: ConfigRequest = { subCommand: 3, subCommandParams: { newMinPINLength: 8, forceChangePin: true } };
+  const config: ConfigRequest = {
+    subCommand: 3,
+    subCommandParams: { newMinPINLength: 8, forceChangePin: true },
+  };
   const configBytes = encodeRequest(CtapCommand.config, ConfigRequest, config);
   assertEquals(toHex(configBytes), "0da20103 02a2 0108 03f5".replaceAll(" ", ""));
   deepStrictEqual(decodeBody(ConfigRequest, configBytes.subarray(1)), config);
@@ -84,12 +91,18 @@ Deno.test("responses: status 0 with a body decodes; a non-zero status throws Cta
   const error = throws(() => decodeResponse(GetInfoResponse, Uint8Array.of(0x31)), CtapError);
   assertEquals(error.message, "CTAP error: 0x31 - PIN_INVALID");
   assertEquals(throws(() => decodeResponse(undefined, Uint8Array.of(0xe5)), CtapError).statusName, "UNKNOWN");
-  assertEquals(throws(() => decodeResponse(undefined, new Uint8Array()), CtapError).status, CtapStatus.CTAP1_ERR_OTHER);
+  assertEquals(
+    throws(() => decodeResponse(undefined, new Uint8Array()), CtapError).status,
+    CtapStatus.CTAP1_ERR_OTHER,
+  );
 });
 
 Deno.test("a getAssertion response may omit the credential (CTAP 2.1 §6.2.2, single-entry allowList)", () => {
   const response: GetAssertionResponse = { authData: new Uint8Array(37), signature: new Uint8Array(70) };
-  deepStrictEqual(decodeResponse(GetAssertionResponse, encodeResponse(GetAssertionResponse, response)), response);
+  deepStrictEqual(
+    decodeResponse(GetAssertionResponse, encodeResponse(GetAssertionResponse, response)),
+    response,
+  );
 });
 
 Deno.test("any bytes given as a command body yield a request or a CtapError, never another exception", () => {

@@ -21,7 +21,7 @@ import { decodeAuthenticatorData } from "../ctap/auth_data.ts";
 import { encodeCbor } from "../ctap/cbor.ts";
 import { Ctap2Client } from "../ctap/client.ts";
 import type { CredentialDescriptor, GetInfoResponse } from "../ctap/commands.ts";
-import { decodeCosePublicKey, cosePublicKeyToSpki } from "../ctap/cose.ts";
+import { cosePublicKeyToSpki, decodeCosePublicKey } from "../ctap/cose.ts";
 import { PinUvAuthPermission } from "../ctap/pin_protocol.ts";
 import { CtapError, CtapStatus } from "../ctap/status.ts";
 import type { Authenticator, UserInteraction } from "../plugin.ts";
@@ -67,7 +67,11 @@ export async function create(request: CreateRequest): Promise<RegistrationRespon
   try {
     return await ceremony(request, options, rpId, signal, label);
   } catch (error) {
-    throw explainCeremonyError(signal.aborted && !(error instanceof WebAuthnError) ? signal.reason : error, "create", rpId);
+    throw explainCeremonyError(
+      signal.aborted && !(error instanceof WebAuthnError) ? signal.reason : error,
+      "create",
+      rpId,
+    );
   }
 }
 
@@ -90,10 +94,14 @@ async function ceremony(
   const residentKey = selection.residentKey ?? (selection.requireResidentKey ? "required" : "discouraged");
   const rk = residentKey === "required" || (residentKey === "preferred" && info.options?.["rk"] === true);
   if (rk && info.options?.["rk"] !== true) {
-    throw new WebAuthnError("resident-key-unsupported", `Cannot create a passkey for rp "${rpId}": ${label} cannot store discoverable credentials`, {
-      rpId,
-      hint: "Use a FIDO2 key that supports resident keys (passkeys)",
-    });
+    throw new WebAuthnError(
+      "resident-key-unsupported",
+      `Cannot create a passkey for rp "${rpId}": ${label} cannot store discoverable credentials`,
+      {
+        rpId,
+        hint: "Use a FIDO2 key that supports resident keys (passkeys)",
+      },
+    );
   }
 
   const extensions = authenticatorExtensions(options, info, rpId);
@@ -106,7 +114,13 @@ async function ceremony(
     interaction: request.interaction,
     label,
   });
-  const excludeList = await excludeListFor(client, info, rpId, options.excludeCredentials ?? [], clientData.hash);
+  const excludeList = await excludeListFor(
+    client,
+    info,
+    rpId,
+    options.excludeCredentials ?? [],
+    clientData.hash,
+  );
 
   const response = await client.makeCredential({
     clientDataHash: clientData.hash,
@@ -136,7 +150,11 @@ async function ceremony(
   const authData = decodeAuthenticatorData(response.authData);
   const attested = authData.attestedCredentialData;
   if (!attested) {
-    throw new WebAuthnError("bad-authenticator-response", `Cannot create a passkey for rp "${rpId}": ${label} returned no credential`, { rpId });
+    throw new WebAuthnError(
+      "bad-authenticator-response",
+      `Cannot create a passkey for rp "${rpId}": ${label} returned no credential`,
+      { rpId },
+    );
   }
   const publicKey = decodeCosePublicKey(attested.publicKey);
   const conveyance = options.attestation ?? "none";
@@ -170,7 +188,11 @@ async function ceremony(
 }
 
 /** The authenticator extension inputs for the client extensions Entra asks for. */
-function authenticatorExtensions(options: CreationOptions, info: GetInfoResponse, rpId: string): Record<string, unknown> {
+function authenticatorExtensions(
+  options: CreationOptions,
+  info: GetInfoResponse,
+  rpId: string,
+): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const requested = options.extensions ?? {};
   const policy = requested.credentialProtectionPolicy;
@@ -186,7 +208,9 @@ function authenticatorExtensions(options: CreationOptions, info: GetInfoResponse
       );
     }
   }
-  if (requested.hmacCreateSecret === true && info.extensions?.includes("hmac-secret")) out["hmac-secret"] = true;
+  if (requested.hmacCreateSecret === true && info.extensions?.includes("hmac-secret")) {
+    out["hmac-secret"] = true;
+  }
   return out;
 }
 

@@ -11,7 +11,11 @@ import { CtapError, CtapStatus } from "../ctap/status.ts";
 export class WebAuthnError extends ProvisioningError {
   /** The rp id the ceremony was for. */
   readonly rpId: string | undefined;
-  constructor(code: string, message: string, options: { cause?: unknown; hint?: string; rpId?: string } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    options: { cause?: unknown; hint?: string; rpId?: string } = {},
+  ) {
     super(code, message, options);
     this.rpId = options.rpId;
   }
@@ -91,13 +95,18 @@ export function explainCeremonyError(error: unknown, ceremony: "create" | "get",
         ...(meaning.hint ? { hint: meaning.hint } : {}),
       });
     }
-    return new WebAuthnError(error.code, `Cannot ${action} for rp "${rpId}": ${error.message}`, { cause: error, rpId });
+    return new WebAuthnError(error.code, `Cannot ${action} for rp "${rpId}": ${error.message}`, {
+      cause: error,
+      rpId,
+    });
   }
   if (error instanceof DOMException && (error.name === "TimeoutError" || error.name === "AbortError")) {
     const timeout = error.name === "TimeoutError";
     return new WebAuthnError(
       timeout ? "timeout" : "cancelled",
-      `Cannot ${action} for rp "${rpId}": ${timeout ? "the ceremony timed out" : "the ceremony was cancelled"}`,
+      `Cannot ${action} for rp "${rpId}": ${
+        timeout ? "the ceremony timed out" : "the ceremony was cancelled"
+      }`,
       { cause: error, rpId, ...(timeout ? { hint: "Touch the key sooner, or raise the timeout" } : {}) },
     );
   }

@@ -79,7 +79,11 @@ export async function get(request: GetRequest): Promise<AuthenticationResponseJS
     // (the most recent, as authenticators order them).
     const credentialId = response.credential?.id ?? (allowList.length === 1 ? allowList[0]!.id : undefined);
     if (!credentialId) {
-      throw new WebAuthnError("bad-authenticator-response", `Cannot sign in for rp "${rpId}": ${label} did not say which credential it used`, { rpId });
+      throw new WebAuthnError(
+        "bad-authenticator-response",
+        `Cannot sign in for rp "${rpId}": ${label} did not say which credential it used`,
+        { rpId },
+      );
     }
     const id = toBase64Url(credentialId);
     return {
@@ -96,6 +100,10 @@ export async function get(request: GetRequest): Promise<AuthenticationResponseJS
       clientExtensionResults: {},
     };
   } catch (error) {
-    throw explainCeremonyError(signal.aborted && !(error instanceof WebAuthnError) ? signal.reason : error, "get", rpId);
+    throw explainCeremonyError(
+      signal.aborted && !(error instanceof WebAuthnError) ? signal.reason : error,
+      "get",
+      rpId,
+    );
   }
 }

@@ -40,7 +40,10 @@ export async function obtainPinToken(request: {
       throw new WebAuthnError(
         "pin-not-set",
         `Cannot verify the user for rp "${request.rpId}": ${request.label} has no PIN and no other user verification`,
-        { rpId: request.rpId, hint: "Set a PIN on the key first (`provisioning key prepare`, or the vendor's tool)" },
+        {
+          rpId: request.rpId,
+          hint: "Set a PIN on the key first (`provisioning key prepare`, or the vendor's tool)",
+        },
       );
     }
     return undefined;

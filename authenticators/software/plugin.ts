@@ -1,0 +1,144 @@
+/**
+ * The `software` authenticator plugin: a FIDO2 security key in software whose state lives in an
+ * encrypted vault file. For the demo, for tests, for plugin authors, and for organisations that
+ * hold credentials in a managed vault rather than on hardware.
+ *
+ * @example
+ * ```ts ignore
+ * await using key = await softwareAuthenticator.open(context, { vault: "alice.vault" });
+ * const info = await new Ctap2Client(key.device).getInfo();
+ * ```
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { Authenticator, AuthenticatorPlugin, PluginContext } from "../../core/plugin.ts";
+import { readNewSecret, readSecret } from "../../core/secrets.ts";
+import { createAttestationChain } from "./attestation.ts";
+import { SoftwareAuthenticator, type UserPresenceCheck } from "./authenticator.ts";
+import { defaultAaguid, newKeyState, parseAaguid, softwareKeyStateSchema } from "./state.ts";
+import { defaultKdfIterations, Vault, VaultError, vaultPassphraseEnv } from "./vault.ts";
+
+/** The environment variable that names the vault when `--vault` is not given. */
+export const vaultPathEnv = "PROVISIONING_VAULT";
+
+/** Where the vault is when neither `--vault` nor PROVISIONING_VAULT says. */
+export const defaultVaultPath = "software-key.vault";
+
+/** The options of the software key, as the CLI passes them (parsed here: they come from outside). */
+export const softwareKeyOptionsSchema = z.object({
+  /** Vault file. @default PROVISIONING_VAULT, then "software-key.vault" */
+  vault: z.string().min(1).optional(),
+  /** AAGUID of a new key (an existing vault keeps its own). */
+  aaguid: z.string().optional(),
+  /** Attestation of a new key. @default "packed" */
+  attestation: z.enum(["packed", "none"]).optional(),
+  /** PBKDF2 iterations for a new vault. @default 600000 */
+  kdfIterations: z.coerce.number().int().min(1).optional(),
+  /** Create the vault when it does not exist. @default true */
+  create: z.boolean().optional(),
+  /** Refuse to open an existing vault (what `key init` wants). @default false */
+  mustCreate: z.boolean().optional(),
+});
+
+/** Parsed options of the software key. */
+export type SoftwareKeyOptions = z.input<typeof softwareKeyOptionsSchema>;
+
+/** An opened software key: the authenticator plus its vault, for commands that need both. */
+export interface OpenSoftwareKey extends Authenticator {
+  readonly vault: Vault<z.infer<typeof softwareKeyStateSchema>>;
+  readonly created: boolean;
+}
+
+/** The vault path the options and environment choose. */
+export function vaultPathFor(options: SoftwareKeyOptions, env: (name: string) => string | undefined): string {
+  return options.vault ?? env(vaultPathEnv) ?? defaultVaultPath;
+}
+
+/**
+ * Opens (or creates) the software key. `userPresence` is for tests and the socket server that
+ * want touches to take time or be refused; by default every touch is given at once.
+ */
+export async function openSoftwareKey(
+  context: PluginContext,
+  rawOptions: unknown,
+  extra: { userPresence?: UserPresenceCheck } = {},
+): Promise<OpenSoftwareKey> {
+  const parsed = softwareKeyOptionsSchema.safeParse(rawOptions ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new TypeError(`Cannot open the software key: option "${issue.path.join(".")}" ${issue.message}`);
+  }
+  const options = parsed.data;
+  const path = vaultPathFor(options, context.env);
+  const exists = await Vault.exists(path);
+  const label = `software key "${path}"`;
+  if (exists && options.mustCreate) {
+    throw new VaultError("vault-exists", path, `Cannot create vault "${path}": the file exists`, {
+      hint: "Choose another --vault path, or delete the old file if its credentials are no longer needed",
+    });
+  }
+  const passphrase = exists
+    ? await readSecret(`Passphrase for vault "${path}"`, { env: vaultPassphraseEnv, source: context })
+    : options.create === false
+    ? ""
+    : await readNewSecret(`New passphrase for vault "${path}"`, {
+      env: vaultPassphraseEnv,
+      source: context,
+      minLength: 8,
+    });
+  const aaguid = options.aaguid === undefined ? undefined : parseAaguid(options.aaguid);
+  const vault = await Vault.open({
+    path,
+    passphrase,
+    schema: softwareKeyStateSchema,
+    create: options.create ?? true,
+    kdfIterations: options.kdfIterations ?? defaultKdfIterations,
+    initial: async () =>
+      newKeyState({
+        ...(aaguid ? { aaguid } : {}),
+        attestation: options.attestation ?? "packed",
+        chain: await createAttestationChain({ aaguid: aaguid ?? parseAaguid(defaultAaguid) }),
+      }),
+  });
+  const device = new SoftwareAuthenticator(
+    vault,
+    extra.userPresence ? { userPresence: extra.userPresence } : {},
+  );
+  return {
+    label,
+    device,
+    vault,
+    created: !exists,
+    async [Symbol.asyncDispose]() {
+      await vault.flush();
+    },
+  };
+}
+
+/** The plugin object `main.ts` registers. */
+export const softwareAuthenticator: AuthenticatorPlugin<SoftwareKeyOptions> = {
+  kind: "authenticator",
+  manifest: {
+    id: "software",
+    summary: "A FIDO2 (CTAP 2.1) security key in software, its state in an encrypted vault file",
+    hosts: [],
+    files: ["the vault file (--vault)"],
+    env: [vaultPathEnv, vaultPassphraseEnv],
+    options: [
+      {
+        flags: "--vault <path>",
+        description: "the software key's vault file",
+        env: vaultPathEnv,
+        default: defaultVaultPath,
+      },
+      { flags: "--aaguid <uuid>", description: "AAGUID of a new software key" },
+      {
+        flags: "--attestation <format>",
+        description: "attestation of a new software key: packed or none",
+        default: "packed",
+      },
+    ],
+  },
+  open: (context, options) => openSoftwareKey(context, options),
+};
