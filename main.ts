@@ -8,6 +8,7 @@
  * @module
  */
 import { softwareAuthenticator } from "./authenticators/software/plugin.ts";
+import { keyCommand } from "./core/cli/key.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
 import { createTerminalContext, terminalWriter } from "./core/cli/terminal.ts";
@@ -15,7 +16,7 @@ import { PluginRegistry } from "./core/plugin.ts";
 
 /** The command groups of the CLI, in the order `--help` lists them. */
 export const COMMANDS: readonly CommandFactory[] = [
-  // keyCommand, // from "./core/cli/key.ts" (the lead adds it: key init | info | list | delete | serve)
+  keyCommand,
   pluginsCommand,
 ];
 

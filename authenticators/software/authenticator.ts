@@ -108,12 +108,6 @@ const pinRetriesMax = 8;
 const pinAttemptsPerPowerCycle = 3;
 const nextAssertionLifetimeMs = 30_000;
 
-const credProtectLevels: Readonly<Record<string, number>> = {
-  userVerificationOptional: 1,
-  userVerificationOptionalWithCredentialIDList: 2,
-  userVerificationRequired: 3,
-};
-
 /** An assertion still to be returned by getNextAssertion. */
 interface PendingAssertions {
   rpId: string;

@@ -84,7 +84,6 @@ export function buildProgram(options: ProgramOptions) {
         "the organisation chose.",
     )
     .version(`provisioning ${options.version ?? VERSION}`, "-V, --version", "print the version and exit")
-    .helpCommand("help [command]", "show help for a command")
     .option("--verbose", "print more detail, and the stack trace of an unexpected error")
     .addHelpText(
       "after",
@@ -108,6 +107,7 @@ export type Program = ReturnType<typeof buildProgram>;
 
 /** Makes a command and all its descendants report errors as one line and throw, never exit. */
 function configureTree(command: CommandUnknownOpts, context: CliContext): void {
+  if (command.commands.length > 0) command.helpCommand("help [command]", "show help for a command");
   command
     .helpOption("-h, --help", "show help for this command")
     .exitOverride()

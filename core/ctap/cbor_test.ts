@@ -26,7 +26,7 @@ const ctapValue = fc.letrec((tie) => ({
       maxKeys: 5,
       noNullPrototype: true,
     })
-      .filter((record) => !("__proto__" in record)),
+      .filter((record) => !Object.hasOwn(record, "__proto__")),
   ),
 })).value;
 
