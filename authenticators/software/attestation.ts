@@ -7,12 +7,9 @@
  *
  * @module
  */
-// @peculiar/x509 resolves its algorithms through tsyringe, which needs the Reflect metadata
-// polyfill loaded first. It is already in the lockfile (a dependency of @simplewebauthn/server).
-import "npm:reflect-metadata@0.2.2";
 import { p256 } from "@noble/curves/nist.js";
 import { sha256 } from "@noble/hashes/sha2.js";
-import * as x509 from "@peculiar/x509";
+import { x509 } from "../../core/x509.ts";
 import { z } from "zod";
 import { fromBase64Any, randomBytes, toBase64Url, toHex } from "../../core/bytes.ts";
 
@@ -90,7 +87,6 @@ export async function createAttestationChain(options: AttestationChainOptions): 
       `Cannot create an attestation certificate: ${years} validity years is not an integer from 1 to 100`,
     );
   }
-  x509.cryptoProvider.set(crypto);
 
   const notBefore = new Date(Date.now() - 24 * 60 * 60 * 1000);
   const notAfter = new Date(notBefore);

@@ -1,9 +1,7 @@
-// Before @peculiar/x509 is evaluated (see attestation.ts).
-import "npm:reflect-metadata@0.2.2";
 import assert from "node:assert/strict";
 import { p256 } from "@noble/curves/nist.js";
 import { sha256 } from "@noble/hashes/sha2.js";
-import * as x509 from "@peculiar/x509";
+import { x509 } from "../../core/x509.ts";
 import { SettingsService, verifyRegistrationResponse } from "@simplewebauthn/server";
 import { encode } from "cborg";
 import { concatBytes, fromHex, randomBytes, toBase64Url, utf8 } from "../../core/bytes.ts";
