@@ -79,16 +79,70 @@ export interface AuthenticatorPlugin<Options = Record<string, unknown>> {
   open(context: PluginContext, options: Options): Promise<Authenticator>;
 }
 
-/** An identity provider: entra, okta, keycloak. Its session contract arrives with the first provider. */
-export interface ProviderPlugin {
+/** A user as the identity provider knows them. */
+export interface DirectoryUser {
+  /** The provider's stable id (Entra: the object id). */
+  readonly id: string;
+  /** The sign-in name (Entra: the UPN). */
+  readonly userPrincipalName: string;
+  readonly displayName?: string;
+  readonly mail?: string;
+}
+
+/** A passkey registered with the provider. */
+export interface PasskeyMethod {
+  /** The provider's id of the method (Entra: the fido2AuthenticationMethod id). */
+  readonly id: string;
+  readonly displayName?: string;
+  readonly aaguid?: string;
+  readonly createdDateTime?: string;
+  readonly model?: string;
+}
+
+/** What the provider hands out to start one registration. */
+export interface RegistrationChallenge {
+  /** PublicKeyCredentialCreationOptionsJSON (or the provider's wrapper of it), parsed by the WebAuthn client. */
+  readonly options: unknown;
+  /** The origin the WebAuthn ceremony runs for (goes into clientDataJSON). */
+  readonly origin: string;
+  /** When the provider stops accepting a response to this challenge, when it says. */
+  readonly expiresAt?: Date;
+}
+
+/**
+ * A signed-in connection to one identity provider's tenant: what the provisioning paths need.
+ * Every method takes the user as resolved by {@link resolveUser}; errors are ProvisioningErrors
+ * whose `code` is a reason code for failures.csv.
+ */
+export interface ProviderSession extends AsyncDisposable {
+  /** rp ids this tenant's creation options may carry; anything else is refused before the key is touched. */
+  readonly allowedRpIds: readonly string[];
+  /** Finds a user by sign-in name, mail or id. */
+  resolveUser(reference: string, signal?: AbortSignal): Promise<DirectoryUser>;
+  /** Starts a registration for the user. */
+  creationOptions(user: DirectoryUser, signal?: AbortSignal): Promise<RegistrationChallenge>;
+  /** Completes the registration with the authenticator's response (RegistrationResponseJSON). */
+  registerPasskey(
+    user: DirectoryUser,
+    registration: { credential: unknown; displayName: string },
+    signal?: AbortSignal,
+  ): Promise<PasskeyMethod>;
+  /** The user's passkeys, for idempotency and reconciliation. */
+  listPasskeys(user: DirectoryUser, signal?: AbortSignal): Promise<PasskeyMethod[]>;
+  /** Deletes one of the user's passkeys. */
+  deletePasskey(user: DirectoryUser, methodId: string, signal?: AbortSignal): Promise<void>;
+}
+
+/** An identity provider: entra, okta, keycloak. */
+export interface ProviderPlugin<Options = Record<string, unknown>> {
   readonly kind: "provider";
   readonly manifest: Manifest;
-  /** rp ids this provider's creation options may carry; anything else is refused. */
-  readonly allowedRpIds: readonly string[];
+  /** Signs in (from cached tokens, or by the flow the options choose) and returns a session. */
+  connect(context: PluginContext, options: Options): Promise<ProviderSession>;
 }
 
 /** Any plugin. */
-export type Plugin = AuthenticatorPlugin<never> | ProviderPlugin;
+export type Plugin = AuthenticatorPlugin<never> | ProviderPlugin<never>;
 
 /**
  * The set of plugins the program knows, filled by `main.ts`.
@@ -132,7 +186,7 @@ export class PluginRegistry {
   }
 
   /** The provider plugin with this id, or a clear error naming the ones there are. */
-  provider(id: string): ProviderPlugin {
+  provider(id: string): ProviderPlugin<never> {
     const plugin = this.#plugins.get(`provider:${id}`);
     if (plugin?.kind === "provider") return plugin;
     throw new ProvisioningError("unknown-plugin", `Cannot find provider "${id}"`, {
