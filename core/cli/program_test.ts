@@ -241,7 +241,7 @@ Deno.test("plugins --json in-process prints the registry's plugins", async () =>
   const registry = new PluginRegistry().register({
     kind: "provider",
     manifest: { id: "entra", summary: "Microsoft Entra ID", hosts: ["graph.microsoft.com"] },
-    allowedRpIds: ["login.microsoft.com"],
+    connect: () => Promise.reject(new Error("not used by this test")),
   });
   const { context, stdout } = memoryContext(registry);
   assertEquals(await runProgram(["plugins", "--json"], { context, commands: [pluginsCommand] }), 0);
