@@ -5,15 +5,11 @@
  *
  * @module
  */
+import { parseAaguid } from "../core/aaguid.ts";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { createAttestationChain } from "../authenticators/software/attestation.ts";
 import { MemoryKeyStateStore, SoftwareAuthenticator } from "../authenticators/software/authenticator.ts";
-import {
-  defaultAaguid,
-  newKeyState,
-  parseAaguid,
-  softwareKeyStateSchema,
-} from "../authenticators/software/state.ts";
+import { defaultAaguid, newKeyState, softwareKeyStateSchema } from "../authenticators/software/state.ts";
 import { Vault } from "../authenticators/software/vault.ts";
 import { Ctap2Client } from "../core/ctap/client.ts";
 import type { CtapDevice } from "../core/ctap/device.ts";

@@ -4,13 +4,14 @@
  *
  * @module
  */
+import { parseAaguid } from "../core/aaguid.ts";
 import { createAttestationChain } from "../authenticators/software/attestation.ts";
 import {
   MemoryKeyStateStore,
   SoftwareAuthenticator,
   type SoftwareAuthenticatorOptions,
 } from "../authenticators/software/authenticator.ts";
-import { defaultAaguid, newKeyState, parseAaguid } from "../authenticators/software/state.ts";
+import { defaultAaguid, newKeyState } from "../authenticators/software/state.ts";
 import { Ctap2Client } from "../core/ctap/client.ts";
 import type { Authenticator, UserInteraction } from "../core/plugin.ts";
 

@@ -11,12 +11,13 @@
  *
  * @module
  */
+import { parseAaguid } from "../../core/aaguid.ts";
 import { z } from "zod";
 import type { Authenticator, AuthenticatorPlugin, PluginContext } from "../../core/plugin.ts";
 import { readNewSecret, readSecret } from "../../core/secrets.ts";
 import { createAttestationChain } from "./attestation.ts";
 import { SoftwareAuthenticator, type UserPresenceCheck } from "./authenticator.ts";
-import { defaultAaguid, newKeyState, parseAaguid, softwareKeyStateSchema } from "./state.ts";
+import { defaultAaguid, newKeyState, softwareKeyStateSchema } from "./state.ts";
 import { defaultKdfIterations, Vault, VaultError, vaultPassphraseEnv } from "./vault.ts";
 
 /** The environment variable that names the vault when `--vault` is not given. */

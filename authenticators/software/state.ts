@@ -6,6 +6,7 @@
  * @module
  */
 import { z } from "zod";
+import { parseAaguid } from "../../core/aaguid.ts";
 import { fromBase64Any, randomBytes, toBase64Url } from "../../core/bytes.ts";
 
 const b64url = (length?: number) =>
@@ -55,23 +56,6 @@ export type SoftwareKeyState = z.infer<typeof softwareKeyStateSchema>;
 
 /** The AAGUID the software key reports unless configured otherwise: "provisioning software key v1". */
 export const defaultAaguid = "70726f76-6973-696f-6e69-6e67736b0001";
-
-/** Parses an AAGUID written as a UUID (`xxxxxxxx-xxxx-…`) or 32 hex digits. */
-export function parseAaguid(text: string): Uint8Array {
-  const hex = text.replaceAll("-", "");
-  if (!/^[0-9a-fA-F]{32}$/.test(hex)) {
-    throw new TypeError(
-      `Cannot use AAGUID "${text}": expected a UUID such as 01234567-89ab-cdef-0123-456789abcdef`,
-    );
-  }
-  return Uint8Array.from({ length: 16 }, (_, i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16));
-}
-
-/** Formats an AAGUID as a lowercase UUID. */
-export function formatAaguid(aaguid: Uint8Array): string {
-  const hex = Array.from(aaguid, (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
 
 /** The settings a new software key is made with. */
 export interface NewKeyOptions {

@@ -9,6 +9,7 @@
  * @module
  */
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
+import { formatAaguid } from "../aaguid.ts";
 import { toBase64Url } from "../bytes.ts";
 import { Ctap2Client, type PinToken } from "../ctap/client.ts";
 import type { GetInfoResponse } from "../ctap/commands.ts";
@@ -229,11 +230,6 @@ async function newPin(context: CliContext, label: string): Promise<string> {
   });
   if (pin !== again) throw new UsageError("Cannot set the PIN: the two entries differ");
   return pin;
-}
-
-function formatAaguid(aaguid: Uint8Array): string {
-  const hex = Array.from(aaguid, (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 function infoAsJson(info: GetInfoResponse, pinRetries: number | undefined) {

@@ -26,7 +26,8 @@ import { PinUvAuthPermission } from "../ctap/pin_protocol.ts";
 import { CtapError, CtapStatus } from "../ctap/status.ts";
 import type { Authenticator, UserInteraction } from "../plugin.ts";
 import { buildClientDataJSON } from "./client_data.ts";
-import { explainCeremonyError, WebAuthnError } from "./errors.ts";
+import { promptOnKeepalive, runCeremony } from "./ceremony.ts";
+import { WebAuthnError } from "./errors.ts";
 import { type CreationOptions, parseCreationOptions, type RegistrationResponseJSON } from "./json.ts";
 import { checkRpId, effectiveRpId } from "./rp_id.ts";
 import { obtainPinToken, userVerificationOf } from "./user_verification.ts";
@@ -61,18 +62,12 @@ export async function create(request: CreateRequest): Promise<RegistrationRespon
   checkRpId({ rpId, origin: request.origin, allowedRpIds: request.allowedRpIds });
 
   const timeoutMs = options.timeout ?? request.defaultTimeoutMs ?? 300_000;
-  const signals = [AbortSignal.timeout(timeoutMs), ...(request.signal ? [request.signal] : [])];
-  const signal = AbortSignal.any(signals);
-  const label = request.authenticator.label;
-  try {
-    return await ceremony(request, options, rpId, signal, label);
-  } catch (error) {
-    throw explainCeremonyError(
-      signal.aborted && !(error instanceof WebAuthnError) ? signal.reason : error,
-      "create",
-      rpId,
-    );
-  }
+  return await runCeremony(
+    "create",
+    rpId,
+    { timeoutMs, signal: request.signal },
+    (signal) => ceremony(request, options, rpId, signal, request.authenticator.label),
+  );
 }
 
 async function ceremony(
@@ -142,9 +137,7 @@ async function ceremony(
       : {}),
   }, {
     signal,
-    onKeepalive: (status) => {
-      if (status === "user-presence-needed") request.interaction.promptUserPresence(label);
-    },
+    onKeepalive: promptOnKeepalive(request.interaction, label),
   });
 
   const authData = decodeAuthenticatorData(response.authData);

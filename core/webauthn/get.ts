@@ -10,7 +10,8 @@ import { Ctap2Client } from "../ctap/client.ts";
 import { PinUvAuthPermission } from "../ctap/pin_protocol.ts";
 import type { Authenticator, UserInteraction } from "../plugin.ts";
 import { buildClientDataJSON } from "./client_data.ts";
-import { explainCeremonyError, WebAuthnError } from "./errors.ts";
+import { promptOnKeepalive, runCeremony } from "./ceremony.ts";
+import { WebAuthnError } from "./errors.ts";
 import { type AuthenticationResponseJSON, parseRequestOptions } from "./json.ts";
 import { checkRpId, effectiveRpId } from "./rp_id.ts";
 import { obtainPinToken, userVerificationOf } from "./user_verification.ts";
@@ -34,13 +35,10 @@ export interface GetRequest {
 export async function get(request: GetRequest): Promise<AuthenticationResponseJSON> {
   const options = parseRequestOptions(request.options);
   const rpId = effectiveRpId(options.rpId, request.origin);
-  checkRpId({ rpId, origin: request.origin, allowedRpIds: request.allowedRpIds });
-  const signal = AbortSignal.any([
-    AbortSignal.timeout(options.timeout ?? request.defaultTimeoutMs ?? 300_000),
-    ...(request.signal ? [request.signal] : []),
-  ]);
+  checkRpId({ rpId, origin: request.origin, allowedRpIds: request.allowedRpIds, ceremony: "get" });
   const label = request.authenticator.label;
-  try {
+  const timeoutMs = options.timeout ?? request.defaultTimeoutMs ?? 300_000;
+  return await runCeremony("get", rpId, { timeoutMs, signal: request.signal }, async (signal) => {
     const client = new Ctap2Client(request.authenticator.device);
     const clientData = await buildClientDataJSON({
       type: "webauthn.get",
@@ -71,9 +69,7 @@ export async function get(request: GetRequest): Promise<AuthenticationResponseJS
         : {}),
     }, {
       signal,
-      onKeepalive: (status) => {
-        if (status === "user-presence-needed") request.interaction.promptUserPresence(label);
-      },
+      onKeepalive: promptOnKeepalive(request.interaction, label),
     });
     // With several discoverable credentials a browser shows a chooser; we take the first
     // (the most recent, as authenticators order them).
@@ -99,11 +95,5 @@ export async function get(request: GetRequest): Promise<AuthenticationResponseJS
       authenticatorAttachment: "cross-platform",
       clientExtensionResults: {},
     };
-  } catch (error) {
-    throw explainCeremonyError(
-      signal.aborted && !(error instanceof WebAuthnError) ? signal.reason : error,
-      "get",
-      rpId,
-    );
-  }
+  });
 }
