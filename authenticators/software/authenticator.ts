@@ -13,9 +13,10 @@
  *
  * @module
  */
+import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { concatBytes, equalBytes, fromBase64Any, randomBytes, toBase64Url } from "../../core/bytes.ts";
-import { encodeCbor } from "../../core/ctap/cbor.ts";
+import { encodeCbor, toIntMap } from "../../core/ctap/cbor.ts";
 import { AuthDataFlag, encodeAuthenticatorData } from "../../core/ctap/auth_data.ts";
 import {
   ClientPinRequest,
@@ -38,10 +39,10 @@ import {
   MakeCredentialResponse,
   setMinPinLengthParamsKeys,
 } from "../../core/ctap/commands.ts";
-import { toIntMap } from "../../core/ctap/cbor.ts";
 import { CoseAlgorithm } from "../../core/ctap/cose.ts";
 import type { CtapCallOptions, CtapDevice } from "../../core/ctap/device.ts";
 import {
+  type PinProtocol,
   pinProtocol,
   PinProtocolAuthenticatorState,
   PinUvAuthPermission,
@@ -108,8 +109,16 @@ const pinRetriesMax = 8;
 const pinAttemptsPerPowerCycle = 3;
 const nextAssertionLifetimeMs = 30_000;
 
+/** A decoded hmac-secret request: the session with the platform and its one or two salts. */
+interface HmacSecretInput {
+  protocol: PinProtocol;
+  sharedSecret: Uint8Array;
+  salts: Uint8Array[];
+}
+
 /** An assertion still to be returned by getNextAssertion. */
 interface PendingAssertions {
+  hmacSecret?: HmacSecretInput;
   rpId: string;
   clientDataHash: Uint8Array;
   flags: number;
@@ -257,11 +266,10 @@ export class SoftwareAuthenticator implements CtapDevice {
       if (options.signal?.aborted) throw new CtapError(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL);
       options.onKeepalive?.("user-presence-needed");
       const cancelled = new Promise<never>((_, reject) => {
-        controller.signal.addEventListener(
-          "abort",
-          () => reject(new CtapError(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL)),
-          { once: true },
-        );
+        const cancel = () => reject(new CtapError(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL));
+        // The caller may have aborted inside onKeepalive, before this listener existed.
+        if (controller.signal.aborted) cancel();
+        else controller.signal.addEventListener("abort", cancel, { once: true });
       });
       const touched = await Promise.race([
         check({ command, ...(rpId === undefined ? {} : { rpId }), signal: controller.signal }),
@@ -357,7 +365,12 @@ export class SoftwareAuthenticator implements CtapDevice {
       const found = this.#find(rpIdHash, excluded.id);
       if (!found) continue;
       if (found.secrets.credProtect === 3 && !uv) continue;
-      await this.#requireUserPresence("makeCredential", options, request.rp.id);
+      // §6.1.2 step 11: the answer is "excluded" whether or not the user touched the key.
+      await this.#requireUserPresence("makeCredential", options, request.rp.id).catch((error) => {
+        if (!(error instanceof CtapError && error.status === CtapStatus.CTAP2_ERR_OPERATION_DENIED)) {
+          throw error;
+        }
+      });
       throw new CtapError(CtapStatus.CTAP2_ERR_CREDENTIAL_EXCLUDED);
     }
 
@@ -377,7 +390,7 @@ export class SoftwareAuthenticator implements CtapDevice {
     }
 
     await this.#requireUserPresence("makeCredential", options, request.rp.id);
-    if (uv) this.#pin.clearUserPresentFlag();
+    if (uv) this.#spendPinUvAuthToken();
 
     const secrets: CredentialSecrets = {
       alg,
@@ -442,6 +455,16 @@ export class SoftwareAuthenticator implements CtapDevice {
     return encodeResponse(MakeCredentialResponse, response);
   }
 
+  /**
+   * CTAP 2.1 §6.1.2 step 14 and §6.2.2 step 9: a user-present operation consumes the token's
+   * flags and its permissions (but lbw), so one token authorises one makeCredential/getAssertion.
+   */
+  #spendPinUvAuthToken(): void {
+    this.#pin.clearUserPresentFlag();
+    this.#pin.clearUserVerifiedFlag();
+    this.#pin.clearPinUvAuthTokenPermissionsExceptLbw();
+  }
+
   /** Looks a credential id up for an rp: sealed by this key, and not deleted if discoverable. */
   #find(rpIdHash: Uint8Array, credentialId: Uint8Array): FoundCredential | undefined {
     const state = this.#state;
@@ -472,6 +495,7 @@ export class SoftwareAuthenticator implements CtapDevice {
     );
     if (uv && this.#state.forcePinChange) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION);
 
+    const hmacSecret = this.#hmacSecretInput(request.extensions?.["hmac-secret"]);
     const rpIdHash = sha256(new TextEncoder().encode(request.rpId));
     let found: FoundCredential[];
     if (request.allowList && request.allowList.length > 0) {
@@ -482,6 +506,8 @@ export class SoftwareAuthenticator implements CtapDevice {
     } else {
       found = this.#state.credentials
         .filter((c) => c.rpId === request.rpId)
+        // Newest first; stored in creation order, so reversing first keeps same-millisecond ties right.
+        .toReversed()
         .toSorted((a, b) => b.createdAt.localeCompare(a.createdAt))
         .map((c) => this.#find(rpIdHash, fromBase64Any(c.id)))
         .filter((c): c is FoundCredential => c !== undefined)
@@ -493,7 +519,7 @@ export class SoftwareAuthenticator implements CtapDevice {
     }
     if (up) {
       await this.#requireUserPresence("getAssertion", options, request.rpId);
-      if (uv) this.#pin.clearUserPresentFlag();
+      if (uv) this.#spendPinUvAuthToken();
     }
     const flags = (up ? AuthDataFlag.userPresent : 0) | (uv ? AuthDataFlag.userVerified : 0);
     const first = found[0]!;
@@ -505,15 +531,52 @@ export class SoftwareAuthenticator implements CtapDevice {
         flags,
         credentials: found.slice(1),
         expiresAt: this.#now() + nextAssertionLifetimeMs,
+        ...(hmacSecret ? { hmacSecret } : {}),
       };
     }
     return encodeResponse(
       GetAssertionResponse,
       await this.#assert(rpIdHash, request.clientDataHash, flags, first, {
         ...(!withAllowList && found.length > 1 ? { numberOfCredentials: found.length } : {}),
+        ...(hmacSecret ? { hmacSecret } : {}),
         userDetails: uv,
       }),
     );
+  }
+
+  /**
+   * Reads getAssertion's hmac-secret input (CTAP 2.1 §12.5): {1: keyAgreement, 2: saltEnc,
+   * 3: saltAuth, 4: pinUvAuthProtocol}. Checked before the touch, so a bad one costs nothing.
+   */
+  #hmacSecretInput(input: unknown): HmacSecretInput | undefined {
+    if (input === undefined) return undefined;
+    if (!(input instanceof Map)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_CBOR_UNEXPECTED_TYPE, "hmac-secret");
+    }
+    const keyAgreement = input.get(1);
+    const saltEnc = input.get(2);
+    const saltAuth = input.get(3);
+    const version = input.get(4) ?? 1;
+    if (keyAgreement === undefined || saltEnc === undefined || saltAuth === undefined) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_MISSING_PARAMETER, "hmac-secret");
+    }
+    if (!(saltEnc instanceof Uint8Array) || !(saltAuth instanceof Uint8Array)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_CBOR_UNEXPECTED_TYPE, "hmac-secret salts");
+    }
+    if (version !== 1 && version !== 2) {
+      throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_PARAMETER, "hmac-secret protocol");
+    }
+    const sharedSecret = this.#pin.decapsulate(version, keyAgreement);
+    const protocol = pinProtocol(version);
+    if (!protocol.verify(sharedSecret, saltEnc, saltAuth)) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
+    }
+    const plain = protocol.decrypt(sharedSecret, saltEnc);
+    if (plain.length !== 32 && plain.length !== 64) {
+      throw new CtapError(CtapStatus.CTAP1_ERR_INVALID_LENGTH, "salts");
+    }
+    const salts = plain.length === 32 ? [plain] : [plain.slice(0, 32), plain.slice(32)];
+    return { protocol, sharedSecret, salts };
   }
 
   async #getNextAssertion(): Promise<Uint8Array> {
@@ -524,11 +587,13 @@ export class SoftwareAuthenticator implements CtapDevice {
       throw new CtapError(CtapStatus.CTAP2_ERR_NOT_ALLOWED, "getNextAssertion timed out");
     }
     const next = pending.credentials.shift()!;
+    pending.expiresAt = this.#now() + nextAssertionLifetimeMs; // §6.3 step 7: reset the timer
     const rpIdHash = sha256(new TextEncoder().encode(pending.rpId));
     return encodeResponse(
       GetAssertionResponse,
       await this.#assert(rpIdHash, pending.clientDataHash, pending.flags, next, {
         userDetails: (pending.flags & AuthDataFlag.userVerified) !== 0,
+        ...(pending.hmacSecret ? { hmacSecret: pending.hmacSecret } : {}),
       }),
     );
   }
@@ -538,13 +603,22 @@ export class SoftwareAuthenticator implements CtapDevice {
     clientDataHash: Uint8Array,
     flags: number,
     credential: FoundCredential,
-    extra: { numberOfCredentials?: number; userDetails: boolean },
+    extra: { numberOfCredentials?: number; userDetails: boolean; hmacSecret?: HmacSecretInput },
   ): Promise<GetAssertionResponse> {
     const signCount = this.#state.signCount + 1;
     await this.#save((next) => {
       next.signCount = signCount;
     });
-    const authData = encodeAuthenticatorData({ rpIdHash, flags, signCount });
+    const extensions: Record<string, unknown> = {};
+    const credRandom = (flags & AuthDataFlag.userVerified)
+      ? credential.secrets.credRandomWithUv
+      : credential.secrets.credRandomWithoutUv;
+    if (extra.hmacSecret && credRandom) {
+      const { protocol, sharedSecret, salts } = extra.hmacSecret;
+      const outputs = salts.map((salt) => hmac(sha256, credRandom, salt));
+      extensions["hmac-secret"] = protocol.encrypt(sharedSecret, concatBytes(...outputs));
+    }
+    const authData = encodeAuthenticatorData({ rpIdHash, flags, signCount, extensions });
     const stored = credential.stored;
     const response: GetAssertionResponse = {
       credential: { type: "public-key", id: credential.id },
@@ -586,6 +660,13 @@ export class SoftwareAuthenticator implements CtapDevice {
       case ClientPinSubcommand.changePin:
         return await this.#changePin(request);
       case ClientPinSubcommand.getPinToken:
+        // §6.5.5.7.1: the legacy command takes no permissions; a platform that sends them is confused.
+        if (request.permissions !== undefined || request.rpId !== undefined) {
+          throw new CtapError(
+            CtapStatus.CTAP1_ERR_INVALID_PARAMETER,
+            "getPinToken takes no permissions or rpId",
+          );
+        }
         return await this.#getPinToken(
           request,
           PinUvAuthPermission.makeCredential | PinUvAuthPermission.getAssertion,
@@ -830,6 +911,13 @@ export class SoftwareAuthenticator implements CtapDevice {
       undefined,
     );
     const state = this.#state;
+    // CTAP 2.1 §6.8.2–§6.8.5: a token bound to an rp may only manage that rp's credentials.
+    const boundRpId = this.#pin.permissionsRpId;
+    const allRps = sub === CredentialManagementSubcommand.getCredsMetadata ||
+      sub === CredentialManagementSubcommand.enumerateRPsBegin;
+    if (allRps && boundRpId !== undefined) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "the token is bound to one rp");
+    }
     switch (sub) {
       case CredentialManagementSubcommand.getCredsMetadata:
         return encodeResponse(CredentialManagementResponse, {
@@ -850,6 +938,9 @@ export class SoftwareAuthenticator implements CtapDevice {
       }
       case CredentialManagementSubcommand.enumerateCredentialsBegin: {
         const rpIdHash = need(request.subCommandParams?.rpIdHash, "rpIdHash");
+        if (boundRpId !== undefined && !equalBytes(sha256(new TextEncoder().encode(boundRpId)), rpIdHash)) {
+          throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "the token is bound to another rp");
+        }
         const matching = state.credentials.filter((c) =>
           equalBytes(sha256(new TextEncoder().encode(c.rpId)), rpIdHash)
         );
@@ -873,7 +964,10 @@ export class SoftwareAuthenticator implements CtapDevice {
         return this.#beginEnumeration("credentials", items, { totalCredentials: items.length });
       }
       case CredentialManagementSubcommand.deleteCredential:
-        return await this.#deleteCredential(need(request.subCommandParams?.credentialId, "credentialId"));
+        return await this.#deleteCredential(
+          need(request.subCommandParams?.credentialId, "credentialId"),
+          boundRpId,
+        );
       default:
         throw new CtapError(
           CtapStatus.CTAP2_ERR_INVALID_SUBCOMMAND,
@@ -900,10 +994,15 @@ export class SoftwareAuthenticator implements CtapDevice {
     return encodeResponse(CredentialManagementResponse, pending.items.shift()!);
   }
 
-  async #deleteCredential(descriptor: CredentialDescriptor): Promise<Uint8Array> {
+  async #deleteCredential(
+    descriptor: CredentialDescriptor,
+    boundRpId: string | undefined,
+  ): Promise<Uint8Array> {
     const idText = toBase64Url(descriptor.id);
-    if (!this.#state.credentials.some((c) => c.id === idText)) {
-      throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+    const stored = this.#state.credentials.find((c) => c.id === idText);
+    if (!stored) throw new CtapError(CtapStatus.CTAP2_ERR_NO_CREDENTIALS);
+    if (boundRpId !== undefined && stored.rpId !== boundRpId) {
+      throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "the token is bound to another rp");
     }
     await this.#save((next) => {
       next.credentials = next.credentials.filter((c) => c.id !== idText);
