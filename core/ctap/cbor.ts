@@ -134,7 +134,8 @@ export function fromIntMap(value: unknown, keys: KeyTable): Record<string, unkno
   }
   // An empty map decodes as an empty Map, but a caller may hand over `{}`.
   if (
-    value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length === 0
+    value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype &&
+    Object.keys(value).length === 0
   ) {
     return {};
   }

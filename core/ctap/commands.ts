@@ -68,10 +68,19 @@ const bytes = z.custom<Uint8Array>((value) => value instanceof Uint8Array, "expe
 const int = z.number().int();
 /** A text-keyed CBOR map. An empty map decodes as an empty `Map`; accept it as `{}`. */
 const textMap = <T extends z.ZodType>(schema: T) =>
-  z.preprocess((value) => value instanceof Map && value.size === 0 ? {} : value, schema);
+  z.preprocess((value) => {
+    if (value instanceof Map && value.size === 0) return {};
+    // zod's objects and records accept any object (a byte string too): only a decoded map may pass.
+    return isPlainObject(value) ? value : notAMap;
+  }, schema);
 /** An integer-keyed CBOR map read into named fields. */
 const intMap = <T extends z.ZodRawShape>(keys: KeyTable, shape: T) =>
-  z.preprocess((value) => fromIntMap(value, keys) ?? value, z.object(shape));
+  z.preprocess((value) => fromIntMap(value, keys) ?? notAMap, z.object(shape));
+/** Stands for "not a CBOR map" so that the schema reports a type error. */
+const notAMap = Symbol("not a CBOR map");
+function isPlainObject(value: unknown): boolean {
+  return value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype;
+}
 
 /** PublicKeyCredentialRpEntity as CTAP carries it. */
 export const rpEntitySchema = textMap(z.object({ id: z.string(), name: z.string().optional() }));

@@ -116,3 +116,14 @@ Deno.test("any bytes given as a command body yield a request or a CtapError, nev
     }
   }));
 });
+
+Deno.test("an empty byte string where a map belongs is CTAP2_ERR_CBOR_UNEXPECTED_TYPE, not an empty map", () => {
+  assertEquals(
+    throws(() => decodeBody(MakeCredentialRequest, Uint8Array.of(0x40)), CtapError).status,
+    CtapStatus.CTAP2_ERR_CBOR_UNEXPECTED_TYPE,
+  );
+  assertEquals(
+    throws(() => decodeBody(ConfigRequest, Uint8Array.of(0xa2, 0x01, 0x03, 0x02, 0x40)), CtapError).status,
+    CtapStatus.CTAP2_ERR_CBOR_UNEXPECTED_TYPE,
+  );
+});
