@@ -69,6 +69,8 @@ export interface Authenticator extends AsyncDisposable {
   readonly label: string;
   /** The CTAP2 device the WebAuthn client talks to. */
   readonly device: CtapDevice;
+  /** The attestation the authenticator makes (`packed`, `none`), when the plugin knows it. */
+  readonly attestationFormat?: string;
 }
 
 /** An authenticator kind: software, hid, relay. */
@@ -133,12 +135,52 @@ export interface ProviderSession extends AsyncDisposable {
   deletePasskey(user: DirectoryUser, methodId: string, signal?: AbortSignal): Promise<void>;
 }
 
-/** An identity provider: entra, okta, keycloak. */
+/** One finding of a provider's preflight (`provisioning doctor`): what will fail, and what to do. */
+export interface PreflightFinding {
+  readonly severity: "error" | "warning" | "ok";
+  /** The reason code a run would fail with, e.g. `self-service-setup-off`. */
+  readonly code: string;
+  readonly message: string;
+  readonly hint?: string;
+}
+
+/** What the admin is signed in as, for `login` and `whoami`: labelled rows and warnings. */
+export interface AccountSummary {
+  readonly rows: readonly (readonly [label: string, value: string])[];
+  readonly warnings: readonly string[];
+}
+
+/** What a preflight needs to know of the chosen authenticator. */
+export interface AuthenticatorFacts {
+  /** The AAGUID as a UUID. */
+  readonly aaguid: string;
+  /** `packed` (a certificate chain), `none`, or undefined when unknown. */
+  readonly attestation: string | undefined;
+}
+
+/** A provider's sandbox server, started by `provisioning sandbox`. */
+export interface RunningSandbox extends AsyncDisposable {
+  readonly url: string;
+  /** How to use it: tenant, admin account, app registration. Printed as it is. */
+  readonly instructions: string;
+}
+
+/** An identity provider: entra, okta, keycloak. The optional methods back the CLI commands of the same name. */
 export interface ProviderPlugin<Options = Record<string, unknown>> {
   readonly kind: "provider";
   readonly manifest: Manifest;
   /** Signs in (from cached tokens, or by the flow the options choose) and returns a session. */
   connect(context: PluginContext, options: Options): Promise<ProviderSession>;
+  /** Signs the admin in interactively and caches the tokens. */
+  login?(context: PluginContext, options: Options): Promise<AccountSummary>;
+  /** Removes cached tokens. */
+  logout?(context: PluginContext, options: Options): Promise<void>;
+  /** Who the cached or configured credentials are, and what they are missing. */
+  whoami?(context: PluginContext, options: Options): Promise<AccountSummary>;
+  /** Reads the tenant's policies and says what a run with this authenticator would hit. */
+  preflight?(context: PluginContext, options: Options, authenticator: AuthenticatorFacts): Promise<PreflightFinding[]>;
+  /** Starts the provider's sandbox server. */
+  startSandbox?(context: PluginContext, options: Options): Promise<RunningSandbox>;
 }
 
 /** Any plugin. */

@@ -110,6 +110,7 @@ export async function openSoftwareKey(
     label,
     device,
     vault,
+    attestationFormat: vault.read().attestation.format,
     created: !exists,
     async [Symbol.asyncDispose]() {
       await vault.flush();
@@ -134,6 +135,11 @@ export const softwareAuthenticator: AuthenticatorPlugin<SoftwareKeyOptions> = {
         default: defaultVaultPath,
       },
       { flags: "--aaguid <uuid>", description: "AAGUID of a new software key" },
+      {
+        flags: "--kdf-iterations <n>",
+        description: "PBKDF2 iterations of a new vault's key",
+        default: "600000",
+      },
       {
         flags: "--attestation <format>",
         description: "attestation of a new software key: packed or none",

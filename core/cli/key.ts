@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
+import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { formatAaguid } from "../aaguid.ts";
 import { toBase64Url } from "../bytes.ts";
 import { Ctap2Client, type PinToken } from "../ctap/client.ts";
@@ -18,6 +18,7 @@ import { serveCtapHidOnUnixSocket } from "../ctap/unix_socket.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import type { Authenticator, UserInteraction } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
+import { optionsFor, withPluginOptions } from "./plugin_options.ts";
 
 /** The environment variable that supplies the authenticator PIN to unattended runs. */
 export const keyPinEnv = "PROVISIONING_KEY_PIN";
@@ -34,12 +35,11 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
   const init = withAuthenticatorOptions(
     new Command("init")
       .description("create a new software key (an encrypted vault file); fails if the file exists")
-      .addOption(new Option("--kdf-iterations <n>", "PBKDF2 iterations for the vault key (default 600000)"))
       .option("--set-pin", `also set the key's PIN (asked for, or ${keyPinEnv})`),
     context,
   ).action(async (parsed) => {
     const options = parsed as KeyOptions;
-    await using authenticator = await openAuthenticator(context, { ...options, mustCreate: true });
+    await using authenticator = await openAuthenticator(context, options, { mustCreate: true });
     const client = new Ctap2Client(authenticator.device);
     if (options["setPin"]) await client.setPin(await newPin(context, authenticator.label));
     const info = await client.getInfo();
@@ -52,7 +52,7 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
     context,
   ).action(async (parsed) => {
     const options = parsed as KeyOptions;
-    await using authenticator = await openAuthenticator(context, { ...options, create: false });
+    await using authenticator = await openAuthenticator(context, options, { create: false });
     const client = new Ctap2Client(authenticator.device);
     const info = await client.getInfo();
     const retries = info.options?.["clientPin"] === true ? (await client.getPinRetries()).retries : undefined;
@@ -69,7 +69,7 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
     context,
   ).action(async (parsed) => {
     const options = parsed as KeyOptions;
-    await using authenticator = await openAuthenticator(context, { ...options, create: false });
+    await using authenticator = await openAuthenticator(context, options, { create: false });
     const client = new Ctap2Client(authenticator.device);
     const credentials = await client.listCredentials(await managementToken(client, context, authenticator));
     const rows = credentials.map((c) => ({
@@ -96,7 +96,7 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
     context,
   ).action(async (credentialId, parsed) => {
     const options = parsed as KeyOptions;
-    await using authenticator = await openAuthenticator(context, { ...options, create: false });
+    await using authenticator = await openAuthenticator(context, options, { create: false });
     const client = new Ctap2Client(authenticator.device);
     const token = await managementToken(client, context, authenticator);
     const match = (await client.listCredentials(token)).find((c) =>
@@ -122,7 +122,7 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
     context,
   ).action(async (parsed) => {
     const options = parsed as KeyOptions;
-    await using authenticator = await openAuthenticator(context, { ...options, create: false });
+    await using authenticator = await openAuthenticator(context, options, { create: false });
     const client = new Ctap2Client(authenticator.device);
     if ((await client.getInfo()).options?.["clientPin"] === true) {
       throw new ProvisioningError(
@@ -144,7 +144,7 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
     context,
   ).action(async (parsed) => {
     const options = parsed as KeyOptions;
-    await using authenticator = await openAuthenticator(context, { ...options, create: true });
+    await using authenticator = await openAuthenticator(context, options, { create: true });
     const path = String(options["socket"]);
     await using server = await serveCtapHidOnUnixSocket({
       path,
@@ -161,27 +161,20 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
   return key;
 }
 
-/** Adds `--authenticator` and every authenticator plugin's manifest options to a subcommand. */
-function withAuthenticatorOptions<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
-  command.option("--authenticator <id>", "which authenticator plugin", "software");
-  const seen = new Set<string>();
-  for (const plugin of context.registry.list()) {
-    if (plugin.kind !== "authenticator") continue;
-    for (const option of plugin.manifest.options ?? []) {
-      if (seen.has(option.flags)) continue;
-      seen.add(option.flags);
-      const added = new Option(option.flags, `${option.description} [${plugin.manifest.id}]`);
-      if (option.env) added.env(option.env);
-      command.addOption(added);
-    }
-  }
-  return command;
+async function openAuthenticator(
+  context: CliContext,
+  options: KeyOptions,
+  extra: { create?: boolean; mustCreate?: boolean },
+): Promise<Authenticator> {
+  const pluginOptions = { ...optionsFor(context, "authenticator", options), ...extra };
+  return await context.registry.authenticator(options.authenticator ?? "software").open(
+    context,
+    pluginOptions as never,
+  );
 }
 
-async function openAuthenticator(context: CliContext, options: KeyOptions): Promise<Authenticator> {
-  const { authenticator: id = "software", json: _json, setPin: _setPin, socket: _socket, ...pluginOptions } =
-    options;
-  return await context.registry.authenticator(id).open(context, pluginOptions as never);
+function withAuthenticatorOptions<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
+  return withPluginOptions(command, context, "authenticator", "software");
 }
 
 /** The interaction commands use: PINs from PROVISIONING_KEY_PIN when set, else the terminal. */
