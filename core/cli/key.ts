@@ -16,12 +16,10 @@ import type { GetInfoResponse } from "../ctap/commands.ts";
 import { PinUvAuthPermission } from "../ctap/pin_protocol.ts";
 import { serveCtapHidOnUnixSocket } from "../ctap/unix_socket.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
-import type { Authenticator, UserInteraction } from "../plugin.ts";
+import type { Authenticator } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
+import { keyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
-
-/** The environment variable that supplies the authenticator PIN to unattended runs. */
-export const keyPinEnv = "PROVISIONING_KEY_PIN";
 
 const algorithmNames: Readonly<Record<number, string>> = { [-7]: "ES256", [-8]: "EdDSA", [-257]: "RS256" };
 
@@ -177,16 +175,6 @@ function withAuthenticatorOptions<C extends CommandUnknownOpts>(command: C, cont
   return withPluginOptions(command, context, "authenticator", "software");
 }
 
-/** The interaction commands use: PINs from PROVISIONING_KEY_PIN when set, else the terminal. */
-function interactionOf(context: CliContext): UserInteraction {
-  const fromEnv = context.env(keyPinEnv);
-  if (fromEnv === undefined || fromEnv === "") return context.interaction;
-  return {
-    requestPin: () => Promise.resolve(fromEnv),
-    promptUserPresence: (l) => context.interaction.promptUserPresence(l),
-  };
-}
-
 async function managementToken(
   client: Ctap2Client,
   context: CliContext,
@@ -209,7 +197,10 @@ async function managementToken(
     );
   }
   const { retries } = await client.getPinRetries();
-  const pin = await interactionOf(context).requestPin({ label: authenticator.label, attemptsLeft: retries });
+  const pin = await pinFromEnvironment(context).requestPin({
+    label: authenticator.label,
+    attemptsLeft: retries,
+  });
   return await client.getPinToken({ pin, permissions: PinUvAuthPermission.credentialManagement });
 }
 

@@ -1,0 +1,212 @@
+/**
+ * The commands that talk to an identity provider, whichever it is: `provision`, `login`,
+ * `logout`, `whoami`, `doctor` and `sandbox`. Each works on the provider plugin chosen with
+ * `--provider` (default `entra`) and takes the options its manifest declares; a provider that
+ * lacks a capability says so instead of pretending.
+ *
+ * @module
+ */
+import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { formatAaguid } from "../aaguid.ts";
+import { Ctap2Client } from "../ctap/client.ts";
+import { ProvisioningError, UsageError } from "../errors.ts";
+import { provisionUser } from "../jobs/provision_user.ts";
+import type { AccountSummary, ProviderPlugin } from "../plugin.ts";
+import type { CliContext } from "./context.ts";
+import { pinFromEnvironment } from "./pin.ts";
+import { optionsFor, withPluginOptions } from "./plugin_options.ts";
+
+type Parsed = Record<string, unknown> & { provider?: string; authenticator?: string };
+
+/** The passkey's name in the directory when `--display-name` is not given. */
+export const defaultDisplayName = "Security key";
+
+/** `provision`: one or more users, through the provider's API path. */
+export function provisionCommand(context: CliContext): CommandUnknownOpts {
+  const command = withBoth(
+    new Command("provision")
+      .description("create a passkey for users on the chosen authenticator and register it with the provider")
+      .requiredOption("--user <upn...>", "the user (sign-in name, mail or object id); repeatable")
+      .option(
+        "--display-name <name>",
+        "the passkey's name in the directory (1–30 characters)",
+        defaultDisplayName,
+      ),
+    context,
+  );
+  return command.action(async (parsed) => {
+    const options = parsed as Parsed;
+    const provider = providerOf(context, options);
+    await using session = await provider.connect(context, optionsFor(context, "provider", options) as never);
+    await using authenticator = await context.registry.authenticator(options.authenticator ?? "software")
+      .open(context, { ...optionsFor(context, "authenticator", options), create: true } as never);
+    const interaction = pinFromEnvironment(context);
+    let failed = 0;
+    for (const reference of options["user"] as string[]) {
+      try {
+        const user = await session.resolveUser(reference, context.signal);
+        const result = await provisionUser({
+          session,
+          user,
+          authenticator,
+          interaction,
+          displayName: String(options["displayName"]),
+          signal: context.signal,
+        });
+        context.stdout.write(
+          [
+            `Provisioned ${user.userPrincipalName}`,
+            `  method id      ${result.method.id}`,
+            `  credential id  ${result.credentialId}`,
+            `  AAGUID         ${result.aaguid}`,
+            "",
+          ].join("\n"),
+        );
+      } catch (error) {
+        if (!(error instanceof ProvisioningError) || context.signal.aborted) throw error;
+        failed++;
+        context.stderr.write(
+          `error: ${error.message}${error.hint ? `. ${error.hint}` : ""} [${error.code}]\n`,
+        );
+      }
+    }
+    if (failed > 0) {
+      throw new ProvisioningError(
+        "some-failed",
+        `${failed} of ${(options["user"] as string[]).length} users failed`,
+      );
+    }
+  });
+}
+
+/** `login`, `logout`, `whoami`: the admin's sign-in with the provider. */
+export function accountCommands(context: CliContext): CommandUnknownOpts[] {
+  const login = withProvider(
+    new Command("login").description("sign in as an admin and cache the tokens"),
+    context,
+  )
+    .action(async (parsed) => {
+      const options = parsed as Parsed;
+      const provider = providerOf(context, options);
+      const login = capability(provider, "login", provider.login);
+      printSummary(
+        context,
+        await login.call(provider, context, optionsFor(context, "provider", options) as never),
+      );
+    });
+  const logout = withProvider(new Command("logout").description("remove the cached tokens"), context)
+    .action(async (parsed) => {
+      const options = parsed as Parsed;
+      const provider = providerOf(context, options);
+      const logout = capability(provider, "logout", provider.logout);
+      await logout.call(provider, context, optionsFor(context, "provider", options) as never);
+      context.stdout.write(`Signed out of ${provider.manifest.id}: cached tokens removed\n`);
+    });
+  const whoami = withProvider(
+    new Command("whoami").description(
+      "show the tenant, account and granted permissions, and what is missing",
+    ),
+    context,
+  ).action(async (parsed) => {
+    const options = parsed as Parsed;
+    const provider = providerOf(context, options);
+    const whoami = capability(provider, "whoami", provider.whoami);
+    printSummary(
+      context,
+      await whoami.call(provider, context, optionsFor(context, "provider", options) as never),
+    );
+  });
+  return [login, logout, whoami];
+}
+
+/** `doctor`: the provider's preflight for the chosen authenticator. Exit 1 when something will fail. */
+export function doctorCommand(context: CliContext): CommandUnknownOpts {
+  return withBoth(
+    new Command("doctor").description(
+      "say, before anything is created, what a run would hit: policies, permissions",
+    ),
+    context,
+  ).action(async (parsed) => {
+    const options = parsed as Parsed;
+    const provider = providerOf(context, options);
+    const preflight = capability(provider, "doctor", provider.preflight);
+    await using authenticator = await context.registry.authenticator(options.authenticator ?? "software")
+      .open(context, { ...optionsFor(context, "authenticator", options), create: false } as never);
+    const info = await new Ctap2Client(authenticator.device).getInfo();
+    const findings = await preflight.call(
+      provider,
+      context,
+      optionsFor(context, "provider", options) as never,
+      {
+        aaguid: formatAaguid(info.aaguid),
+        attestation: authenticator.attestationFormat,
+      },
+    );
+    for (const finding of findings) {
+      const mark = finding.severity === "ok"
+        ? "ok     "
+        : finding.severity === "warning"
+        ? "warning"
+        : "error  ";
+      context.stdout.write(
+        `${mark}  ${finding.message}${finding.hint ? `\n         ${finding.hint}` : ""}\n`,
+      );
+    }
+    const errors = findings.filter((f) => f.severity === "error").length;
+    if (errors > 0) {
+      throw new ProvisioningError(
+        "preflight-failed",
+        `${errors} problem${errors === 1 ? "" : "s"} would make a run fail`,
+      );
+    }
+  });
+}
+
+/** `sandbox`: starts the provider's local sandbox server until Ctrl+C. */
+export function sandboxCommand(context: CliContext): CommandUnknownOpts {
+  return withProvider(
+    new Command("sandbox").description(
+      "start the provider's sandbox server on 127.0.0.1 to try the tool against",
+    ),
+    context,
+  ).action(async (parsed) => {
+    const options = parsed as Parsed;
+    const provider = providerOf(context, options);
+    const start = capability(provider, "sandbox", provider.startSandbox);
+    await using sandbox = await start.call(
+      provider,
+      context,
+      optionsFor(context, "provider", options) as never,
+    );
+    context.stdout.write(`${sandbox.instructions}\n`);
+    await new Promise<void>((resolve) => {
+      if (context.signal.aborted) resolve();
+      context.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+  });
+}
+
+function withProvider<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
+  return withPluginOptions(command, context, "provider", "entra");
+}
+
+function withBoth<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
+  return withPluginOptions(withProvider(command, context), context, "authenticator", "software");
+}
+
+function providerOf(context: CliContext, options: Parsed): ProviderPlugin<never> {
+  return context.registry.provider(options.provider ?? "entra");
+}
+
+function capability<F>(provider: ProviderPlugin<never>, command: string, method: F | undefined): F {
+  if (method === undefined) {
+    throw new UsageError(`Cannot run "${command}": the ${provider.manifest.id} provider does not offer it`);
+  }
+  return method;
+}
+
+function printSummary(context: CliContext, summary: AccountSummary): void {
+  const width = Math.max(0, ...summary.rows.map(([label]) => label.length));
+  for (const [label, value] of summary.rows) context.stdout.write(`${label.padEnd(width)}  ${value}\n`);
+  for (const warning of summary.warnings) context.stderr.write(`warning: ${warning}\n`);
+}
