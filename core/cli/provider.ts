@@ -102,7 +102,11 @@ export function accountCommands(context: CliContext): CommandUnknownOpts[] {
       await logout.call(provider, context, optionsFor(context, "provider", options) as never);
       context.stdout.write(`Signed out of ${provider.manifest.id}: cached tokens removed\n`);
     });
-  const whoami = withProvider(
+}
+
+/** `whoami`: the signed-in account and what it is missing. */
+export function whoamiCommand(context: CliContext): CommandUnknownOpts {
+  return withProvider(
     new Command("whoami").description(
       "show the tenant, account and granted permissions, and what is missing",
     ),
