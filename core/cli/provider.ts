@@ -79,12 +79,9 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
   });
 }
 
-/** `login`, `logout`, `whoami`: the admin's sign-in with the provider. */
-export function accountCommands(context: CliContext): CommandUnknownOpts[] {
-  const login = withProvider(
-    new Command("login").description("sign in as an admin and cache the tokens"),
-    context,
-  )
+/** `login`: signs the admin in and caches the tokens. */
+export function loginCommand(context: CliContext): CommandUnknownOpts {
+  return withProvider(new Command("login").description("sign in as an admin and cache the tokens"), context)
     .action(async (parsed) => {
       const options = parsed as Parsed;
       const provider = providerOf(context, options);
@@ -94,7 +91,11 @@ export function accountCommands(context: CliContext): CommandUnknownOpts[] {
         await login.call(provider, context, optionsFor(context, "provider", options) as never),
       );
     });
-  const logout = withProvider(new Command("logout").description("remove the cached tokens"), context)
+}
+
+/** `logout`: removes the cached tokens. */
+export function logoutCommand(context: CliContext): CommandUnknownOpts {
+  return withProvider(new Command("logout").description("remove the cached tokens"), context)
     .action(async (parsed) => {
       const options = parsed as Parsed;
       const provider = providerOf(context, options);
@@ -120,7 +121,6 @@ export function whoamiCommand(context: CliContext): CommandUnknownOpts {
       await whoami.call(provider, context, optionsFor(context, "provider", options) as never),
     );
   });
-  return [login, logout, whoami];
 }
 
 /** `doctor`: the provider's preflight for the chosen authenticator. Exit 1 when something will fail. */
