@@ -133,6 +133,11 @@ export interface ProviderSession extends AsyncDisposable {
   listPasskeys(user: DirectoryUser, signal?: AbortSignal): Promise<PasskeyMethod[]>;
   /** Deletes one of the user's passkeys. */
   deletePasskey(user: DirectoryUser, methodId: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Checks a passkey display name against the provider's rules before the authenticator is
+   * touched; returns the name to use. Throws a ProvisioningError naming the rule.
+   */
+  checkDisplayName?(displayName: string, user: DirectoryUser): string;
 }
 
 /** One finding of a provider's preflight (`provisioning doctor`): what will fail, and what to do. */
@@ -178,7 +183,11 @@ export interface ProviderPlugin<Options = Record<string, unknown>> {
   /** Who the cached or configured credentials are, and what they are missing. */
   whoami?(context: PluginContext, options: Options): Promise<AccountSummary>;
   /** Reads the tenant's policies and says what a run with this authenticator would hit. */
-  preflight?(context: PluginContext, options: Options, authenticator: AuthenticatorFacts): Promise<PreflightFinding[]>;
+  preflight?(
+    context: PluginContext,
+    options: Options,
+    authenticator: AuthenticatorFacts,
+  ): Promise<PreflightFinding[]>;
   /** Starts the provider's sandbox server. */
   startSandbox?(context: PluginContext, options: Options): Promise<RunningSandbox>;
 }

@@ -284,3 +284,23 @@ Deno.test("an unsupported algorithm gives unsupported-algorithm", async () => {
   );
   assertEquals(error.code, "unsupported-algorithm");
 });
+
+Deno.test("excludeCredentials still refuses a second passkey when the first was made with hmac-secret (the longest credential ids)", async () => {
+  await using key = await newTestKey({ pin: "482916" });
+  const { verification } = await register(key, {
+    alg: -7,
+    attestation: "direct",
+    extensions: { hmacCreateSecret: true, credentialProtectionPolicy: "userVerificationOptional" },
+  }, "482916");
+  const error = await rejects(
+    () =>
+      register(key, {
+        alg: -7,
+        attestation: "direct",
+        exclude: [verification.registrationInfo!.credential.id],
+        extensions: { hmacCreateSecret: true },
+      }, "482916"),
+    WebAuthnError,
+  );
+  assertEquals(error.code, "credential-excluded");
+});

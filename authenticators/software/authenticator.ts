@@ -104,7 +104,8 @@ export interface SoftwareAuthenticatorOptions {
 
 const maxMessageSize = 7609;
 const maxCredentialsInList = 16;
-const maxCredentialIdLength = 128;
+// Sealed ids carry the private key and, with hmac-secret, two 32-byte secrets: about 131 bytes.
+const maxCredentialIdLength = 256;
 const pinRetriesMax = 8;
 const pinAttemptsPerPowerCycle = 3;
 const nextAssertionLifetimeMs = 30_000;

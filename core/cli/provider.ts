@@ -44,10 +44,9 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
     let failed = 0;
     for (const reference of options["user"] as string[]) {
       try {
-        const user = await session.resolveUser(reference, context.signal);
         const result = await provisionUser({
           session,
-          user,
+          user: reference,
           authenticator,
           interaction,
           displayName: String(options["displayName"]),
@@ -55,10 +54,12 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
         });
         context.stdout.write(
           [
-            `Provisioned ${user.userPrincipalName}`,
-            `  method id      ${result.method.id}`,
+            `Provisioned ${result.user.userPrincipalName}${
+              result.reconciled ? " (found after a lost answer)" : ""
+            }`,
+            `  method id      ${result.methodId}`,
             `  credential id  ${result.credentialId}`,
-            `  AAGUID         ${result.aaguid}`,
+            `  AAGUID         ${result.aaguid ?? "unknown"}`,
             "",
           ].join("\n"),
         );

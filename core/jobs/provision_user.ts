@@ -1,72 +1,190 @@
 /**
- * One user's passkey through a provider's API path: creation options from the provider, the
- * WebAuthn ceremony on the chosen authenticator, the registration back to the provider. Only the
- * contracts of core/plugin.ts are used, so every provider gets it; the bulk engine (one journaled
- * state per step) builds on the same three steps.
+ * The API provisioning path for one user, for every provider: creation options from the
+ * provider, a WebAuthn registration on the chosen authenticator (core/webauthn/create.ts, with
+ * the session's rp-id allow-list and origin), and the registration posted back
+ * (`provisioning provision --user UPN`). Only the contracts of core/plugin.ts are used; the bulk
+ * engine builds on the same steps.
  *
- * @example
- * ```ts ignore
- * const result = await provisionUser({ session, user, authenticator, interaction, displayName: "Security key" });
- * console.log(result.methodId, result.credentialId, result.aaguid);
- * ```
+ * Every failure keeps the user's UPN in its message and its reason code in `code`. A registration
+ * whose answer was lost (`outcome-unknown`) is reconciled by listing the user's passkeys before it
+ * is reported, so that a re-run never creates a second passkey for a first that did get through.
  *
  * @module
  */
 import { formatAaguid } from "../aaguid.ts";
 import { fromBase64Any } from "../bytes.ts";
 import { decodeAuthenticatorData } from "../ctap/auth_data.ts";
+import { decodeCbor } from "../ctap/cbor.ts";
 import { ProvisioningError } from "../errors.ts";
-import type { Authenticator, DirectoryUser, PasskeyMethod, ProviderSession, UserInteraction } from "../plugin.ts";
+import type {
+  Authenticator,
+  DirectoryUser,
+  PasskeyMethod,
+  ProviderSession,
+  UserInteraction,
+} from "../plugin.ts";
 import { create } from "../webauthn/create.ts";
+import type { RegistrationResponseJSON } from "../webauthn/json.ts";
+
+/** The reason code a provider gives a registration whose answer was lost (sent, no reply). */
+export const outcomeUnknownCode = "outcome-unknown";
 
 /** What {@link provisionUser} needs. */
-export interface ProvisionUserRequest {
+export interface ProvisionUserOptions {
   session: ProviderSession;
-  user: DirectoryUser;
+  /** A resolved user, or a reference (object id, UPN, mail) to resolve first. */
+  user: DirectoryUser | string;
   authenticator: Authenticator;
   interaction: UserInteraction;
-  /** The passkey's name in the directory (Entra: 1–30 characters). */
+  /** The passkey's name in the user's security info: 1 to 30 characters. */
   displayName: string;
   signal?: AbortSignal;
 }
 
-/** What one provisioning produced. */
+/** What one provisioned user ends with. */
 export interface ProvisionedPasskey {
-  user: DirectoryUser;
-  method: PasskeyMethod;
-  /** base64url credential id. */
-  credentialId: string;
-  /** The authenticator's AAGUID, as a UUID. */
-  aaguid: string;
+  readonly user: DirectoryUser;
+  /** The provider's id of the new passkey (fido2AuthenticationMethod id). */
+  readonly methodId: string;
+  /** The credential id, base64url. */
+  readonly credentialId: string;
+  /** The authenticator's AAGUID, lowercase UUID, as the provider reported it (else from the attestation). */
+  readonly aaguid: string | undefined;
+  /** True when the registration's answer was lost and the passkey was found by listing. */
+  readonly reconciled: boolean;
 }
 
-/** See the module documentation. Errors keep the user's sign-in name in their message. */
-export async function provisionUser(request: ProvisionUserRequest): Promise<ProvisionedPasskey> {
-  const { session, user, signal } = request;
-  try {
-    const challenge = await session.creationOptions(user, signal);
-    const credential = await create({
+/** The step of {@link provisionUser} that failed. */
+export type ProvisionStep = "resolve-user" | "creation-options" | "authenticator" | "register";
+
+/** A provisioning failure for one user that did not already name them; `cause` is the original. */
+export class UserProvisioningError extends ProvisioningError {
+  /** The user (or the reference, if it never resolved). */
+  readonly user: DirectoryUser | string;
+  /** Where it failed: before, at or after the authenticator. */
+  readonly step: ProvisionStep;
+
+  constructor(user: DirectoryUser | string, step: ProvisionStep, error: ProvisioningError) {
+    const name = typeof user === "string" ? user : user.userPrincipalName;
+    super(error.code, `Cannot provision a passkey for ${name}: ${error.message}`, {
+      cause: error,
+      exitCode: error.exitCode,
+      ...(error.hint === undefined ? {} : { hint: error.hint }),
+    });
+    this.user = user;
+    this.step = step;
+  }
+}
+
+/**
+ * Runs the API path for one user: resolve (when given a reference) → creation options → WebAuthn
+ * create → register. The display name is checked before the authenticator is touched.
+ *
+ * @throws {ProvisioningError} whose message names the user: the provider's error as is, or a {@link UserProvisioningError} wrapping the WebAuthn client's error
+ * (`rp-id-not-allowed`, `pin-invalid` …).
+ */
+export async function provisionUser(options: ProvisionUserOptions): Promise<ProvisionedPasskey> {
+  const { session, signal } = options;
+  const user = typeof options.user === "string"
+    ? await step(options.user, "resolve-user", () => session.resolveUser(options.user as string, signal))
+    : options.user;
+  const displayName = await step(
+    user,
+    "creation-options",
+    () => Promise.resolve(session.checkDisplayName?.(options.displayName, user) ?? options.displayName),
+  );
+  const challenge = await step(user, "creation-options", () => session.creationOptions(user, signal));
+  const credential: RegistrationResponseJSON = await step(user, "authenticator", () =>
+    create({
       options: challenge.options,
       origin: challenge.origin,
       allowedRpIds: session.allowedRpIds,
-      authenticator: request.authenticator,
-      interaction: request.interaction,
+      authenticator: options.authenticator,
+      interaction: options.interaction,
       ...(signal ? { signal } : {}),
-      ...(challenge.expiresAt ? { defaultTimeoutMs: Math.max(1, challenge.expiresAt.getTime() - Date.now()) } : {}),
-    });
-    const method = await session.registerPasskey(user, { credential, displayName: request.displayName }, signal);
-    const authData = decodeAuthenticatorData(fromBase64Any(credential.response.authenticatorData ?? ""));
-    const aaguid = authData.attestedCredentialData ? formatAaguid(authData.attestedCredentialData.aaguid) : "";
-    return { user, method, credentialId: credential.id, aaguid };
+    }));
+
+  const since = new Date();
+  let method: PasskeyMethod;
+  let reconciled = false;
+  try {
+    method = await step(
+      user,
+      "register",
+      () => session.registerPasskey(user, { credential, displayName }, signal),
+    );
   } catch (error) {
-    if (error instanceof ProvisioningError && error.message.includes(user.userPrincipalName)) throw error;
-    if (error instanceof ProvisioningError) {
-      throw new ProvisioningError(error.code, `Cannot provision ${user.userPrincipalName}: ${error.message}`, {
-        cause: error,
-        exitCode: error.exitCode,
-        ...(error.hint ? { hint: error.hint } : {}),
-      });
-    }
-    throw error;
+    if (!(error instanceof ProvisioningError && error.code === outcomeUnknownCode)) throw error;
+    const found = await reconcileRegistration({
+      session,
+      user,
+      displayName,
+      since,
+      ...(signal ? { signal } : {}),
+    })
+      .catch(() => undefined);
+    if (found === undefined) throw error;
+    method = found;
+    reconciled = true;
+  }
+  return {
+    user,
+    methodId: method.id,
+    credentialId: credential.id,
+    aaguid: method.aaguid ?? aaguidOf(credential),
+    reconciled,
+  };
+}
+
+/**
+ * After a registration whose answer was lost: the user's passkey with this display name created
+ * since `since` (less five minutes of clock skew), if Graph has it. Graph does not show credential
+ * ids, so the display name and the time are what identify it.
+ *
+ * This is the hook the bulk engine uses before retrying a job that stopped in the `registering`
+ * state: found means done, not found means the registration never happened and may be retried
+ * with a new challenge.
+ */
+export async function reconcileRegistration(options: {
+  session: ProviderSession;
+  user: DirectoryUser;
+  displayName: string;
+  since: Date;
+  signal?: AbortSignal;
+}): Promise<PasskeyMethod | undefined> {
+  const skewMs = 5 * 60_000;
+  const methods = await options.session.listPasskeys(options.user, options.signal);
+  const candidates = methods.filter((m) =>
+    m.displayName === options.displayName &&
+    (m.createdDateTime === undefined || Date.parse(m.createdDateTime) >= options.since.getTime() - skewMs)
+  );
+  candidates.sort((a, b) => Date.parse(b.createdDateTime ?? "") - Date.parse(a.createdDateTime ?? ""));
+  return candidates[0];
+}
+
+/** The AAGUID in the registration's attestation object, when it can be read. */
+function aaguidOf(credential: RegistrationResponseJSON): string | undefined {
+  try {
+    const attestation = decodeCbor(fromBase64Any(credential.response.attestationObject));
+    const authData = attestation instanceof Map
+      ? attestation.get("authData")
+      : (attestation as Record<string, unknown> | null)?.["authData"];
+    if (!(authData instanceof Uint8Array)) return undefined;
+    const aaguid = decodeAuthenticatorData(authData).attestedCredentialData?.aaguid;
+    return aaguid ? formatAaguid(aaguid) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs one step; a ProvisioningError that does not name the user is wrapped so that it does. */
+async function step<T>(user: DirectoryUser | string, name: ProvisionStep, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (!(error instanceof ProvisioningError)) throw error;
+    const upn = typeof user === "string" ? user : user.userPrincipalName;
+    if (error.message.includes(upn)) throw error;
+    throw new UserProvisioningError(user, name, error);
   }
 }

@@ -1,0 +1,182 @@
+/**
+ * A signed-in connection to one Entra tenant, as the provisioning paths use it: the
+ * {@link ProviderSession} contract of core/plugin.ts over a {@link GraphClient}, plus the
+ * Temporary Access Pass calls of the browser path and the preflight.
+ *
+ * The auth helper builds the client (its token source) and the cloud; this module only speaks
+ * Graph. Everything a session throws is a ProvisioningError whose `code` is a reason code.
+ *
+ * @module
+ */
+import { ProvisioningError } from "../../core/errors.ts";
+import type {
+  DirectoryUser,
+  PasskeyMethod,
+  ProviderSession,
+  RegistrationChallenge,
+} from "../../core/plugin.ts";
+import type { EntraCloud } from "./cloud.ts";
+import type { GraphClient } from "./graph/client.ts";
+import {
+  checkDisplayName,
+  deleteFido2Method,
+  getCreationOptions,
+  listFido2Methods,
+  registerFido2Method,
+} from "./graph/fido2.ts";
+import { type PreflightFinding, runPreflight, type RunPreflightOptions } from "./graph/policies.ts";
+import type { Fido2MethodJson } from "./graph/schemas.ts";
+import {
+  type CreateTapOptions,
+  createTemporaryAccessPass,
+  deleteTemporaryAccessPass,
+  type TemporaryAccessPass,
+} from "./graph/tap.ts";
+import { type EntraUser, resolveUser } from "./graph/users.ts";
+
+/** What an {@link EntraSession} is made of. */
+export interface EntraSessionOptions {
+  /** A Graph client for the tenant, its token source set. */
+  client: GraphClient;
+  /** Which cloud: decides the rp-id allow-list and the WebAuthn origin. */
+  cloud: EntraCloud;
+  /**
+   * Object id of the signed-in admin (delegated sign-in). Provisioning that account is refused
+   * before Graph is called, since Graph answers 405 for one's own account.
+   */
+  signedInUserId?: string;
+  /** Beta only: how long a challenge stays valid, 5 to 43200 minutes. */
+  challengeTimeoutInMinutes?: number;
+  /** Runs when the session is disposed (the auth helper's cleanup). */
+  onClose?: () => void | Promise<void>;
+}
+
+/** See the module documentation. */
+export class EntraSession implements ProviderSession {
+  /** rp ids the tenant's creation options may carry (from the cloud). */
+  readonly allowedRpIds: readonly string[];
+  /** The cloud the session talks to. */
+  readonly cloud: EntraCloud;
+  /** The Graph client underneath, for callers that need a call the session does not wrap. */
+  readonly client: GraphClient;
+  readonly #options: EntraSessionOptions;
+
+  constructor(options: EntraSessionOptions) {
+    this.#options = options;
+    this.client = options.client;
+    this.cloud = options.cloud;
+    this.allowedRpIds = options.cloud.allowedRpIds;
+  }
+
+  /** Finds a user by object id, UPN or mail (`user-not-found` when none). */
+  async resolveUser(reference: string, signal?: AbortSignal): Promise<EntraUser> {
+    return await resolveUser(this.client, reference, signal ? { signal } : {});
+  }
+
+  /**
+   * Gets creation options for the user. The origin is the one a browser on the rp's sign-in
+   * page would report, `https://<rp id>` for the rp id Graph sent (see cloud.ts).
+   */
+  async creationOptions(user: DirectoryUser, signal?: AbortSignal): Promise<RegistrationChallenge> {
+    this.#refuseSelf(user, "get passkey creation options");
+    if (!this.cloud.provisioningApi) {
+      throw new ProvisioningError(
+        "provisioning-api-unavailable",
+        `Cannot get passkey creation options for ${user.userPrincipalName}: Microsoft does not offer the passkey provisioning API in ${this.cloud.label}`,
+        { hint: "Use the browser path (Temporary Access Pass), which works in every cloud" },
+      );
+    }
+    const timeout = this.#options.challengeTimeoutInMinutes;
+    const options = await getCreationOptions(this.client, user, {
+      ...(timeout === undefined ? {} : { challengeTimeoutInMinutes: timeout }),
+      ...(signal ? { signal } : {}),
+    });
+    return {
+      options: options.response,
+      origin: this.cloud.originFor(options.rpId),
+      ...(options.expiresAt ? { expiresAt: options.expiresAt } : {}),
+    };
+  }
+
+  /** Registers the credential (RegistrationResponseJSON) as the user's passkey. */
+  async registerPasskey(
+    user: DirectoryUser,
+    registration: { credential: unknown; displayName: string },
+    signal?: AbortSignal,
+  ): Promise<PasskeyMethod> {
+    this.#refuseSelf(user, "register a passkey");
+    const method = await registerFido2Method(this.client, user, {
+      ...registration,
+      ...(signal ? { signal } : {}),
+    });
+    return toPasskeyMethod(method);
+  }
+
+  /** Graph's display-name rule (1–30 characters), checked before the authenticator is touched. */
+  checkDisplayName(displayName: string, user: DirectoryUser): string {
+    return checkDisplayName(displayName, user.userPrincipalName);
+  }
+
+  /** The user's passkeys. */
+  async listPasskeys(user: DirectoryUser, signal?: AbortSignal): Promise<PasskeyMethod[]> {
+    const methods = await listFido2Methods(this.client, user, signal ? { signal } : {});
+    return methods.map(toPasskeyMethod);
+  }
+
+  /** Deletes one of the user's passkeys; a passkey that is already gone is not an error. */
+  async deletePasskey(user: DirectoryUser, methodId: string, signal?: AbortSignal): Promise<void> {
+    await deleteFido2Method(this.client, user, methodId, signal ? { signal } : {});
+  }
+
+  /** Creates a (one-time, by default) Temporary Access Pass for the browser path. */
+  async createTemporaryAccessPass(
+    user: DirectoryUser,
+    options: CreateTapOptions = {},
+  ): Promise<TemporaryAccessPass> {
+    this.#refuseSelf(user, "create a Temporary Access Pass");
+    return await createTemporaryAccessPass(this.client, user, options);
+  }
+
+  /** Deletes a Temporary Access Pass; returns false when it was already gone. */
+  async deleteTemporaryAccessPass(
+    user: DirectoryUser,
+    methodId: string,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
+    return await deleteTemporaryAccessPass(this.client, user, methodId, signal ? { signal } : {});
+  }
+
+  /** Reads the policies and says what will fail (`provisioning doctor`). */
+  async preflight(options: RunPreflightOptions): Promise<PreflightFinding[]> {
+    return await runPreflight(this.client, options);
+  }
+
+  /** Runs the `onClose` hook. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#options.onClose?.();
+  }
+
+  #refuseSelf(user: DirectoryUser, action: string): void {
+    const self = this.#options.signedInUserId;
+    if (self !== undefined && self.toLowerCase() === user.id.toLowerCase()) {
+      throw new ProvisioningError(
+        "self-provisioning",
+        `Cannot ${action} for ${user.userPrincipalName}: it is the signed-in admin's own account, which Graph refuses (405 Method Not Allowed)`,
+        {
+          hint:
+            "Have another admin provision this account, or register the passkey yourself at https://mysignins.microsoft.com",
+        },
+      );
+    }
+  }
+}
+
+function toPasskeyMethod(method: Fido2MethodJson): PasskeyMethod {
+  return {
+    id: method.id,
+    ...(method.displayName == null ? {} : { displayName: method.displayName }),
+    ...(method.aaGuid == null ? {} : { aaguid: method.aaGuid.toLowerCase() }),
+    ...(method.createdDateTime == null ? {} : { createdDateTime: method.createdDateTime }),
+    ...(method.model == null ? {} : { model: method.model }),
+  };
+}
