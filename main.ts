@@ -9,13 +9,28 @@
  */
 import { softwareAuthenticator } from "./authenticators/software/plugin.ts";
 import { keyCommand } from "./core/cli/key.ts";
+import {
+  doctorCommand,
+  loginCommand,
+  logoutCommand,
+  provisionCommand,
+  sandboxCommand,
+  whoamiCommand,
+} from "./core/cli/provider.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
 import { createTerminalContext, terminalWriter } from "./core/cli/terminal.ts";
 import { PluginRegistry } from "./core/plugin.ts";
+import { entraProvider } from "./plugins/entra/plugin.ts";
 
 /** The command groups of the CLI, in the order `--help` lists them. */
 export const COMMANDS: readonly CommandFactory[] = [
+  provisionCommand,
+  doctorCommand,
+  loginCommand,
+  logoutCommand,
+  whoamiCommand,
+  sandboxCommand,
   keyCommand,
   pluginsCommand,
 ];
@@ -25,7 +40,7 @@ export const COMMANDS: readonly CommandFactory[] = [
  * place that does; third-party plugins will be loaded by path into a Worker.
  */
 export function registerBuiltins(registry: PluginRegistry): PluginRegistry {
-  return registry.register(softwareAuthenticator);
+  return registry.register(softwareAuthenticator).register(entraProvider);
 }
 
 /**

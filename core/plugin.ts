@@ -61,6 +61,8 @@ export interface PluginContext {
   readonly env: (name: string) => string | undefined;
   /** Asks the operator for a secret (a vault passphrase) without echo. */
   readonly readSecret: (request: { label: string; hint?: string }) => Promise<string>;
+  /** Shows the operator something to act on (a device-code sign-in message). @default stderr */
+  readonly notify?: (text: string) => void;
 }
 
 /** An opened authenticator: a CTAP2 device plus what to call it in messages. */
@@ -142,7 +144,8 @@ export interface ProviderSession extends AsyncDisposable {
 
 /** One finding of a provider's preflight (`provisioning doctor`): what will fail, and what to do. */
 export interface PreflightFinding {
-  readonly severity: "error" | "warning" | "ok";
+  /** `error` will fail, `warning` may fail, `info` is worth knowing. */
+  readonly severity: "error" | "warning" | "info";
   /** The reason code a run would fail with, e.g. `self-service-setup-off`. */
   readonly code: string;
   readonly message: string;
@@ -161,6 +164,8 @@ export interface AuthenticatorFacts {
   readonly aaguid: string;
   /** `packed` (a certificate chain), `none`, or undefined when unknown. */
   readonly attestation: string | undefined;
+  /** For messages, e.g. `software key "demo.vault"`. */
+  readonly label: string;
 }
 
 /** A provider's sandbox server, started by `provisioning sandbox`. */

@@ -11,7 +11,7 @@ import { formatAaguid } from "../aaguid.ts";
 import { Ctap2Client } from "../ctap/client.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import { provisionUser } from "../jobs/provision_user.ts";
-import type { AccountSummary, ProviderPlugin } from "../plugin.ts";
+import type { AccountSummary, PluginContext, ProviderPlugin } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 import { pinFromEnvironment } from "./pin.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
@@ -37,7 +37,10 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
   return command.action(async (parsed) => {
     const options = parsed as Parsed;
     const provider = providerOf(context, options);
-    await using session = await provider.connect(context, optionsFor(context, "provider", options) as never);
+    await using session = await provider.connect(
+      pluginContext(context),
+      optionsFor(context, "provider", options) as never,
+    );
     await using authenticator = await context.registry.authenticator(options.authenticator ?? "software")
       .open(context, { ...optionsFor(context, "authenticator", options), create: true } as never);
     const interaction = pinFromEnvironment(context);
@@ -89,7 +92,7 @@ export function loginCommand(context: CliContext): CommandUnknownOpts {
       const login = capability(provider, "login", provider.login);
       printSummary(
         context,
-        await login.call(provider, context, optionsFor(context, "provider", options) as never),
+        await login.call(provider, pluginContext(context), optionsFor(context, "provider", options) as never),
       );
     });
 }
@@ -101,7 +104,7 @@ export function logoutCommand(context: CliContext): CommandUnknownOpts {
       const options = parsed as Parsed;
       const provider = providerOf(context, options);
       const logout = capability(provider, "logout", provider.logout);
-      await logout.call(provider, context, optionsFor(context, "provider", options) as never);
+      await logout.call(provider, pluginContext(context), optionsFor(context, "provider", options) as never);
       context.stdout.write(`Signed out of ${provider.manifest.id}: cached tokens removed\n`);
     });
 }
@@ -119,7 +122,7 @@ export function whoamiCommand(context: CliContext): CommandUnknownOpts {
     const whoami = capability(provider, "whoami", provider.whoami);
     printSummary(
       context,
-      await whoami.call(provider, context, optionsFor(context, "provider", options) as never),
+      await whoami.call(provider, pluginContext(context), optionsFor(context, "provider", options) as never),
     );
   });
 }
@@ -140,19 +143,19 @@ export function doctorCommand(context: CliContext): CommandUnknownOpts {
     const info = await new Ctap2Client(authenticator.device).getInfo();
     const findings = await preflight.call(
       provider,
-      context,
+      pluginContext(context),
       optionsFor(context, "provider", options) as never,
       {
         aaguid: formatAaguid(info.aaguid),
         attestation: authenticator.attestationFormat,
+        label: authenticator.label,
       },
     );
+    if (findings.length === 0) {
+      context.stdout.write("ok       nothing in the policies or permissions stands in the way\n");
+    }
     for (const finding of findings) {
-      const mark = finding.severity === "ok"
-        ? "ok     "
-        : finding.severity === "warning"
-        ? "warning"
-        : "error  ";
+      const mark = finding.severity.padEnd(7);
       context.stdout.write(
         `${mark}  ${finding.message}${finding.hint ? `\n         ${finding.hint}` : ""}\n`,
       );
@@ -189,6 +192,11 @@ export function sandboxCommand(context: CliContext): CommandUnknownOpts {
       context.signal.addEventListener("abort", () => resolve(), { once: true });
     });
   });
+}
+
+/** The context plugins get: the CLI's, with sign-in messages going to stderr. */
+function pluginContext(context: CliContext): PluginContext {
+  return { ...context, notify: (text) => context.stderr.write(`${text}\n`) };
 }
 
 function withProvider<C extends CommandUnknownOpts>(command: C, context: CliContext): C {

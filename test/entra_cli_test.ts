@@ -1,0 +1,110 @@
+/**
+ * The real CLI, as separate processes, against the Entra sandbox on loopback: the admin's
+ * `--sandbox` run from key to directory, and the refusals that keep it exactly-once.
+ */
+import { assert, assertEquals } from "./assert.ts";
+import { entraProvider } from "../plugins/entra/plugin.ts";
+import type { PluginContext } from "../core/plugin.ts";
+
+const root = new URL("..", import.meta.url).pathname;
+const quiet: PluginContext = {
+  interaction: { requestPin: () => Promise.reject(new Error("no PIN here")), promptUserPresence: () => {} },
+  env: () => undefined,
+  readSecret: () => Promise.reject(new Error("no secret here")),
+};
+
+async function cli(dir: string, env: Record<string, string>, ...args: string[]) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    // The admin's working folder is `dir` (provisioning.json, the token cache, the vault live there).
+    args: [
+      "run",
+      "-q",
+      `--config=${root}deno.json`,
+      "-P=cli",
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      `${root}main.ts`,
+      ...args,
+    ],
+    cwd: dir,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: output.code, stdout: text(output.stdout), stderr: text(output.stderr) };
+}
+
+Deno.test("provision --sandbox: two users get one verified passkey each; a re-run is refused, an unknown user fails alone", async () => {
+  await using sandbox = await entraProvider.startSandbox!(quiet, { port: 0, users: 5 });
+  const dir = await Deno.makeTempDir({ prefix: "provisioning-entra-cli-" });
+  try {
+    const instructions = Object.fromEntries(
+      [...sandbox.instructions.matchAll(/export (\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]),
+    );
+    const env: Record<string, string> = {
+      ...instructions,
+      PROVISIONING_VAULT: `${dir}/key.vault`,
+      PROVISIONING_VAULT_PASSPHRASE: "correct horse battery",
+      PROVISIONING_KEY_PIN: "482916",
+    };
+    const init = await cli(dir, env, "key", "init", "--kdf-iterations", "10000", "--set-pin");
+    assertEquals(init.code, 0, init.stderr);
+
+    const run = await cli(
+      dir,
+      env,
+      "provision",
+      "--user",
+      "user0001@contoso.sandbox",
+      "--user",
+      "user0002@contoso.sandbox",
+      "--user",
+      "nobody@contoso.sandbox",
+      "--display-name",
+      "Provisioned key",
+    );
+    assertEquals(run.code, 1, run.stderr);
+    assert.match(run.stdout, /Provisioned user0001@contoso\.sandbox\n {2}method id/);
+    assert.match(run.stdout, /Provisioned user0002@contoso\.sandbox/);
+    assert.match(run.stderr, /nobody@contoso\.sandbox.*\[user-not-found\]/);
+    assert.match(run.stderr, /1 of 3 users failed/);
+
+    const inspection = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as {
+      users: {
+        userPrincipalName: string;
+        passkeys: { displayName: string; verified: boolean; aaGuid: string }[];
+      }[];
+    };
+    const withPasskeys = inspection.users.filter((u) => u.passkeys.length > 0);
+    assert.deepEqual(withPasskeys.map((u) => u.userPrincipalName).sort(), [
+      "user0001@contoso.sandbox",
+      "user0002@contoso.sandbox",
+    ]);
+    for (const user of withPasskeys) {
+      assertEquals(user.passkeys.length, 1);
+      assertEquals(user.passkeys[0]!.verified, true);
+      assertEquals(user.passkeys[0]!.displayName, "Provisioned key");
+      assertEquals(user.passkeys[0]!.aaGuid, "70726f76-6973-696f-6e69-6e67736b0001");
+    }
+
+    const again = await cli(dir, env, "provision", "--user", "user0001@contoso.sandbox");
+    assertEquals(again.code, 1);
+    assert.match(again.stderr, /\[credential-excluded\]/);
+    const after = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as typeof inspection;
+    assertEquals(
+      after.users.find((u) => u.userPrincipalName === "user0001@contoso.sandbox")!.passkeys.length,
+      1,
+    );
+
+    const whoami = await cli(dir, env, "whoami");
+    assertEquals(whoami.code, 0, whoami.stderr);
+    assert.match(whoami.stdout, /UserAuthMethod-Passkey\.ReadWrite\.All/);
+    assert.ok(!whoami.stdout.includes(env.PROVISIONING_CLIENT_SECRET!), "whoami never prints the secret");
+
+    const doctor = await cli(dir, env, "doctor");
+    assert.ok(doctor.code === 0 || doctor.code === 1, doctor.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
