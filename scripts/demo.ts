@@ -1,109 +1,113 @@
 /**
- * `deno task demo`: the main job end to end on what exists so far. A fresh software key (a real
- * encrypted vault in a temporary folder) gets a PIN, a relying party asks for a passkey, the
- * WebAuthn client creates it on the key, and an independent verifier (@simplewebauthn/server)
- * checks the registration and then a sign-in with it.
- *
- * When the Entra provider lands, this becomes a bulk run against its sandbox on 127.0.0.1.
+ * `deno task demo`: the main job end to end against the embedded Entra sandbox. The sandbox
+ * tenant starts on 127.0.0.1; a fresh software key (a real encrypted vault in a temporary folder)
+ * gets a PIN; the `entra` plugin signs in with the sandbox's app registration (client
+ * credentials) and provisions the tenant's sample users through Graph's passkey API; the
+ * sandbox verifies every registration with @simplewebauthn/server, and its inspection endpoint
+ * shows one verified passkey per user. Nothing leaves this machine.
  *
  * @module
  */
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-} from "@simplewebauthn/server";
 import { openSoftwareKey } from "../authenticators/software/plugin.ts";
 import { toBase64Url } from "../core/bytes.ts";
 import { Ctap2Client } from "../core/ctap/client.ts";
 import { describeError } from "../core/errors.ts";
+import { provisionUser } from "../core/jobs/provision_user.ts";
 import type { PluginContext } from "../core/plugin.ts";
-import { create } from "../core/webauthn/create.ts";
-import { get } from "../core/webauthn/get.ts";
+import { entraProvider } from "../plugins/entra/plugin.ts";
 
-const rpID = "demo.provisioning.test";
-const origin = `https://${rpID}`;
+const sampleUsers = 5;
 const say = (text: string) => console.log(text);
 
-async function demo(): Promise<void> {
+async function demo(): Promise<boolean> {
   const dir = await Deno.makeTempDir({ prefix: "provisioning-demo-" });
+  const home = Deno.cwd();
+  // The admin's working folder: provisioning.json, the token cache and the vault live here.
+  Deno.chdir(dir);
   try {
+    const quiet: PluginContext = {
+      interaction: {
+        requestPin: () => Promise.reject(new Error("no PIN yet")),
+        promptUserPresence: () => {},
+      },
+      env: () => undefined,
+      readSecret: () => Promise.reject(new Error("no secret yet")),
+    };
+    await using sandbox = await entraProvider.startSandbox!(quiet, { port: 0, users: sampleUsers });
+    say(`1. Sandbox tenant on ${sandbox.url} (Graph, OAuth, passkey verification, all on loopback)`);
+
+    const settings = Object.fromEntries(
+      [...sandbox.instructions.matchAll(/export (\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]),
+    );
     const pin = String(100000 + crypto.getRandomValues(new Uint32Array(1))[0]! % 900000);
     const passphrase = toBase64Url(crypto.getRandomValues(new Uint8Array(18)));
     const context: PluginContext = {
       interaction: { requestPin: () => Promise.resolve(pin), promptUserPresence: () => {} },
-      env: () => undefined,
+      env: (name) => settings[name],
       readSecret: () => Promise.resolve(passphrase),
+      notify: (text) => say(`   ${text}`),
     };
-    const vault = `${dir}/demo-key.vault`;
-    say(`1. Creating a software FIDO2 key in ${vault} (encrypted at rest)`);
-    await using key = await openSoftwareKey(context, { vault, kdfIterations: 100_000 });
-    const client = new Ctap2Client(key.device);
-    await client.setPin(pin);
-    const info = await client.getInfo();
-    say(`   ${info.versions.join(", ")}; PIN set; ${info.remainingDiscoverableCredentials} passkeys fit`);
 
-    say(`2. The relying party "${rpID}" asks for a passkey for alice@contoso.com`);
-    const registrationOptions = await generateRegistrationOptions({
-      rpName: "Provisioning demo",
-      rpID,
-      userName: "alice@contoso.com",
-      userDisplayName: "Alice Smith",
-      attestationType: "direct",
-      authenticatorSelection: { residentKey: "required", userVerification: "required" },
-      extensions: { credProps: true },
+    await using key = await openSoftwareKey(context, {
+      vault: `${dir}/demo-key.vault`,
+      kdfIterations: 100_000,
     });
+    await new Ctap2Client(key.device).setPin(pin);
+    say(`2. Software FIDO2 key ${key.label}: vault encrypted at rest, PIN set`);
 
-    say("3. The WebAuthn client creates it on the software key (PIN verified, packed attestation)");
-    const registration = await create({
-      options: registrationOptions,
-      origin,
-      allowedRpIds: [rpID],
-      authenticator: key,
-      interaction: context.interaction,
-    });
-    say(`   credential id ${registration.id}`);
+    await using session = await entraProvider.connect(context, {});
+    say("3. Signed in to the tenant with its app registration (client credentials)");
 
-    say("4. An independent verifier (@simplewebauthn/server) checks the registration");
-    const verified = await verifyRegistrationResponse({
-      response: registration as Parameters<typeof verifyRegistrationResponse>[0]["response"],
-      expectedChallenge: registrationOptions.challenge,
-      expectedOrigin: origin,
-      expectedRPID: rpID,
-      requireUserVerification: true,
-    });
-    if (!verified.verified) throw new Error("the verifier rejected the registration");
-    const { credential, fmt, aaguid, userVerified } = verified.registrationInfo;
-    say(`   verified: ${fmt} attestation, AAGUID ${aaguid}, user verified: ${userVerified}`);
+    const inspection = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as Inspection;
+    const upns = inspection.users.map((u) => u.userPrincipalName).filter((upn) => /^user\d+@/.test(upn));
+    say(`4. Provisioning ${upns.length} sample users through Graph's passkey API`);
+    const rows: string[][] = [];
+    for (const upn of upns) {
+      const started = performance.now();
+      try {
+        const result = await provisionUser({
+          session,
+          user: upn,
+          authenticator: key,
+          interaction: context.interaction,
+          displayName: "Provisioning demo key",
+        });
+        rows.push([upn, "provisioned", result.methodId, `${Math.round(performance.now() - started)} ms`]);
+      } catch (error) {
+        rows.push([upn, "failed", describeError(error), ""]);
+      }
+    }
+    say(table(["USER", "STATUS", "METHOD ID", "TIME"], rows));
 
-    say("5. Signing in with the new passkey, checked by the same verifier");
-    const authenticationOptions = await generateAuthenticationOptions({ rpID, userVerification: "required" });
-    const assertion = await get({
-      options: authenticationOptions,
-      origin,
-      allowedRpIds: [rpID],
-      authenticator: key,
-      interaction: context.interaction,
-    });
-    const signedIn = await verifyAuthenticationResponse({
-      response: assertion as Parameters<typeof verifyAuthenticationResponse>[0]["response"],
-      expectedChallenge: authenticationOptions.challenge,
-      expectedOrigin: origin,
-      expectedRPID: rpID,
-      credential,
-      requireUserVerification: true,
-    });
-    if (!signedIn.verified) throw new Error("the verifier rejected the sign-in");
-    say(`   verified: signature counter ${credential.counter} -> ${signedIn.authenticationInfo.newCounter}`);
-    say("Done: one passkey created, verified, and used.");
+    const after = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as Inspection;
+    const verified = after.users.filter((u) => upns.includes(u.userPrincipalName))
+      .filter((u) => u.passkeys.length === 1 && u.passkeys[0]!.verified);
+    say(
+      `5. The sandbox's inspection: ${verified.length} of ${upns.length} users hold exactly one verified passkey`,
+    );
+    return verified.length === upns.length;
   } finally {
+    Deno.chdir(home);
     await Deno.remove(dir, { recursive: true });
   }
 }
 
+interface Inspection {
+  users: { userPrincipalName: string; passkeys: { verified: boolean }[] }[];
+}
+
+function table(headings: string[], rows: string[][]): string {
+  const widths = headings.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => "   " + cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [line(headings), ...rows.map(line)].join("\n");
+}
+
 try {
-  await demo();
+  if (!await demo()) {
+    console.error("Demo failed: not every sample user ended with one verified passkey");
+    Deno.exit(1);
+  }
+  say("Done.");
 } catch (error) {
   console.error(`Demo failed: ${describeError(error)}`);
   Deno.exit(1);
