@@ -27,7 +27,8 @@
  */
 import { basename, dirname, join } from "node:path";
 import { z } from "zod";
-import { fromBase64Any, randomBytes, toBase64Url, toHex, utf8 } from "../../core/bytes.ts";
+import { fromBase64Any, randomBytes, toBase64Url, utf8 } from "../../core/bytes.ts";
+import { writeFileAtomically } from "../../core/atomic_file.ts";
 import { ProvisioningError } from "../../core/errors.ts";
 
 /** PBKDF2 iterations for new vaults: OWASP's 2023 recommendation for PBKDF2-HMAC-SHA-256. */
@@ -517,37 +518,21 @@ function tempPrefix(path: string): string {
 }
 
 /**
- * Writes `text` to `path` so that a crash at any moment leaves either the old file or the new
- * one: a new 0600 file beside it, fsync, rename over the target, fsync of the directory. With
- * `exclusive` (creating a vault) the directory is made if needed and the file is hard-linked
- * into place instead, so a vault that appeared meanwhile is not replaced.
+ * Writes the vault file atomically (core/atomic_file.ts). With `exclusive` (creating a vault) the
+ * folder is made if needed and the file is hard-linked into place, so a vault that appeared
+ * meanwhile is not replaced.
  */
 async function writeAtomically(
   path: string,
   text: string,
   options: { exclusive?: boolean } = {},
 ): Promise<void> {
-  const directory = dirname(path);
-  const temp = join(directory, `${tempPrefix(path)}${toHex(randomBytes(6))}.tmp`);
-  let created = false;
   try {
-    if (options.exclusive) await Deno.mkdir(directory, { recursive: true, mode: 0o700 });
-    const file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
-    created = true;
-    try {
-      const bytes = utf8(text);
-      let written = 0;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
-      await file.sync();
-    } finally {
-      file.close();
-    }
-    if (options.exclusive) {
-      await linkExclusive(temp, path);
-    } else {
-      await Deno.rename(temp, path);
-      created = false;
-    }
+    if (options.exclusive) await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    await writeFileAtomically(path, text, {
+      tempPrefix: tempPrefix(path),
+      ...(options.exclusive ? { place: linkExclusive } : {}),
+    });
   } catch (error) {
     if (error instanceof VaultError || error instanceof Deno.errors.NotCapable) throw error;
     const reason = error instanceof Error ? error.message : String(error);
@@ -555,10 +540,7 @@ async function writeAtomically(
       cause: error,
       hint: "Check the free space and the permissions of its directory; the previous state is unchanged",
     });
-  } finally {
-    if (created) await Deno.remove(temp).catch(() => undefined);
   }
-  await syncDirectory(directory);
 }
 
 /** Puts `temp` at `path` unless a file is there already; falls back to rename without hard links. */
@@ -580,20 +562,6 @@ async function linkExclusive(temp: string, path: string): Promise<void> {
     // A file system without hard links (FAT on a USB stick): check, then rename.
     if (await Vault.exists(path)) throw error;
     await Deno.rename(temp, path);
-  }
-}
-
-/** Makes the rename durable on POSIX; Windows cannot open a directory this way, and needs not. */
-async function syncDirectory(directory: string): Promise<void> {
-  if (Deno.build.os === "windows") return;
-  let handle: Deno.FsFile | undefined;
-  try {
-    handle = await Deno.open(directory, { read: true });
-    await handle.sync();
-  } catch {
-    // Best effort: some file systems refuse fsync on a directory.
-  } finally {
-    handle?.close();
   }
 }
 

@@ -33,10 +33,11 @@
  *
  * @module
  */
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { compactDecrypt, CompactEncrypt, decodeProtectedHeader } from "jose";
 import { z } from "zod";
-import { fromBase64Any, randomBytes, toBase64Url, toHex, utf8 } from "../../../core/bytes.ts";
+import { fromBase64Any, randomBytes, toBase64Url, utf8 } from "../../../core/bytes.ts";
+import { writeFileAtomically } from "../../../core/atomic_file.ts";
 import { ProvisioningError } from "../../../core/errors.ts";
 
 /** The folder the cache lives in when nothing else is said, relative to the working folder. */
@@ -451,25 +452,10 @@ async function ensureCacheDir(dir: string): Promise<void> {
   }
 }
 
-/** A new 0600 file beside `path`, fsync, rename over it, fsync of the folder. */
+/** Writes the cache file atomically (core/atomic_file.ts); a failure leaves the old cache. */
 async function writeAtomically(path: string, text: string): Promise<void> {
-  const dir = dirname(path);
-  const temp = join(dir, `.${basename(path)}.${toHex(randomBytes(6))}.tmp`);
-  let created = false;
   try {
-    const file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
-    created = true;
-    try {
-      const bytes = utf8(text);
-      let written = 0;
-      while (written < bytes.length) written += await file.write(bytes.subarray(written));
-      await file.sync();
-    } finally {
-      file.close();
-    }
-    if (Deno.build.os !== "windows") await Deno.chmod(temp, 0o600);
-    await Deno.rename(temp, path);
-    created = false;
+    await writeFileAtomically(path, text);
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable) throw error;
     const reason = error instanceof Error ? error.message : String(error);
@@ -482,18 +468,5 @@ async function writeAtomically(path: string, text: string): Promise<void> {
         hint: "Check the free space and the permissions of the folder; the previous cache is unchanged",
       },
     );
-  } finally {
-    if (created) await Deno.remove(temp).catch(() => undefined);
-  }
-  if (Deno.build.os !== "windows") {
-    let handle: Deno.FsFile | undefined;
-    try {
-      handle = await Deno.open(dir, { read: true });
-      await handle.sync();
-    } catch {
-      // Best effort: some file systems refuse fsync on a folder.
-    } finally {
-      handle?.close();
-    }
   }
 }
