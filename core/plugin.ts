@@ -142,6 +142,12 @@ export interface ProviderSession extends AsyncDisposable {
   checkDisplayName?(displayName: string, user: DirectoryUser): string;
 }
 
+/** What a command knows that may help a provider sign in. */
+export interface ConnectHints {
+  /** The user references (UPN, mail, id) the command will work on. */
+  readonly users?: readonly string[];
+}
+
 /** One finding of a provider's preflight (`provisioning doctor`): what will fail, and what to do. */
 export interface PreflightFinding {
   /** `error` will fail, `warning` may fail, `info` is worth knowing. */
@@ -179,8 +185,12 @@ export interface RunningSandbox extends AsyncDisposable {
 export interface ProviderPlugin<Options = Record<string, unknown>> {
   readonly kind: "provider";
   readonly manifest: Manifest;
-  /** Signs in (from cached tokens, or by the flow the options choose) and returns a session. */
-  connect(context: PluginContext, options: Options): Promise<ProviderSession>;
+  /**
+   * Signs in (from cached tokens, or by the flow the options choose) and returns a session.
+   * `hints` are what the command knows that may help, e.g. the users it is about to provision
+   * (Entra finds the tenant from a UPN's domain when none is configured).
+   */
+  connect(context: PluginContext, options: Options, hints?: ConnectHints): Promise<ProviderSession>;
   /** Signs the admin in interactively and caches the tokens. */
   login?(context: PluginContext, options: Options): Promise<AccountSummary>;
   /** Removes cached tokens. */

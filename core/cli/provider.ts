@@ -40,6 +40,7 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
     await using session = await provider.connect(
       pluginContext(context),
       optionsFor(context, "provider", options) as never,
+      { users: options["user"] as string[] },
     );
     await using authenticator = await context.registry.authenticator(options.authenticator ?? "software")
       .open(context, { ...optionsFor(context, "authenticator", options), create: true } as never);
