@@ -19,8 +19,18 @@ import {
 } from "./core/cli/provider.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
+import type { CliContext } from "./core/cli/context.ts";
 import { createTerminalContext, terminalWriter } from "./core/cli/terminal.ts";
 import { PluginRegistry } from "./core/plugin.ts";
+import {
+  decideLaunch,
+  parseTlsFlags,
+  relaunch,
+  TLS_APPLIED_ENV,
+  type TlsFetch,
+  tlsFetch,
+} from "./core/tls.ts";
+import { clouds } from "./plugins/entra/cloud.ts";
 import { entraProvider } from "./plugins/entra/plugin.ts";
 
 /** The command groups of the CLI, in the order `--help` lists them. */
@@ -49,15 +59,93 @@ export function registerBuiltins(registry: PluginRegistry): PluginRegistry {
  */
 export async function main(args: readonly string[]): Promise<number> {
   const registry = registerBuiltins(new PluginRegistry());
-  using context = createTerminalContext({ registry });
+  using terminal = createTerminalContext({ registry });
   const rest = args[0] === "--" ? args.slice(1) : args;
+  // With --ca-file, a client that trusts it too; always, untrusted certificates get a clear error.
+  let fetch: TlsFetch;
+  try {
+    const { caFile } = parseTlsFlags(rest);
+    fetch = await tlsFetch(caFile === undefined ? {} : { caFile });
+  } catch (error) {
+    return reportError(error, { stderr: terminal.stderr, verbose: false });
+  }
+  using _closeClient = fetch;
+  // Plugins get it through the provider commands' plugin context (core/cli/provider.ts).
+  const context: CliContext & { readonly fetch: typeof fetch } = { ...terminal, fetch };
   return await runProgram(rest, { context, commands: COMMANDS });
+}
+
+/**
+ * The hosts `--disable-ssl-verify` applies to: every registered provider's, every Microsoft
+ * cloud's login and Graph host, and the sandbox's (`--sandbox URL` or PROVISIONING_SANDBOX).
+ */
+export function tlsHosts(
+  registry: PluginRegistry,
+  args: readonly string[],
+  env: (name: string) => string | undefined,
+): string[] {
+  const hosts = new Set<string>();
+  for (const plugin of registry.list()) {
+    if (plugin.kind === "provider") {
+      for (const host of plugin.manifest.hosts) hosts.add(host.split(":")[0]!);
+    }
+  }
+  for (const cloud of Object.values(clouds)) {
+    hosts.add(new URL(cloud.loginBase).hostname).add(new URL(cloud.graphBase).hostname);
+  }
+  const index = args.findIndex((arg) => arg === "--sandbox" || arg.startsWith("--sandbox="));
+  const sandbox = index < 0
+    ? env("PROVISIONING_SANDBOX")
+    : args[index]!.includes("=")
+    ? args[index]!.slice("--sandbox=".length)
+    : args[index + 1];
+  if (sandbox) {
+    try {
+      hosts.add(new URL(sandbox).hostname.replace(/^\[|\]$/g, ""));
+    } catch {
+      // Not a URL: the Entra plugin reports it when it reads the option.
+    }
+  }
+  return [...hosts];
+}
+
+/**
+ * Runs the program as `provisioning ARGS` from the shell: first restarts it when
+ * `--local-ssl-verify` or `--disable-ssl-verify` need Deno's start-up settings (core/tls.ts),
+ * and prints the warning of `--disable-ssl-verify`; then {@link main}.
+ */
+async function start(args: readonly string[]): Promise<number> {
+  const stderr = terminalWriter(Deno.stderr);
+  const env = (name: string) => Deno.env.get(name);
+  // The working folder, when granted beyond the permission set, is granted to a restart too.
+  let cwd: string | undefined;
+  try {
+    cwd = Deno.cwd();
+  } catch {
+    cwd = undefined;
+  }
+  const granted = (name: "read" | "write") =>
+    cwd !== undefined && Deno.permissions.querySync({ name, path: cwd }).state === "granted";
+  const decision = decideLaunch({
+    args,
+    applied: env(TLS_APPLIED_ENV),
+    hosts: tlsHosts(registerBuiltins(new PluginRegistry()), args, env),
+    execPath: Deno.execPath(),
+    mainModule: Deno.mainModule,
+    compiled: Deno.build.standalone,
+    canRun: Deno.permissions.querySync({ name: "run", command: Deno.execPath() }).state === "granted",
+    grants: { read: granted("read") ? [cwd!] : [], write: granted("write") ? [cwd!] : [] },
+  });
+  if (decision.kind === "refuse") return reportError(decision.error, { stderr, verbose: false });
+  if (decision.kind === "relaunch") return await relaunch(decision);
+  if (decision.warning) stderr.write(`${decision.warning}\n`);
+  return await main(args);
 }
 
 if (import.meta.main) {
   let code: number;
   try {
-    code = await main(Deno.args);
+    code = await start(Deno.args);
   } catch (error) {
     // Only what happens before the program runs (e.g. a plugin that fails to register) gets here.
     code = reportError(error, {

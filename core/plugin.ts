@@ -63,6 +63,12 @@ export interface PluginContext {
   readonly readSecret: (request: { label: string; hint?: string }) => Promise<string>;
   /** Shows the operator something to act on (a device-code sign-in message). @default stderr */
   readonly notify?: (text: string) => void;
+  /**
+   * The fetch for every request to the provider: it carries the run's TLS settings (`--ca-file`)
+   * and turns an untrusted certificate into an error naming the host and the TLS options.
+   * @default globalThis.fetch
+   */
+  readonly fetch?: typeof fetch;
 }
 
 /** An opened authenticator: a CTAP2 device plus what to call it in messages. */

@@ -97,6 +97,12 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a re-ru
       1,
     );
 
+    // No tenant configured: it is discovered from the domain of the user to provision.
+    const { PROVISIONING_TENANT: _tenant, ...withoutTenant } = env;
+    const discovered = await cli(dir, withoutTenant, "provision", "--user", "user0003@contoso.sandbox");
+    assertEquals(discovered.code, 0, discovered.stderr);
+    assert.match(discovered.stdout, /Provisioned user0003@contoso\.sandbox/);
+
     const whoami = await cli(dir, env, "whoami");
     assertEquals(whoami.code, 0, whoami.stderr);
     assert.match(whoami.stdout, /UserAuthMethod-Passkey\.ReadWrite\.All/);

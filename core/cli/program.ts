@@ -14,6 +14,7 @@
 import { Command, CommanderError, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import denoConfig from "../../deno.json" with { type: "json" };
 import { describeError, ProvisioningError } from "../errors.ts";
+import { TLS_OPTIONS } from "../tls.ts";
 import type { CliContext, TextWriter } from "./context.ts";
 
 /** The version in deno.json, printed by `--version` and sent in user agents. */
@@ -95,6 +96,8 @@ export function buildProgram(options: ProgramOptions) {
         "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl+C).",
       ].join("\n"),
     );
+  // Read before commander runs (core/tls.ts, some need a restart); declared here for --help.
+  for (const option of TLS_OPTIONS) program.option(option.flags, option.description);
   for (const factory of options.commands ?? []) {
     program.addCommand(factory(context));
   }

@@ -195,9 +195,16 @@ export function sandboxCommand(context: CliContext): CommandUnknownOpts {
   });
 }
 
-/** The context plugins get: the CLI's, with sign-in messages going to stderr. */
-function pluginContext(context: CliContext): PluginContext {
-  return { ...context, notify: (text) => context.stderr.write(`${text}\n`) };
+/**
+ * The context plugins get: the CLI's, with sign-in messages going to stderr and the fetch that
+ * carries the run's TLS settings (`main.ts` adds it to the context it runs the program with).
+ */
+function pluginContext(context: CliContext & { readonly fetch?: typeof fetch }): PluginContext {
+  return {
+    ...context,
+    notify: (text) => context.stderr.write(`${text}\n`),
+    ...(context.fetch ? { fetch: context.fetch } : {}),
+  };
 }
 
 function withProvider<C extends CommandUnknownOpts>(command: C, context: CliContext): C {

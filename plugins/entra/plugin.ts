@@ -10,6 +10,7 @@ import { z } from "zod";
 import type {
   AccountSummary,
   AuthenticatorFacts,
+  ConnectHints,
   PluginContext,
   PreflightFinding,
   ProviderPlugin,
@@ -73,20 +74,31 @@ function ioFor(context: PluginContext, interactive: boolean): SignInIo {
     notify: context.notify ?? ((text) => console.error(text)),
     interactive,
     ...(context.signal ? { signal: context.signal } : {}),
+    ...(context.fetch ? { fetch: context.fetch } : {}),
   };
 }
 
 /** Signs in (cached tokens first) and opens a Graph session. */
-async function connect(context: PluginContext, raw: EntraOptions): Promise<EntraSession> {
+async function connect(
+  context: PluginContext,
+  raw: EntraOptions,
+  hints: ConnectHints = {},
+): Promise<EntraSession> {
   const options = parseOptions(raw);
   const settings = await settingsFor(context, raw);
-  const signIn = await createEntraSignIn(settings, ioFor(context, true));
+  // With no tenant configured, the domain of the first user to provision names it (OpenID discovery).
+  const tenantHint = hints.users?.find((reference) => reference.includes("@"));
+  const signIn = await createEntraSignIn(settings, {
+    ...ioFor(context, true),
+    ...(tenantHint ? { tenantHint } : {}),
+  });
   const token = await signIn.source.getAccessToken(context.signal);
   const who = whoAmI(token, { kind: signIn.kind });
   const client = new GraphClient({
     baseUrl: settings.cloud.graphBase,
     version: options.graphVersion ?? "v1.0",
     token: forGraphClient(signIn.source),
+    ...(context.fetch ? { fetch: context.fetch } : {}),
   });
   return new EntraSession({
     client,
