@@ -46,7 +46,7 @@ const ctapMeanings: Readonly<Record<number, { code: string; message: string; hin
   [CtapStatus.CTAP2_ERR_PIN_NOT_SET]: {
     code: "pin-not-set",
     message: "user verification is required but the key has no PIN",
-    hint: "Set a PIN on the key first (`provisioning key prepare`, or the key vendor's tool)",
+    hint: "Set a PIN on the key first (`provisioning key set-pin`, or the key vendor's tool)",
   },
   [CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION]: {
     code: "pin-policy-violation",

@@ -42,7 +42,7 @@ export async function obtainPinToken(request: {
         `Cannot verify the user for rp "${request.rpId}": ${request.label} has no PIN and no other user verification`,
         {
           rpId: request.rpId,
-          hint: "Set a PIN on the key first (`provisioning key prepare`, or the vendor's tool)",
+          hint: "Set a PIN on the key first (`provisioning key set-pin`, or the key vendor's tool)",
         },
       );
     }

@@ -139,7 +139,7 @@ export const entraProvider: ProviderPlugin<EntraOptions> = {
         description: "tenant id or domain (discovered from the UPN when left out)",
       },
       { flags: "--client-id <id>", description: "the app registration's client id" },
-      { flags: "--cloud <name>", description: "public, usgov, usgovdod or china", default: "public" },
+      { flags: "--cloud <name>", description: "public, usgov, usgov-dod or china", default: "public" },
       { flags: "--sandbox <url>", description: "use a sandbox at this URL for every endpoint and the rp id" },
       { flags: "--client-certificate <pem>", description: "certificate (with key) for client credentials" },
       { flags: "--account <upn>", description: "the admin account to sign in as" },
