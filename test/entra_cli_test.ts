@@ -3,57 +3,34 @@
  * `--sandbox` run from key to directory, and the refusals that keep it exactly-once.
  */
 import { assert, assertEquals } from "./assert.ts";
+import { runCli, sandboxEnvironment } from "./cli.ts";
 import { entraProvider } from "../plugins/entra/plugin.ts";
 import type { PluginContext } from "../core/plugin.ts";
 
-const root = new URL("..", import.meta.url).pathname;
 const quiet: PluginContext = {
   interaction: { requestPin: () => Promise.reject(new Error("no PIN here")), promptUserPresence: () => {} },
   env: () => undefined,
   readSecret: () => Promise.reject(new Error("no secret here")),
 };
 
-async function cli(dir: string, env: Record<string, string>, ...args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    // The admin's working folder is `dir` (provisioning.json, the token cache, the vault live there).
-    args: [
-      "run",
-      "-q",
-      `--config=${root}deno.json`,
-      "-P=cli",
-      `--allow-read=${dir}`,
-      `--allow-write=${dir}`,
-      `${root}main.ts`,
-      ...args,
-    ],
-    cwd: dir,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code: output.code, stdout: text(output.stdout), stderr: text(output.stderr) };
-}
-
 Deno.test("provision --sandbox: two users get one verified passkey each; a re-run is refused, an unknown user fails alone", async () => {
   await using sandbox = await entraProvider.startSandbox!(quiet, { port: 0, users: 5 });
   const dir = await Deno.makeTempDir({ prefix: "provisioning-entra-cli-" });
   try {
-    const instructions = Object.fromEntries(
-      [...sandbox.instructions.matchAll(/export (\w+)=(\S+)/g)].map((m) => [m[1]!, m[2]!]),
-    );
+    const instructions = sandboxEnvironment(sandbox.instructions);
     const env: Record<string, string> = {
       ...instructions,
       PROVISIONING_VAULT: `${dir}/key.vault`,
       PROVISIONING_VAULT_PASSPHRASE: "correct horse battery",
       PROVISIONING_KEY_PIN: "482916",
     };
-    const init = await cli(dir, env, "key", "init", "--kdf-iterations", "10000", "--set-pin");
+    const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "10000", "--set-pin");
     assertEquals(init.code, 0, init.stderr);
 
-    const run = await cli(
+    const run = await runCli(
       dir,
       env,
+      [],
       "provision",
       "--user",
       "user0001@contoso.sandbox",
@@ -88,7 +65,7 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a re-ru
       assertEquals(user.passkeys[0]!.aaGuid, "70726f76-6973-696f-6e69-6e67736b0001");
     }
 
-    const again = await cli(dir, env, "provision", "--user", "user0001@contoso.sandbox");
+    const again = await runCli(dir, env, [], "provision", "--user", "user0001@contoso.sandbox");
     assertEquals(again.code, 1);
     assert.match(again.stderr, /\[credential-excluded\]/);
     const after = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as typeof inspection;
@@ -99,16 +76,23 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a re-ru
 
     // No tenant configured: it is discovered from the domain of the user to provision.
     const { PROVISIONING_TENANT: _tenant, ...withoutTenant } = env;
-    const discovered = await cli(dir, withoutTenant, "provision", "--user", "user0003@contoso.sandbox");
+    const discovered = await runCli(
+      dir,
+      withoutTenant,
+      [],
+      "provision",
+      "--user",
+      "user0003@contoso.sandbox",
+    );
     assertEquals(discovered.code, 0, discovered.stderr);
     assert.match(discovered.stdout, /Provisioned user0003@contoso\.sandbox/);
 
-    const whoami = await cli(dir, env, "whoami");
+    const whoami = await runCli(dir, env, [], "whoami");
     assertEquals(whoami.code, 0, whoami.stderr);
     assert.match(whoami.stdout, /UserAuthMethod-Passkey\.ReadWrite\.All/);
     assert.ok(!whoami.stdout.includes(env.PROVISIONING_CLIENT_SECRET!), "whoami never prints the secret");
 
-    const doctor = await cli(dir, env, "doctor");
+    const doctor = await runCli(dir, env, [], "doctor");
     assert.ok(doctor.code === 0 || doctor.code === 1, doctor.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -3,6 +3,7 @@
  * certificate, and the real CLI (separate processes) against the Entra sandbox over HTTPS.
  */
 import { assert, assertEquals } from "./assert.ts";
+import { runCli } from "./cli.ts";
 import { ProvisioningError } from "../core/errors.ts";
 import { tlsFetch } from "../core/tls.ts";
 import { selfSignedCertificate, startSandbox } from "../plugins/entra/sandbox/server.ts";
@@ -50,30 +51,6 @@ Deno.test("tlsFetch: an untrusted certificate is an error naming the host and th
   }
 });
 
-const root = new URL("..", import.meta.url).pathname;
-
-async function cli(dir: string, env: Record<string, string>, extra: string[], ...args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-q",
-      `--config=${root}deno.json`,
-      "-P=cli",
-      `--allow-read=${dir}`,
-      `--allow-write=${dir}`,
-      ...extra,
-      `${root}main.ts`,
-      ...args,
-    ],
-    cwd: dir,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code: output.code, stdout: text(output.stdout), stderr: text(output.stderr) };
-}
-
 Deno.test("CLI over HTTPS: refuses the sandbox's self-signed certificate by default; --ca-file and --disable-ssl-verify (with its warning) provision", async () => {
   await using sandbox = await startSandbox({
     tls: true,
@@ -94,10 +71,10 @@ Deno.test("CLI over HTTPS: refuses the sandbox's self-signed certificate by defa
       PROVISIONING_VAULT_PASSPHRASE: "correct horse battery",
       PROVISIONING_KEY_PIN: "482916",
     };
-    const init = await cli(dir, env, [], "key", "init", "--kdf-iterations", "10000", "--set-pin");
+    const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "10000", "--set-pin");
     assertEquals(init.code, 0, init.stderr);
 
-    const refused = await cli(dir, env, [], "provision", "--user", "user0001@contoso.sandbox");
+    const refused = await runCli(dir, env, [], "provision", "--user", "user0001@contoso.sandbox");
     assertEquals(refused.code, 1, refused.stderr);
     assert.match(
       refused.stderr,
@@ -105,7 +82,7 @@ Deno.test("CLI over HTTPS: refuses the sandbox's self-signed certificate by defa
     );
     assert.match(refused.stderr, /--ca-file <pem>.*--local-ssl-verify.*--disable-ssl-verify/);
 
-    const trusted = await cli(
+    const trusted = await runCli(
       dir,
       env,
       [],
@@ -119,7 +96,7 @@ Deno.test("CLI over HTTPS: refuses the sandbox's self-signed certificate by defa
     assert.match(trusted.stdout, /Provisioned user0001@contoso\.sandbox/);
     assert.ok(!trusted.stderr.includes("NOT verified"));
 
-    const unverified = await cli(
+    const unverified = await runCli(
       dir,
       env,
       [`--allow-run=${Deno.execPath()}`],
