@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ProvisioningError } from "../errors.ts";
-import type { CtapCallOptions, CtapDevice, KeepaliveStatus } from "./device.ts";
+import type { CtapDevice, KeepaliveStatus } from "./device.ts";
 import {
   CTAPHID_BROADCAST_CID,
   CtapHidCapability,
@@ -12,45 +12,8 @@ import {
   parsePacket,
 } from "./hid.ts";
 import { CtapHidAbortError, CtapHidClient, CtapHidError, type PacketTransport } from "./hid_client.ts";
-import { CtapHidDevice, type CtapHidDeviceOptions, type DeviceClock } from "./hid_device.ts";
-import { CtapStatus } from "./status.ts";
-
-/** A clock whose time moves only when the test says so, firing due timers in order. */
-class ManualClock implements DeviceClock {
-  time = 0;
-  readonly #timers = new Map<number, { at: number; callback: () => void }>();
-  #nextId = 1;
-
-  now(): number {
-    return this.time;
-  }
-  setTimeout(callback: () => void, ms: number): number {
-    const id = this.#nextId++;
-    this.#timers.set(id, { at: this.time + ms, callback });
-    return id;
-  }
-  clearTimeout(handle: unknown): void {
-    this.#timers.delete(handle as number);
-  }
-  advance(ms: number): void {
-    const end = this.time + ms;
-    for (;;) {
-      let due: [number, { at: number; callback: () => void }] | undefined;
-      for (const entry of this.#timers) {
-        if (entry[1].at <= end && (!due || entry[1].at < due[1].at)) due = entry;
-      }
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.time = due[1].at;
-      due[1].callback();
-    }
-    this.time = end;
-  }
-}
-
-function settle(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
+import { CtapHidDevice, type CtapHidDeviceOptions } from "./hid_device.ts";
+import { echoHandler, ManualClock, settle, WaitingHandler } from "./_hid_test_support.ts";
 
 /** An in-memory HID handle: what the client sends goes to `onSend`, what the key sends is `deliver`ed. */
 class MemoryTransport implements PacketTransport {
@@ -157,27 +120,6 @@ function initReply(nonce: Uint8Array, cid: number, capabilities: number): Uint8A
       capabilities,
     }),
   );
-}
-
-const echoHandler: CtapDevice = {
-  transceive: (request) => Promise.resolve(Uint8Array.of(CtapStatus.CTAP2_OK, ...request)),
-};
-
-/** A handler that waits until released or aborted, like a key waiting for a touch. */
-class WaitingHandler implements CtapDevice {
-  readonly calls: { request: Uint8Array; options: CtapCallOptions }[] = [];
-  #release: ((response: Uint8Array) => void) | undefined;
-
-  transceive(request: Uint8Array, options: CtapCallOptions = {}): Promise<Uint8Array> {
-    this.calls.push({ request, options });
-    return new Promise((resolve, reject) => {
-      this.#release = resolve;
-      options.signal?.addEventListener("abort", () => reject(options.signal?.reason), { once: true });
-    });
-  }
-  release(response: Uint8Array): void {
-    this.#release?.(response);
-  }
 }
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
