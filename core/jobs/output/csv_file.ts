@@ -1,0 +1,141 @@
+/**
+ * An append-only CSV file for the run's outputs (results.csv, failures.csv): created 0600 with a
+ * UTF-8 BOM (so Excel reads names right) and a header, or reopened for appending after a resumed
+ * run (its header checked, a line cut short by a crash removed); every row is one write of whole
+ * bytes, formula cells neutralised (see `formula.ts`), every non-empty cell quoted; `close()`
+ * fsyncs.
+ *
+ * Why 0600 although these files hold no secrets: they list every user of the run with object ids
+ * and credential ids, which is directory data nobody else on the machine needs; the journal and the
+ * vault are 0600 too, so every file a run writes is.
+ *
+ * @module
+ */
+import { stringify } from "csv-stringify/sync";
+import { ProvisioningError } from "../../errors.ts";
+import { neutraliseCell } from "./formula.ts";
+
+const bom = "\uFEFF";
+const encoder = new TextEncoder();
+
+/** Renders one row: neutralised, NUL replaced (a reader refuses it as binary), CRLF, quoted. */
+export function formatCsvRow(cells: readonly string[]): string {
+  return stringify([cells.map((cell) => neutraliseCell(cell.replaceAll("\0", "\uFFFD")))], {
+    quoted: true,
+    record_delimiter: "\r\n",
+  });
+}
+
+/** An open output file; rows are written in call order even when calls overlap. */
+export class CsvAppender implements AsyncDisposable {
+  #file: Deno.FsFile;
+  #queue: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  private constructor(file: Deno.FsFile, readonly path: string) {
+    this.#file = file;
+  }
+
+  /** Opens `path` for appending rows under `header`, creating it when missing. */
+  static async open(path: string, header: readonly string[]): Promise<CsvAppender> {
+    const headerLine = formatCsvRow(header);
+    const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+    try {
+      if (Deno.build.os !== "windows") await Deno.chmod(path, 0o600);
+      const size = (await file.stat()).size;
+      if (size === 0) {
+        await writeAll(file, encoder.encode(bom + headerLine));
+      } else {
+        await checkExisting(file, path, size, headerLine);
+      }
+      await file.seek(0, Deno.SeekMode.End);
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    return new CsvAppender(file, path);
+  }
+
+  /** Appends one row (one write system call of whole bytes, no buffering in between). */
+  append(cells: readonly string[]): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error(`Cannot write to "${this.path}": it is closed`));
+    const bytes = encoder.encode(formatCsvRow(cells));
+    const next = this.#queue.then(() => writeAll(this.#file, bytes));
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Waits for the rows written so far and makes them durable (fsync). */
+  async sync(): Promise<void> {
+    await this.#queue;
+    await this.#file.sync();
+  }
+
+  /** Syncs and closes; a second call does nothing. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.#queue;
+      await this.#file.sync();
+    } finally {
+      this.#file.close();
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await file.write(bytes.subarray(written));
+}
+
+/** Checks the header of a file being appended to and cuts a last line that a crash left short. */
+async function checkExisting(
+  file: Deno.FsFile,
+  path: string,
+  size: number,
+  headerLine: string,
+): Promise<void> {
+  const expected = encoder.encode(bom + headerLine);
+  const head = new Uint8Array(Math.min(size, expected.length));
+  await file.seek(0, Deno.SeekMode.Start);
+  let read = 0;
+  while (read < head.length) {
+    const n = await file.read(head.subarray(read));
+    if (n === null) break;
+    read += n;
+  }
+  if (read !== expected.length || !head.every((byte, i) => byte === expected[i])) {
+    throw new ProvisioningError(
+      "output-header-mismatch",
+      `Cannot append to "${path}": it is not a file this version wrote (its first line differs)`,
+      { hint: "Move it away or choose another output folder, then run again", exitCode: 2 },
+    );
+  }
+  // Find the last line feed; anything after it is a row cut short by a crash.
+  const window = 64 * 1024;
+  let end = size;
+  while (end > expected.length) {
+    const start = Math.max(expected.length, end - window);
+    const buffer = new Uint8Array(end - start);
+    await file.seek(start, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < buffer.length) {
+      const n = await file.read(buffer.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    const lf = buffer.lastIndexOf(10);
+    if (lf >= 0) {
+      const keep = start + lf + 1;
+      if (keep < size) await file.truncate(keep);
+      return;
+    }
+    end = start;
+  }
+  if (size > expected.length) await file.truncate(expected.length);
+}
