@@ -24,6 +24,10 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a re-ru
       PROVISIONING_VAULT_PASSPHRASE: "correct horse battery",
       PROVISIONING_KEY_PIN: "482916",
     };
+    const noKey = await runCli(dir, env, [], "provision", "--user", "user0001@contoso.sandbox");
+    assertEquals(noKey.code, 1);
+    assert.match(noKey.stderr, /vault ".*key\.vault" does not exist.*provisioning key init/);
+
     const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "10000", "--set-pin");
     assertEquals(init.code, 0, init.stderr);
 

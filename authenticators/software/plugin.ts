@@ -79,10 +79,19 @@ export async function openSoftwareKey(
       hint: "Choose another --vault path, or delete the old file if its credentials are no longer needed",
     });
   }
+  if (!exists && options.create === false) {
+    throw new VaultError(
+      "vault-missing",
+      path,
+      `Cannot open the software key: vault "${path}" does not exist`,
+      {
+        hint:
+          "Create it with `provisioning key init` (or point --vault / PROVISIONING_VAULT at the right file)",
+      },
+    );
+  }
   const passphrase = exists
     ? await readSecret(`Passphrase for vault "${path}"`, { env: vaultPassphraseEnv, source: context })
-    : options.create === false
-    ? ""
     : await readNewSecret(`New passphrase for vault "${path}"`, {
       env: vaultPassphraseEnv,
       source: context,

@@ -37,13 +37,14 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
   return command.action(async (parsed) => {
     const options = parsed as Parsed;
     const provider = providerOf(context, options);
+    // The authenticator first: a missing key or vault fails here, before any sign-in.
+    await using authenticator = await context.registry.authenticator(options.authenticator ?? "software")
+      .open(context, { ...optionsFor(context, "authenticator", options), create: false } as never);
     await using session = await provider.connect(
       pluginContext(context),
       optionsFor(context, "provider", options) as never,
       { users: options["user"] as string[] },
     );
-    await using authenticator = await context.registry.authenticator(options.authenticator ?? "software")
-      .open(context, { ...optionsFor(context, "authenticator", options), create: true } as never);
     const interaction = pinFromEnvironment(context);
     let failed = 0;
     for (const reference of options["user"] as string[]) {
