@@ -251,6 +251,23 @@ export class GraphClient {
   }
 
   /**
+   * DELETEs something that an earlier attempt (whose answer was lost) may already have deleted:
+   * true when Graph deleted it now, false when Graph says it does not exist.
+   */
+  async deleteIfPresent(
+    path: string,
+    options: RequestOptions<unknown> & { schema?: undefined },
+  ): Promise<boolean> {
+    try {
+      await this.request("DELETE", path, options);
+      return true;
+    } catch (error) {
+      if (error instanceof GraphError && error.status === 404) return false;
+      throw error;
+    }
+  }
+
+  /**
    * GETs a collection and follows `@odata.nextLink` until the last page
    * (https://learn.microsoft.com/graph/paging). A next link to another host or version is
    * refused: it would receive our access token.

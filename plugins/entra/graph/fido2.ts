@@ -33,7 +33,7 @@ import {
   type RegistrationResponseJSON,
   registrationResponseJSONSchema,
 } from "../../../core/webauthn/json.ts";
-import { GraphError } from "../errors.ts";
+import type { GraphError } from "../errors.ts";
 import type { GraphClient } from "./client.ts";
 import {
   type CreationOptionsResponse,
@@ -236,20 +236,13 @@ export async function deleteFido2Method(
   methodId: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<boolean> {
-  try {
-    await client.request(
-      "DELETE",
-      `${userIdPath(user)}/authentication/fido2Methods/${encodeURIComponent(methodId)}`,
-      {
-        operation: "delete-passkey",
-        action: `delete passkey "${methodId}"`,
-        user: user.userPrincipalName,
-        ...(options.signal ? { signal: options.signal } : {}),
-      },
-    );
-    return true;
-  } catch (error) {
-    if (error instanceof GraphError && error.status === 404) return false;
-    throw error;
-  }
+  return await client.deleteIfPresent(
+    `${userIdPath(user)}/authentication/fido2Methods/${encodeURIComponent(methodId)}`,
+    {
+      operation: "delete-passkey",
+      action: `delete passkey "${methodId}"`,
+      user: user.userPrincipalName,
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
+  );
 }

@@ -168,20 +168,13 @@ export async function deleteTemporaryAccessPass(
   methodId: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<boolean> {
-  try {
-    await client.request(
-      "DELETE",
-      `${userIdPath(user)}/authentication/temporaryAccessPassMethods/${encodeURIComponent(methodId)}`,
-      {
-        operation: "delete-tap",
-        action: "delete the Temporary Access Pass",
-        user: user.userPrincipalName,
-        ...(options.signal ? { signal: options.signal } : {}),
-      },
-    );
-    return true;
-  } catch (error) {
-    if (error instanceof GraphError && error.status === 404) return false;
-    throw error;
-  }
+  return await client.deleteIfPresent(
+    `${userIdPath(user)}/authentication/temporaryAccessPassMethods/${encodeURIComponent(methodId)}`,
+    {
+      operation: "delete-tap",
+      action: "delete the Temporary Access Pass",
+      user: user.userPrincipalName,
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
+  );
 }
