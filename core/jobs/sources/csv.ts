@@ -157,6 +157,32 @@ const describe: Record<ReferenceField, { code: SourceFailureCode; what: string }
   user: { code: "invalid-user", what: "a UPN like alice@contoso.com or an object id (GUID)" },
 };
 
+/**
+ * The users a source has handed out, so each is provisioned once: a later row naming the same
+ * user (case-insensitively) becomes a `duplicate` failure pointing at the first. This set is what
+ * holds memory on huge files (see scripts/csv_bench.ts): one place to make it compact.
+ */
+class SeenUsers {
+  readonly #firstRow = new Map<string, number>();
+
+  /** The row of `user` if it is the first of that user, else its `duplicate` failure. */
+  admit(user: SourceUser, row: number, repeats: string): SourceRow {
+    const key = user.reference.toLowerCase();
+    const first = this.#firstRow.get(key);
+    if (first !== undefined) {
+      return {
+        row,
+        ok: false,
+        code: "duplicate",
+        message: `Cannot provision ${quote(user.reference)} twice: ${repeats} ${first}`,
+        reference: user.reference,
+      };
+    }
+    this.#firstRow.set(key, row);
+    return { row, ok: true, user };
+  }
+}
+
 /** A value for a message: quoted, control characters escaped, long values cut. */
 function quote(value: string): string {
   return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
@@ -517,7 +543,7 @@ export async function* readUsersFromCsv(
   let layout: Layout | undefined;
   let cells: Cells | undefined;
   let record: string[] = [];
-  const seen = new Map<string, number>();
+  const seen = new SeenUsers();
   let delimiter: string | undefined;
   let boundaries = new Boundaries(",;\t");
   let pending = "";
@@ -555,19 +581,7 @@ export async function* readUsersFromCsv(
     record = fields;
     const checked = checkRow(cells as Cells, here);
     if (!checked.ok) return { row: where, ...checked };
-    const key = checked.user.reference.toLowerCase();
-    const first = seen.get(key);
-    if (first !== undefined) {
-      return {
-        row: where,
-        ok: false,
-        code: "duplicate",
-        message: `Cannot provision ${quote(checked.user.reference)} twice: ${here} repeats row ${first}`,
-        reference: checked.user.reference,
-      };
-    }
-    seen.set(key, where);
-    return { row: where, ok: true, user: checked.user };
+    return seen.admit(checked.user, where, `${here} repeats row`);
   };
 
   /** Parses a batch of whole records and hands on their rows. */
@@ -733,25 +747,13 @@ export async function* readUsersFromList(
   if (references.filter((reference) => reference === "-").length > 1) {
     throw usage("usage", 'Cannot read stdin twice: "-" is given more than once', 'Give "-" once');
   }
-  const seen = new Map<string, number>();
+  const seen = new SeenUsers();
   let row = 0;
   const check = (value: string, where: string): SourceRow => {
     const at = ++row;
     const checked = checkReference(value, "user", where, "user");
     if (!checked.ok) return { row: at, ...checked };
-    const key = checked.user.reference.toLowerCase();
-    const first = seen.get(key);
-    if (first !== undefined) {
-      return {
-        row: at,
-        ok: false,
-        code: "duplicate",
-        message: `Cannot provision ${quote(checked.user.reference)} twice: ${where} repeats user ${first}`,
-        reference: checked.user.reference,
-      };
-    }
-    seen.set(key, at);
-    return { row: at, ok: true, user: checked.user };
+    return seen.admit(checked.user, at, `${where} repeats user`);
   };
   for (const reference of references) {
     if (reference !== "-") {
