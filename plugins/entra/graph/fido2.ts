@@ -33,7 +33,6 @@ import {
   type RegistrationResponseJSON,
   registrationResponseJSONSchema,
 } from "../../../core/webauthn/json.ts";
-import type { GraphError } from "../errors.ts";
 import type { GraphClient } from "./client.ts";
 import {
   type CreationOptionsResponse,
