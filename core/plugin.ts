@@ -69,6 +69,25 @@ export interface PluginContext {
    * @default globalThis.fetch
    */
   readonly fetch?: typeof fetch;
+  /**
+   * Paces every request to the provider in a bulk run: one shared controller for all workers,
+   * told of every throttling answer (core/jobs/rate.ts). Absent outside bulk runs.
+   */
+  readonly pacer?: RequestPacer;
+}
+
+/**
+ * A rate controller a provider plugin calls around each HTTP request, so that many workers share
+ * one budget: wait in {@link admit} before sending, report throttling answers and successes.
+ * `write` requests (POST, PATCH, DELETE) usually have their own, smaller quota.
+ */
+export interface RequestPacer {
+  /** Resolves when a request of this kind may be sent; rejects when `signal` aborts. */
+  admit(kind: "read" | "write", signal?: AbortSignal): Promise<void>;
+  /** The provider answered "too many requests"; `retryAfterMs` is what it asked to wait. */
+  throttled(kind: "read" | "write", retryAfterMs: number | undefined): void;
+  /** The provider answered without throttling. */
+  succeeded(kind: "read" | "write"): void;
 }
 
 /** An opened authenticator: a CTAP2 device plus what to call it in messages. */
@@ -146,6 +165,12 @@ export interface ProviderSession extends AsyncDisposable {
    * touched; returns the name to use. Throws a ProvisioningError naming the rule.
    */
   checkDisplayName?(displayName: string, user: DirectoryUser): string;
+  /**
+   * The users of a group, members of nested groups included, page by page (`--group NAME|ID`).
+   * `group` is the provider's id or the group's display name; a name that matches no group or
+   * several is a ProvisioningError saying which.
+   */
+  listGroupMembers?(group: string, signal?: AbortSignal): AsyncIterable<DirectoryUser>;
 }
 
 /** What a command knows that may help a provider sign in. */
