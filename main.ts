@@ -13,10 +13,10 @@ import {
   doctorCommand,
   loginCommand,
   logoutCommand,
-  provisionCommand,
   sandboxCommand,
   whoamiCommand,
 } from "./core/cli/provider.ts";
+import { provisionCommand } from "./core/cli/provision.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
 import type { CliContext } from "./core/cli/context.ts";

@@ -18,17 +18,23 @@ export class ProvisioningError extends Error {
   readonly hint: string | undefined;
   /** The process exit code this error should end the program with when it reaches the top. */
   readonly exitCode: number;
+  /**
+   * True when the same step may well succeed if tried again later (a server error, a lost
+   * connection, throttling): the bulk engine retries such failures before reporting them.
+   */
+  readonly retryable: boolean;
 
   constructor(
     code: string,
     message: string,
-    options: { cause?: unknown; hint?: string; exitCode?: number } = {},
+    options: { cause?: unknown; hint?: string; exitCode?: number; retryable?: boolean } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
     this.hint = options.hint;
     this.exitCode = options.exitCode ?? 1;
+    this.retryable = options.retryable ?? false;
   }
 }
 

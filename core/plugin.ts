@@ -233,6 +233,7 @@ export interface ProviderPlugin<Options = Record<string, unknown>> {
     context: PluginContext,
     options: Options,
     authenticator: AuthenticatorFacts,
+    hints?: ConnectHints,
   ): Promise<PreflightFinding[]>;
   /** Starts the provider's sandbox server. */
   startSandbox?(context: PluginContext, options: Options): Promise<RunningSandbox>;

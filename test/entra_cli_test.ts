@@ -13,7 +13,7 @@ const quiet: PluginContext = {
   readSecret: () => Promise.reject(new Error("no secret here")),
 };
 
-Deno.test("provision --sandbox: two users get one verified passkey each; a re-run is refused, an unknown user fails alone", async () => {
+Deno.test("provision --sandbox: two users get one verified passkey each; a new run skips them, an unknown user fails alone", async () => {
   await using sandbox = await entraProvider.startSandbox!(quiet, { port: 0, users: 5 });
   const dir = await Deno.makeTempDir({ prefix: "provisioning-entra-cli-" });
   try {
@@ -46,10 +46,16 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a re-ru
       "Provisioned key",
     );
     assertEquals(run.code, 1, run.stderr);
-    assert.match(run.stdout, /Provisioned user0001@contoso\.sandbox\n {2}method id/);
-    assert.match(run.stdout, /Provisioned user0002@contoso\.sandbox/);
-    assert.match(run.stderr, /nobody@contoso\.sandbox.*\[user-not-found\]/);
-    assert.match(run.stderr, /1 of 3 users failed/);
+    assert.match(run.stdout, /provisioned\s+2\n/);
+    assert.match(run.stderr, /nobody@contoso\.sandbox \[user-not-found\]/);
+    assert.match(run.stderr, /1 user failed; see failures\.csv/);
+    const results = await Deno.readTextFile(`${dir}/results.csv`);
+    assert.match(results, /"user0001@contoso\.sandbox","[0-9a-f-]{36}","provisioned"/);
+    assert.match(results, /"user0002@contoso\.sandbox","[0-9a-f-]{36}","provisioned"/);
+    assert.match(
+      await Deno.readTextFile(`${dir}/failures.csv`),
+      /"nobody@contoso\.sandbox","3","user-not-found"/,
+    );
 
     const inspection = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as {
       users: {
@@ -69,9 +75,10 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a re-ru
       assertEquals(user.passkeys[0]!.aaGuid, "70726f76-6973-696f-6e69-6e67736b0001");
     }
 
+    // A new run for a user who holds a passkey from this key model skips them (exit 0).
     const again = await runCli(dir, env, [], "provision", "--user", "user0001@contoso.sandbox");
-    assertEquals(again.code, 1);
-    assert.match(again.stderr, /\[credential-excluded\]/);
+    assertEquals(again.code, 0, again.stderr);
+    assert.match(again.stdout, /skipped\s+1\n/);
     const after = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as typeof inspection;
     assertEquals(
       after.users.find((u) => u.userPrincipalName === "user0001@contoso.sandbox")!.passkeys.length,
@@ -89,7 +96,7 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a re-ru
       "user0003@contoso.sandbox",
     );
     assertEquals(discovered.code, 0, discovered.stderr);
-    assert.match(discovered.stdout, /Provisioned user0003@contoso\.sandbox/);
+    assert.match(discovered.stdout, /provisioned\s+1\n/);
 
     const whoami = await runCli(dir, env, [], "whoami");
     assertEquals(whoami.code, 0, whoami.stderr);

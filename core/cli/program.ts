@@ -51,10 +51,9 @@ export interface GlobalOptions {
  * the given command groups. Commander never exits the process: errors are thrown as
  * `CommanderError` (after one line was printed to `context.stderr`) for {@link runProgram} to map.
  *
- * The seed-compatible flags of the IDmelon tool (`--csv`, `--login`, `--automatic-provision`, …)
- * will be root options with a root action added here. Note for that change: once the root has an
- * action, commander reports an unknown word as "too many arguments" instead of "unknown command
- * (Did you mean …?)", so the root action must reject leftover operands itself.
+ * The seed-compatible flags of the IDmelon tool (`provisioning --csv users.csv`, `--login`, …)
+ * are rewritten to commands before parsing ({@link seedCompatibleArgs}), so the root keeps no
+ * action and commander's "unknown command (Did you mean …?)" keeps working.
  *
  * @example
  * ```ts
@@ -146,12 +145,39 @@ export async function runProgram(args: readonly string[], options: ProgramOption
   const { context } = options;
   const program = buildProgram(options);
   try {
-    await program.parseAsync([...args], { from: "user" });
+    await program.parseAsync(seedCompatibleArgs(args, program.commands.map((c) => c.name())), {
+      from: "user",
+    });
     return 0;
   } catch (error) {
     const verbose = program.opts().verbose === true || debugRequested(context);
     return reportError(error, { stderr: context.stderr, verbose });
   }
+}
+
+/** Flags that mean "provision" when no command is named: the seed tool's way of starting a run. */
+const provisionFlags = ["--csv", "--user", "--group", "--automatic-provision", "--dry-run"];
+
+/**
+ * The seed tool's command lines as this tool's commands: with no command word,
+ * `provisioning --csv users.csv …` (or `--user`, `--group`, `--automatic-provision`) runs
+ * `provision`, and `provisioning --login` alone runs `login`. Anything else is left as it is.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { seedCompatibleArgs } from "./program.ts";
+ * assert.deepEqual(seedCompatibleArgs(["--csv", "u.csv"], ["provision"]), ["provision", "--csv", "u.csv"]);
+ * assert.deepEqual(seedCompatibleArgs(["--login"], ["login"]), ["login"]);
+ * assert.deepEqual(seedCompatibleArgs(["key", "list"], ["key"]), ["key", "list"]);
+ * ```
+ */
+export function seedCompatibleArgs(args: readonly string[], commands: readonly string[]): string[] {
+  if (args.some((arg) => commands.includes(arg))) return [...args];
+  const has = (flag: string) => args.some((arg) => arg === flag || arg.startsWith(`${flag}=`));
+  if (provisionFlags.some(has)) return ["provision", ...args];
+  if (has("--login")) return ["login", ...args.filter((arg) => arg !== "--login")];
+  return [...args];
 }
 
 function debugRequested(context: CliContext): boolean {

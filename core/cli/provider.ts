@@ -1,5 +1,5 @@
 /**
- * The commands that talk to an identity provider, whichever it is: `provision`, `login`,
+ * The commands that talk to an identity provider, whichever it is: `login`,
  * `logout`, `whoami`, `doctor` and `sandbox`. Each works on the provider plugin chosen with
  * `--provider` (default `entra`) and takes the options its manifest declares; a provider that
  * lacks a capability says so instead of pretending.
@@ -10,80 +10,14 @@ import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { formatAaguid } from "../aaguid.ts";
 import { Ctap2Client } from "../ctap/client.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
-import { provisionUser } from "../jobs/provision_user.ts";
 import type { AccountSummary, PluginContext, ProviderPlugin } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
-import { pinFromEnvironment } from "./pin.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
 
 type Parsed = Record<string, unknown> & { provider?: string; authenticator?: string };
 
 /** The passkey's name in the directory when `--display-name` is not given. */
 export const defaultDisplayName = "Security key";
-
-/** `provision`: one or more users, through the provider's API path. */
-export function provisionCommand(context: CliContext): CommandUnknownOpts {
-  const command = withBoth(
-    new Command("provision")
-      .description("create a passkey for users on the chosen authenticator and register it with the provider")
-      .requiredOption("--user <upn...>", "the user (sign-in name, mail or object id); repeatable")
-      .option(
-        "--display-name <name>",
-        "the passkey's name in the directory (1–30 characters)",
-        defaultDisplayName,
-      ),
-    context,
-  );
-  return command.action(async (parsed) => {
-    const options = parsed as Parsed;
-    const provider = providerOf(context, options);
-    // The authenticator first: a missing key or vault fails here, before any sign-in.
-    await using authenticator = await context.registry.authenticator(options.authenticator ?? "software")
-      .open(context, { ...optionsFor(context, "authenticator", options), create: false } as never);
-    await using session = await provider.connect(
-      pluginContext(context),
-      optionsFor(context, "provider", options) as never,
-      { users: options["user"] as string[] },
-    );
-    const interaction = pinFromEnvironment(context);
-    let failed = 0;
-    for (const reference of options["user"] as string[]) {
-      try {
-        const result = await provisionUser({
-          session,
-          user: reference,
-          authenticator,
-          interaction,
-          displayName: String(options["displayName"]),
-          signal: context.signal,
-        });
-        context.stdout.write(
-          [
-            `Provisioned ${result.user.userPrincipalName}${
-              result.reconciled ? " (found after a lost answer)" : ""
-            }`,
-            `  method id      ${result.methodId}`,
-            `  credential id  ${result.credentialId}`,
-            `  AAGUID         ${result.aaguid ?? "unknown"}`,
-            "",
-          ].join("\n"),
-        );
-      } catch (error) {
-        if (!(error instanceof ProvisioningError) || context.signal.aborted) throw error;
-        failed++;
-        context.stderr.write(
-          `error: ${error.message}${error.hint ? `. ${error.hint}` : ""} [${error.code}]\n`,
-        );
-      }
-    }
-    if (failed > 0) {
-      throw new ProvisioningError(
-        "some-failed",
-        `${failed} of ${(options["user"] as string[]).length} users failed`,
-      );
-    }
-  });
-}
 
 /** `login`: signs the admin in and caches the tokens. */
 export function loginCommand(context: CliContext): CommandUnknownOpts {
@@ -200,7 +134,7 @@ export function sandboxCommand(context: CliContext): CommandUnknownOpts {
  * The context plugins get: the CLI's, with sign-in messages going to stderr and the fetch that
  * carries the run's TLS settings (`main.ts` adds it to the context it runs the program with).
  */
-function pluginContext(context: CliContext & { readonly fetch?: typeof fetch }): PluginContext {
+export function pluginContext(context: CliContext & { readonly fetch?: typeof fetch }): PluginContext {
   return {
     ...context,
     notify: (text) => context.stderr.write(`${text}\n`),
@@ -212,7 +146,8 @@ function withProvider<C extends CommandUnknownOpts>(command: C, context: CliCont
   return withPluginOptions(command, context, "provider", "entra");
 }
 
-function withBoth<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
+/** Adds `--provider` and `--authenticator` with their plugins' options. */
+export function withBoth<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
   return withPluginOptions(withProvider(command, context), context, "authenticator", "software");
 }
 

@@ -57,6 +57,12 @@ export interface RunSummary {
   readonly elapsedMs: number;
   /** True when Ctrl+C stopped the run before its source was exhausted. */
   readonly interrupted: boolean;
+  /**
+   * Set when a failure that every other user would hit too (the key has no PIN, the admin lacks a
+   * permission, a tenant-wide policy) stopped the run early: the users not reached are in neither
+   * output file, and a re-run after the fix resumes.
+   */
+  readonly halted?: { readonly code: string; readonly message: string };
   readonly resultsPath?: string;
   readonly failuresPath?: string;
 }
@@ -100,7 +106,12 @@ export type JobEvent =
     /** The request rate the run slows to, per second. */
     readonly ratePerSecond?: number;
   }
-  | { readonly type: "stopping"; readonly reason: "interrupt" | "abort" }
+  | {
+    readonly type: "stopping";
+    /** `halt`: a failure every other user would hit too (see RunSummary.halted). */
+    readonly reason: "interrupt" | "abort" | "halt";
+    readonly code?: string;
+  }
   | { readonly type: "run-finished"; readonly summary: RunSummary };
 
 /** Receives a run's events; must not throw and must return quickly. */

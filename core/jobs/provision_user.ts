@@ -39,7 +39,40 @@ export interface ProvisionUserOptions {
   /** The passkey's name in the user's security info: 1 to 30 characters. */
   displayName: string;
   signal?: AbortSignal;
+  /**
+   * The ids of the passkeys the user had before: a registration whose answer was lost is then
+   * reconciled by looking for a new passkey among the listed ones, not by display name and time.
+   */
+  existingMethodIds?: readonly string[];
+  /**
+   * Called at each transition, before the next network call; the bulk engine journals (and
+   * fsyncs) the transition here, so a crash at any instant leaves a state it can resume from.
+   */
+  onTransition?: (transition: ProvisionTransition) => Promise<void>;
+  /**
+   * Runs the WebAuthn ceremony with the authenticator to itself: a key does one ceremony at a time
+   * (a new PIN token voids the one another ceremony holds), so concurrent users of one key must
+   * take turns. The bulk engine passes a lock; one user at a time needs none.
+   */
+  exclusive?: <T>(run: () => Promise<T>) => Promise<T>;
 }
+
+/** A step of {@link provisionUser} completed; see {@link ProvisionUserOptions.onTransition}. */
+export type ProvisionTransition =
+  | { readonly state: "options" }
+  | {
+    /** The authenticator made the credential; the registration is about to be sent. */
+    readonly state: "created";
+    readonly credentialId: string;
+    readonly createdAt: Date;
+    readonly displayName: string;
+  }
+  | {
+    readonly state: "registered";
+    readonly methodId: string;
+    readonly aaguid: string | undefined;
+    readonly reconciled: boolean;
+  };
 
 /** What one provisioned user ends with. */
 export interface ProvisionedPasskey {
@@ -94,17 +127,31 @@ export async function provisionUser(options: ProvisionUserOptions): Promise<Prov
     () => Promise.resolve(session.checkDisplayName?.(options.displayName, user) ?? options.displayName),
   );
   const challenge = await step(user, "creation-options", () => session.creationOptions(user, signal));
-  const credential: RegistrationResponseJSON = await step(user, "authenticator", () =>
-    create({
-      options: challenge.options,
-      origin: challenge.origin,
-      allowedRpIds: session.allowedRpIds,
-      authenticator: options.authenticator,
-      interaction: options.interaction,
-      ...(signal ? { signal } : {}),
-    }));
+  await options.onTransition?.({ state: "options" });
+  const exclusive = options.exclusive ?? ((run) => run());
+  const credential: RegistrationResponseJSON = await step(
+    user,
+    "authenticator",
+    () =>
+      exclusive(() =>
+        create({
+          options: challenge.options,
+          origin: challenge.origin,
+          allowedRpIds: session.allowedRpIds,
+          authenticator: options.authenticator,
+          interaction: options.interaction,
+          ...(signal ? { signal } : {}),
+        })
+      ),
+  );
 
   const since = new Date();
+  await options.onTransition?.({
+    state: "created",
+    credentialId: credential.id,
+    createdAt: since,
+    displayName,
+  });
   let method: PasskeyMethod;
   let reconciled = false;
   try {
@@ -120,6 +167,7 @@ export async function provisionUser(options: ProvisionUserOptions): Promise<Prov
       user,
       displayName,
       since,
+      ...(options.existingMethodIds ? { existingMethodIds: options.existingMethodIds } : {}),
       ...(signal ? { signal } : {}),
     })
       .catch(() => undefined);
@@ -127,19 +175,17 @@ export async function provisionUser(options: ProvisionUserOptions): Promise<Prov
     method = found;
     reconciled = true;
   }
-  return {
-    user,
-    methodId: method.id,
-    credentialId: credential.id,
-    aaguid: method.aaguid ?? aaguidOf(credential),
-    reconciled,
-  };
+  const aaguid = method.aaguid ?? aaguidOfRegistration(credential);
+  await options.onTransition?.({ state: "registered", methodId: method.id, aaguid, reconciled });
+  return { user, methodId: method.id, credentialId: credential.id, aaguid, reconciled };
 }
 
 /**
  * After a registration whose answer was lost: the user's passkey with this display name created
  * since `since` (less five minutes of clock skew), if Graph has it. Graph does not show credential
- * ids, so the display name and the time are what identify it.
+ * ids, so the display name and the time are what identify it; when the ids the user had before
+ * are known (`existingMethodIds`), any other passkey with the display name is the one, whatever
+ * the clocks say.
  *
  * This is the hook the bulk engine uses before retrying a job that stopped in the `registering`
  * state: found means done, not found means the registration never happened and may be retried
@@ -150,20 +196,24 @@ export async function reconcileRegistration(options: {
   user: DirectoryUser;
   displayName: string;
   since: Date;
+  existingMethodIds?: readonly string[];
   signal?: AbortSignal;
 }): Promise<PasskeyMethod | undefined> {
   const skewMs = 5 * 60_000;
   const methods = await options.session.listPasskeys(options.user, options.signal);
+  const existing = options.existingMethodIds ? new Set(options.existingMethodIds) : undefined;
   const candidates = methods.filter((m) =>
     m.displayName === options.displayName &&
-    (m.createdDateTime === undefined || Date.parse(m.createdDateTime) >= options.since.getTime() - skewMs)
+    (existing
+      ? !existing.has(m.id)
+      : m.createdDateTime === undefined || Date.parse(m.createdDateTime) >= options.since.getTime() - skewMs)
   );
   candidates.sort((a, b) => Date.parse(b.createdDateTime ?? "") - Date.parse(a.createdDateTime ?? ""));
   return candidates[0];
 }
 
-/** The AAGUID in the registration's attestation object, when it can be read. */
-function aaguidOf(credential: RegistrationResponseJSON): string | undefined {
+/** The AAGUID in a registration's attestation object, when it can be read. */
+export function aaguidOfRegistration(credential: RegistrationResponseJSON): string | undefined {
   try {
     const attestation = decodeCbor(fromBase64Any(credential.response.attestationObject));
     const authData = attestation instanceof Map

@@ -168,6 +168,7 @@ export class GraphError extends ProvisioningError {
 
   constructor(code: GraphReason, message: string, details: GraphErrorDetails) {
     super(code, message, {
+      retryable: isRetryable(code, details.status),
       ...(details.cause === undefined ? {} : { cause: details.cause }),
       ...(details.hint === undefined ? {} : { hint: details.hint }),
     });
@@ -194,6 +195,15 @@ export class GraphError extends ProvisioningError {
   get outcomeUnknown(): boolean {
     return this.code === "outcome-unknown";
   }
+}
+
+/**
+ * Failures that may pass on a later attempt: throttling, Graph unreachable or failing on its side
+ * (5xx), and writes whose answer was lost (after reconciliation).
+ */
+function isRetryable(code: GraphReason, status: number | undefined): boolean {
+  if (code === "throttled" || code === "graph-unreachable" || code === "outcome-unknown") return true;
+  return code === "graph-error" && status !== undefined && status >= 500;
 }
 
 /** The permissions that let an app provision passkeys, least privileged first. */

@@ -22,6 +22,7 @@ import { createEntraSignIn, type SignInIo } from "./auth/sign_in.ts";
 import { type EntraSettings, resolveEntraSettings, signInFlows } from "./auth/settings.ts";
 import { forGraphClient } from "./auth/token_source.ts";
 import { toAccountSummary, whoAmI } from "./auth/whoami.ts";
+import { pacerObserver } from "./graph/pacer_observer.ts";
 import { GraphClient } from "./graph/client.ts";
 import { runPreflight } from "./graph/policies.ts";
 import { startSandbox } from "./sandbox/server.ts";
@@ -99,6 +100,7 @@ async function connect(
     version: options.graphVersion ?? "v1.0",
     token: forGraphClient(signIn.source),
     ...(context.fetch ? { fetch: context.fetch } : {}),
+    ...(context.pacer ? { observer: pacerObserver(context.pacer) } : {}),
   });
   return new EntraSession({
     client,
@@ -164,10 +166,14 @@ export const entraProvider: ProviderPlugin<EntraOptions> = {
     return toAccountSummary(await whoami(await settingsFor(context, raw), ioFor(context, false)));
   },
 
-  async preflight(context, raw, facts): Promise<PreflightFinding[]> {
-    await using session = await connect(context, raw);
+  async preflight(context, raw, facts, hints = {}): Promise<PreflightFinding[]> {
+    await using session = await connect(context, raw, hints);
     const settings = await settingsFor(context, raw);
-    const signIn = await createEntraSignIn(settings, ioFor(context, false));
+    const tenantHint = hints.users?.find((reference) => reference.includes("@"));
+    const signIn = await createEntraSignIn(settings, {
+      ...ioFor(context, false),
+      ...(tenantHint ? { tenantHint } : {}),
+    });
     const who = whoAmI(await signIn.source.getAccessToken(context.signal), { kind: signIn.kind });
     return await runPreflight(session.client, {
       path: "api",

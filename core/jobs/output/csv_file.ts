@@ -36,12 +36,20 @@ export class CsvAppender implements AsyncDisposable {
     this.#file = file;
   }
 
-  /** Opens `path` for appending rows under `header`, creating it when missing. */
-  static async open(path: string, header: readonly string[]): Promise<CsvAppender> {
+  /**
+   * Opens `path` for appending rows under `header`, creating it when missing; with `fresh`, an
+   * existing file is emptied first (a run that rewrites its outputs from its journal).
+   */
+  static async open(
+    path: string,
+    header: readonly string[],
+    options: { fresh?: boolean } = {},
+  ): Promise<CsvAppender> {
     const headerLine = formatCsvRow(header);
     const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
     try {
       if (Deno.build.os !== "windows") await Deno.chmod(path, 0o600);
+      if (options.fresh) await file.truncate(0);
       const size = (await file.stat()).size;
       if (size === 0) {
         await writeAll(file, encoder.encode(bom + headerLine));

@@ -55,7 +55,7 @@ export async function openFailuresFile(
   options: OutputFileOptions = {},
 ): Promise<FailuresWriter> {
   const now = options.now ?? (() => new Date());
-  const file = await CsvAppender.open(path, failuresHeader);
+  const file = await CsvAppender.open(path, failuresHeader, options.fresh ? { fresh: true } : {});
   return {
     path,
     write: (row) =>

@@ -70,6 +70,8 @@ export const resultsHeader = [
 export interface OutputFileOptions {
   /** The clock for rows without a time. @default () => new Date() */
   now?: () => Date;
+  /** Empty an existing file instead of appending to it. @default false */
+  fresh?: boolean;
 }
 
 /** An open results.csv. */
@@ -86,7 +88,7 @@ export interface ResultsWriter extends AsyncDisposable {
 /** Creates (0600) or reopens for appending the results file at `path`. */
 export async function openResultsFile(path: string, options: OutputFileOptions = {}): Promise<ResultsWriter> {
   const now = options.now ?? (() => new Date());
-  const file = await CsvAppender.open(path, resultsHeader);
+  const file = await CsvAppender.open(path, resultsHeader, options.fresh ? { fresh: true } : {});
   return {
     path,
     write: (row) =>

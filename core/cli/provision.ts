@@ -1,0 +1,452 @@
+/**
+ * `provisioning provision` (and the seed tool's `provisioning --csv users.csv`): passkeys for the
+ * users of a CSV file, a group, or `--user` references, through the bulk engine
+ * (core/jobs/engine.ts), with results.csv, failures.csv, a journal that makes a re-run of the
+ * same command resume, progress on stderr and a summary at the end.
+ *
+ * The run's identity (its id and journal) is a digest of what the run is: the source, the
+ * provider and its settings, the authenticator and the passkey's name. Run the same command again
+ * after Ctrl+C, `kill -9` or a crash and it picks up where it stopped.
+ *
+ * Exit codes: 0 every user provisioned or skipped, 1 some failed, 2 usage error, 130 Ctrl+C.
+ *
+ * @module
+ */
+import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
+import { formatAaguid } from "../aaguid.ts";
+import { Ctap2Client } from "../ctap/client.ts";
+import { ProvisioningError, UsageError } from "../errors.ts";
+import { runBulk } from "../jobs/engine.ts";
+import { openJournal } from "../jobs/journal.ts";
+import { openFailuresFile } from "../jobs/output/failures.ts";
+import { openResultsFile } from "../jobs/output/results.ts";
+import { AdaptivePacer } from "../jobs/rate.ts";
+import { readUsersFromCsv, readUsersFromList, type SourceRow } from "../jobs/sources/csv.ts";
+import type { JobEvent, RunSummary } from "../jobs/events.ts";
+import type { ConnectHints, ProviderPlugin, ProviderSession } from "../plugin.ts";
+import type { CliContext } from "./context.ts";
+import { pinFromEnvironment } from "./pin.ts";
+import { optionsFor } from "./plugin_options.ts";
+import { defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
+import { printRunSummary, startProgress } from "./run_output.ts";
+
+/** Where journals go unless `--journal-dir` says otherwise (beside the token cache). */
+export const defaultJournalDir = ".provisioning/runs";
+
+/** Words a source can be: the command refuses two at once. */
+type SourceKind = "csv" | "group" | "user";
+
+interface ProvisionFlags {
+  user?: string[];
+  csv?: string;
+  group?: string;
+  column?: string[];
+  displayName: string;
+  concurrency: string;
+  dryRun?: true;
+  force?: true;
+  results?: string;
+  failures?: string;
+  journalDir: string;
+  logFormat: string;
+  preflight: boolean;
+  login?: true;
+  automaticProvision?: true;
+  mode?: string;
+  registerDeeplink?: true;
+  provider?: string;
+  authenticator?: string;
+  /** The root program's `--verbose`. */
+  verbose?: true;
+}
+
+/** `provision`: the admin's main job. */
+export function provisionCommand(context: CliContext): CommandUnknownOpts {
+  const command = withBoth(
+    new Command("provision")
+      .description(
+        "create a passkey for each user of a CSV file, a group or a list, on the chosen authenticator, " +
+          "and register it with the provider (re-run the same command to resume)",
+      )
+      .option("--csv <file>", "users from a CSV file (UPN, mail or object id column; see --column)")
+      .option("--user <upn...>", 'users by sign-in name, mail or object id; repeatable; "-" reads stdin')
+      .option("--group <name-or-id>", "the members of a group, nested groups included")
+      .option("--column <field=header...>", "which CSV column holds a field, e.g. upn=Email; repeatable")
+      .option(
+        "--display-name <name>",
+        "the passkey's name in the directory (1–30 characters)",
+        defaultDisplayName,
+      )
+      .option("--concurrency <n>", "users provisioned at once", "4")
+      .option("--dry-run", "resolve every user and say what would happen, create nothing")
+      .option("--force", "also provision users who already have a matching passkey")
+      .option("--results <file>", "results file (default results.csv; dry-run-results.csv with --dry-run)")
+      .option(
+        "--failures <file>",
+        "failures file (default failures.csv; dry-run-failures.csv with --dry-run)",
+      )
+      .option("--journal-dir <dir>", "where run journals are kept", defaultJournalDir)
+      .addOption(
+        new Option("--log-format <format>", "progress and logs on stderr: text or json")
+          .choices(["text", "json"])
+          .default("text"),
+      )
+      .option("--no-preflight", "do not check the provider's policies before the run")
+      .option("--login", "sign in interactively before the run (seed-compatible)")
+      .addOption(new Option("--automatic-provision", "seed-compatible; the API path is automatic").hideHelp())
+      .addOption(new Option("--mode <mode>", "seed-compatible: headless or headful").hideHelp())
+      .addOption(new Option("--register-deeplink", "seed-compatible; not needed by this tool").hideHelp()),
+    context,
+  );
+  return command.action(async (_parsed, self) => {
+    const flags = self.optsWithGlobals() as unknown as ProvisionFlags & Record<string, unknown>;
+    await runProvision(context, flags);
+  });
+}
+
+async function runProvision(
+  context: CliContext,
+  flags: ProvisionFlags & Record<string, unknown>,
+): Promise<void> {
+  const sources = (["csv", "group", "user"] as const).filter((kind) => flags[kind] !== undefined);
+  if (sources.length === 0) {
+    throw new UsageError("Cannot provision: no users given", {
+      hint: "Give --csv FILE, --group NAME or --user UPN",
+    });
+  }
+  if (sources.length > 1) {
+    throw new UsageError(`Cannot provision: --${sources[0]} and --${sources[1]} are given; give one source`);
+  }
+  const concurrency = Number(flags.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
+    throw new UsageError(
+      `Cannot provision: --concurrency ${JSON.stringify(flags.concurrency)} is not 1 to 64`,
+    );
+  }
+  if (flags.mode !== undefined && flags.mode !== "headless" && flags.mode !== "headful") {
+    throw new UsageError(`Cannot provision: --mode ${JSON.stringify(flags.mode)} is not headless or headful`);
+  }
+  if (flags.registerDeeplink) {
+    context.stderr.write(
+      "note: --register-deeplink is not needed: this tool is started from the command line or a script\n",
+    );
+  }
+  const columns = parseColumns(flags.column ?? []);
+  const kind: SourceKind = sources[0]!;
+  const dryRun = flags.dryRun === true;
+  const provider = context.registry.provider(flags.provider ?? "entra");
+  const authenticatorId = flags.authenticator ?? "software";
+  const providerOptions = optionsFor(context, "provider", flags);
+  const authenticatorOptions = optionsFor(context, "authenticator", flags);
+
+  // The authenticator first: a missing key or vault fails here, before any sign-in.
+  await using authenticator = await context.registry.authenticator(authenticatorId)
+    .open(context, { ...authenticatorOptions, create: false } as never);
+  const info = await new Ctap2Client(authenticator.device).getInfo();
+  const aaguid = formatAaguid(info.aaguid);
+
+  if (flags.login) {
+    if (!provider.login) {
+      throw new UsageError(`Cannot sign in: the ${provider.manifest.id} provider has no login`);
+    }
+    await provider.login(pluginContext(context), providerOptions as never);
+  }
+  // With no tenant configured, the provider may find it from a user's domain.
+  const hints = {
+    users: kind === "user" ? flags.user ?? [] : kind === "csv" ? await firstUsers(flags.csv!, columns) : [],
+  };
+  if (flags.preflight) {
+    await preflight(
+      context,
+      provider,
+      providerOptions,
+      {
+        aaguid,
+        attestation: authenticator.attestationFormat,
+        label: authenticator.label,
+      },
+      hints,
+      dryRun,
+    );
+  }
+
+  // Events go to the progress display; the pacer reports throttling as events too.
+  const progress = startProgress(context, {
+    format: flags.logFormat === "json" ? "json" : "text",
+    verbose: flags.verbose === true,
+  });
+  const emit = (event: JobEvent) => progress.listener(event);
+  const pacer = new AdaptivePacer({
+    onThrottled: ({ retryAfterMs, ratePerSecond }) =>
+      emit({ type: "throttled", retryAfterMs, ratePerSecond }),
+  });
+  // In-flight calls must not see the first Ctrl+C (they finish); the plugin gets its own signal,
+  // linked to Ctrl+C only while signing in.
+  const callsController = new AbortController();
+  const cancelSignIn = () => callsController.abort(context.signal.reason);
+  context.signal.addEventListener("abort", cancelSignIn, { once: true });
+  let session: ProviderSession;
+  try {
+    session = await provider.connect(
+      { ...pluginContext(context), signal: callsController.signal, pacer },
+      providerOptions as never,
+      hints,
+    );
+  } finally {
+    context.signal.removeEventListener("abort", cancelSignIn);
+  }
+  await using _session = session;
+
+  const identity = await runIdentity({
+    provider: provider.manifest.id,
+    providerOptions,
+    authenticator: authenticatorId,
+    authenticatorOptions,
+    source: kind === "csv"
+      ? { csv: await realPath(flags.csv!) }
+      : kind === "group"
+      ? { group: flags.group! }
+      : { users: flags.user! },
+    displayName: flags.displayName,
+    force: flags.force === true,
+  });
+  const resultsPath = flags.results ?? (dryRun ? "dry-run-results.csv" : "results.csv");
+  const failuresPath = flags.failures ?? (dryRun ? "dry-run-failures.csv" : "failures.csv");
+  const journalPath = `${flags.journalDir}/${identity.runId}.jsonl`;
+  await using journal = dryRun ? undefined : await openJournal(journalPath, identity);
+
+  // Re-running failures.csv as the input: read a snapshot, since the run rewrites that file.
+  let csvPath = flags.csv;
+  if (csvPath !== undefined && !dryRun && await isOutput(csvPath, [resultsPath, failuresPath])) {
+    const snapshot = `${flags.journalDir}/${identity.runId}.input.csv`;
+    if (!journal?.resumed || !(await exists(snapshot))) await Deno.copyFile(csvPath, snapshot);
+    csvPath = snapshot;
+  }
+  await using results = await openResultsFile(resultsPath, { fresh: true });
+  await using failures = await openFailuresFile(failuresPath, { fresh: true });
+  const total = csvPath === undefined
+    ? flags.user?.filter((u) => u !== "-").length
+    : await estimateRows(csvPath);
+
+  let summary: RunSummary;
+  try {
+    summary = await runBulk({
+      runId: identity.runId,
+      source: sourceRows(kind, flags, session, columns, csvPath),
+      session,
+      authenticator,
+      authenticatorAaguid: aaguid,
+      interaction: pinFromEnvironment(context),
+      displayName: flags.displayName,
+      concurrency,
+      dryRun,
+      force: flags.force === true,
+      ...(journal ? { journal } : {}),
+      results,
+      failures,
+      stop: context.signal,
+      abort: callsController.signal,
+      onEvent: emit,
+      ...(total === undefined ? {} : { total }),
+    });
+  } finally {
+    progress.close();
+  }
+  printRunSummary(context, summary, {
+    format: flags.logFormat === "json" ? "json" : "text",
+    ...(journal ? { journalPath } : {}),
+    dryRun,
+  });
+  if (summary.halted) {
+    throw new ProvisioningError(
+      summary.halted.code,
+      `Run ${summary.runId} stopped: every other user would fail the same way. ${summary.halted.message}`,
+      { hint: "Fix it, then run the same command again to resume" },
+    );
+  }
+  if (summary.interrupted) {
+    throw new ProvisioningError("interrupted", `Run ${summary.runId} stopped by Ctrl+C`, {
+      hint: "Run the same command again to resume",
+      exitCode: 130,
+    });
+  }
+  if (summary.counts.failed > 0) {
+    throw new ProvisioningError(
+      "some-failed",
+      `${summary.counts.failed} user${summary.counts.failed === 1 ? "" : "s"} failed; see ${failures.path}`,
+      { hint: `Fix what the reasons say, then run: provisioning provision --csv ${failures.path}` },
+    );
+  }
+}
+
+/** The rows of the chosen source. */
+function sourceRows(
+  kind: SourceKind,
+  flags: ProvisionFlags,
+  session: ProviderSession,
+  columns: Record<string, string>,
+  csvPath: string | undefined,
+): AsyncIterable<SourceRow> {
+  if (kind === "user") return readUsersFromList(flags.user ?? []);
+  if (kind === "group") return groupRows(session, flags.group!);
+  return (async function* () {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(csvPath!);
+    } catch (error) {
+      throw new ProvisioningError(
+        "csv-unreadable",
+        `Cannot read ${JSON.stringify(flags.csv)}: ${error instanceof Error ? error.message : String(error)}`,
+        { hint: "Check the path and that the file is readable", exitCode: 2, cause: error },
+      );
+    }
+    yield* readUsersFromCsv(file.readable, { column: columns, source: flags.csv! });
+  })();
+}
+
+/** A group's members as source rows, numbered in the order the provider lists them. */
+async function* groupRows(session: ProviderSession, group: string): AsyncGenerator<SourceRow> {
+  if (!session.listGroupMembers) {
+    throw new UsageError("Cannot read a group: this provider does not list group members");
+  }
+  let row = 0;
+  for await (const member of session.listGroupMembers(group)) {
+    yield { row: ++row, ok: true, user: { reference: member.userPrincipalName } };
+  }
+}
+
+/** The first few users of a CSV file (for the provider's tenant discovery); none when unreadable. */
+async function firstUsers(path: string, columns: Record<string, string>): Promise<string[]> {
+  const found: string[] = [];
+  try {
+    // The source cancels the stream when it stops, which closes the file.
+    const file = await Deno.open(path);
+    for await (const row of readUsersFromCsv(file.readable, { column: columns })) {
+      if (row.ok) found.push(row.user.reference);
+      if (found.length >= 3 || row.row > 50) break;
+    }
+  } catch {
+    // The run reports an unreadable file with its row; discovery just has no hint.
+  }
+  return found;
+}
+
+/** `--column upn=Email` pairs. */
+function parseColumns(pairs: readonly string[]): Record<string, string> {
+  const columns: Record<string, string> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf("=");
+    if (at <= 0 || at === pair.length - 1) {
+      throw new UsageError(`Cannot read --column ${JSON.stringify(pair)}: expected FIELD=HEADER`, {
+        hint: 'For example --column upn=Email or --column objectId="Object ID"',
+      });
+    }
+    columns[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+  }
+  return columns;
+}
+
+/** The provider's preflight: errors stop a real run (not a dry run); warnings are printed. */
+async function preflight(
+  context: CliContext,
+  provider: ProviderPlugin<never>,
+  providerOptions: Record<string, unknown>,
+  facts: { aaguid: string; attestation: string | undefined; label: string },
+  hints: ConnectHints,
+  dryRun: boolean,
+): Promise<void> {
+  if (!provider.preflight) return;
+  const findings = await provider.preflight(pluginContext(context), providerOptions as never, facts, hints);
+  for (const finding of findings) {
+    if (finding.severity === "info") continue;
+    context.stderr.write(
+      `${finding.severity}: ${finding.message}${finding.hint ? `. ${finding.hint}` : ""}\n`,
+    );
+  }
+  const errors = findings.filter((f) => f.severity === "error");
+  if (errors.length > 0 && !dryRun) {
+    throw new ProvisioningError(
+      "preflight-failed",
+      `Cannot start the run: ${errors.length} problem${
+        errors.length === 1 ? "" : "s"
+      } would make every user fail (${errors.map((e) => e.code).join(", ")})`,
+      { hint: "Fix them (provisioning doctor explains), or give --no-preflight to run anyway" },
+    );
+  }
+}
+
+/**
+ * The run's id and fingerprint: a SHA-256 over what the run is. Secrets are never part of it
+ * (they come from the environment, not from options).
+ */
+async function runIdentity(what: Record<string, unknown>): Promise<{ runId: string; fingerprint: string }> {
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify(sortDeep(what)))),
+  );
+  const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return { runId: hex.slice(0, 12), fingerprint: `sha256:${hex}` };
+}
+
+function sortDeep(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortDeep);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => [k, sortDeep(v)]),
+    );
+  }
+  return value;
+}
+
+async function realPath(path: string): Promise<string> {
+  try {
+    return await Deno.realPath(path);
+  } catch (error) {
+    throw new ProvisioningError(
+      "csv-unreadable",
+      `Cannot read ${JSON.stringify(path)}: ${error instanceof Error ? error.message : String(error)}`,
+      { hint: "Check the path and that the file is readable", exitCode: 2, cause: error },
+    );
+  }
+}
+
+async function isOutput(input: string, outputs: readonly string[]): Promise<boolean> {
+  const source = await realPath(input);
+  for (const output of outputs) {
+    try {
+      if (await Deno.realPath(output) === source) return true;
+    } catch {
+      // Not there yet: not the input.
+    }
+  }
+  return false;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Lines of a file less its header: the progress display's total (a file is read twice, fast). */
+async function estimateRows(path: string): Promise<number | undefined> {
+  try {
+    using file = await Deno.open(path);
+    const buffer = new Uint8Array(1 << 20);
+    let lines = 0;
+    let last = 10;
+    while (true) {
+      const n = await file.read(buffer);
+      if (n === null) break;
+      for (let i = 0; i < n; i++) if (buffer[i] === 10) lines++;
+      last = buffer[n - 1]!;
+    }
+    if (last !== 10) lines++;
+    return Math.max(0, lines - 1);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,503 @@
+/**
+ * The bulk engine: every user of a source through the API path, `concurrency` at a time, each
+ * transition journaled before the next network call, so that a run can be stopped (Ctrl+C,
+ * `kill -9`, a power cut) and re-run to provision every user exactly once.
+ *
+ * One user: `queued` → `resolved` (the provider knows them) → `options` (a challenge) →
+ * `created` (the authenticator made the credential, journaled with the ids of the passkeys the
+ * user had before) → `registered` (the provider accepted it) → `verified` (the provider lists
+ * it). Users who already hold a passkey matching the run's policy (the authenticator's AAGUID,
+ * or the run's display name) are `skipped` unless `force`. Transient failures (throttling, a
+ * server error, a lost connection, a lost answer) are retried with backoff up to `maxAttempts`;
+ * then, and for every other failure, the user is `failed` with the provider's reason code.
+ *
+ * Resuming: users an earlier attempt finished are not touched (their rows are written again from
+ * the journal, so the output files list each user once); a user left in `created` or `registered`
+ * is reconciled first by listing their passkeys (a new one with the run's display name, or the
+ * journaled method id, means it got through), and only when none is found registered anew.
+ *
+ * Stopping: `stop` (the first Ctrl+C) lets in-flight users finish and takes no more; `abort`
+ * cancels in-flight calls too, leaving their journal state for the next attempt.
+ *
+ * The engine formats no text: it reports {@link JobEvent}s and returns a {@link RunSummary}.
+ *
+ * @module
+ */
+import { ProvisioningError } from "../errors.ts";
+import type {
+  Authenticator,
+  DirectoryUser,
+  PasskeyMethod,
+  ProviderSession,
+  UserInteraction,
+} from "../plugin.ts";
+import type { JobListener, RunCounts, RunSummary, UserOutcome } from "./events.ts";
+import type { Journal, UserRecord } from "./journal.ts";
+import type { FailuresWriter } from "./output/failures.ts";
+import type { ResultsWriter } from "./output/results.ts";
+import { outcomeUnknownCode, type ProvisionTransition, provisionUser } from "./provision_user.ts";
+import type { SourceRow, SourceUser } from "./sources/csv.ts";
+
+/** What {@link runBulk} needs. */
+export interface BulkRunOptions {
+  readonly runId: string;
+  /** The users, as rows of a source (CSV file, `--user` list, group). Pulled as workers free up. */
+  readonly source: AsyncIterable<SourceRow>;
+  readonly session: ProviderSession;
+  readonly authenticator: Authenticator;
+  /** The authenticator's AAGUID (UUID), for the skip policy. */
+  readonly authenticatorAaguid?: string;
+  readonly interaction: UserInteraction;
+  /** The passkeys' name in the directory. */
+  readonly displayName: string;
+  /** Users in flight at once. @default 4 */
+  readonly concurrency?: number;
+  /** Resolve and check every user, create nothing. No journal is needed. @default false */
+  readonly dryRun?: boolean;
+  /** Provision users who already hold a matching passkey too. @default false */
+  readonly force?: boolean;
+  /** Required unless `dryRun`. */
+  readonly journal?: Journal;
+  readonly results: ResultsWriter;
+  readonly failures: FailuresWriter;
+  /** Finish in-flight users and take no more (first Ctrl+C). */
+  readonly stop?: AbortSignal;
+  /** Cancel in-flight calls as well. */
+  readonly abort?: AbortSignal;
+  readonly onEvent?: JobListener;
+  /** Users the source is expected to hold, for progress. */
+  readonly total?: number;
+  /** Attempts per user for transient failures. @default 3 */
+  readonly maxAttempts?: number;
+  /** First backoff between attempts of one user, ms; doubles. @default 1000 */
+  readonly retryDelayMs?: number;
+  /** @default Date.now */
+  readonly now?: () => number;
+}
+
+/** Reason codes the engine itself gives. */
+export const engineReasons = {
+  /** The user already holds a passkey matching the run's policy. */
+  hasPasskey: "has-passkey",
+  /** Something that is not a ProvisioningError went wrong (a bug): the message says what. */
+  unexpected: "unexpected-error",
+} as const;
+
+/**
+ * Reasons that would fail every other user the same way (the key's PIN, the admin's rights, a
+ * tenant-wide policy): the first one stops the run, like Ctrl+C, instead of filling failures.csv.
+ */
+export const haltingReasons: ReadonlySet<string> = new Set([
+  "pin-not-set",
+  "pin-blocked",
+  "pin-auth-blocked",
+  "pin-invalid",
+  "pin-policy-violation",
+  "key-store-full",
+  "unauthorized",
+  "insufficient-privileges",
+  "self-service-setup-off",
+  "fido2-disabled",
+  "attestation-enforced",
+  "aaguid-not-allowed",
+  "rp-id-not-allowed",
+]);
+
+/** Reasons worth another attempt within the run, besides errors flagged `retryable`. */
+const transientCodes = new Set([outcomeUnknownCode, "throttled"]);
+
+/**
+ * Runs the users of `options.source`; see the module documentation.
+ *
+ * @example
+ * ```ts ignore
+ * const summary = await runBulk({ runId, source: readUsersFromCsv(file), session, authenticator,
+ *   interaction, displayName: "Security key", journal, results, failures, concurrency: 8 });
+ * ```
+ */
+export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
+  if (!options.dryRun && options.journal === undefined) {
+    throw new TypeError("Cannot run a bulk job: a journal is required unless it is a dry run");
+  }
+  const now = options.now ?? Date.now;
+  const started = now();
+  const emit: JobListener = options.onEvent ?? (() => {});
+  const counts: RunCounts = { provisioned: 0, reconciled: 0, skipped: 0, dryRun: 0, failed: 0, byReason: {} };
+  const journal = options.journal;
+  let fromEarlierAttempts = 0;
+
+  // Users an earlier attempt finished: their rows again, so each output file lists each user once.
+  const alreadyDone = new Set<string>();
+  if (journal && !options.dryRun) {
+    for (const record of journal.users()) {
+      if (record.s !== "verified" && record.s !== "skipped") continue;
+      alreadyDone.add(record.k);
+      await options.results.write(resultRowOf(record));
+    }
+  }
+  const concurrency = Math.max(1, Math.floor(options.concurrency ?? 4));
+  emit({
+    type: "run-started",
+    runId: options.runId,
+    resumed: journal?.resumed ?? false,
+    alreadyDone: alreadyDone.size,
+    ...(options.total === undefined ? {} : { total: options.total }),
+    concurrency,
+    dryRun: options.dryRun ?? false,
+  });
+
+  const finish = (row: number, user: string, outcome: UserOutcome, code?: string, message?: string) => {
+    if (outcome === "provisioned") counts.provisioned++;
+    else if (outcome === "reconciled") counts.reconciled++;
+    else if (outcome === "skipped") counts.skipped++;
+    else if (outcome === "dry-run") counts.dryRun++;
+    else {
+      counts.failed++;
+      if (code) counts.byReason[code] = (counts.byReason[code] ?? 0) + 1;
+    }
+    emit({
+      type: "user-finished",
+      row,
+      user,
+      outcome,
+      ...(code === undefined ? {} : { code }),
+      ...(message === undefined ? {} : { message }),
+    });
+  };
+
+  let halted: { code: string; message: string } | undefined;
+  const halt = (code: string, message: string) => {
+    if (halted) return;
+    halted = { code, message };
+    emit({ type: "stopping", reason: "halt", code });
+  };
+  const context: UserContext = { options, journal, emit, finish, now, exclusive: mutex(), halt };
+  const iterator = options.source[Symbol.asyncIterator]();
+  let interrupted = false;
+  const onStop = () => {
+    interrupted = true;
+    emit({ type: "stopping", reason: "interrupt" });
+  };
+  options.stop?.addEventListener("abort", onStop, { once: true });
+  const worker = async () => {
+    while (!options.stop?.aborted && !options.abort?.aborted && !halted) {
+      const next = await iterator.next();
+      if (next.done) return;
+      const row = next.value;
+      if (!row.ok) {
+        await options.failures.write({
+          user: row.reference ?? "",
+          row: row.row,
+          code: row.code,
+          message: row.message,
+        });
+        finish(row.row, row.reference ?? "", "failed", row.code, row.message);
+        continue;
+      }
+      const key = row.user.reference.toLowerCase();
+      if (alreadyDone.has(key)) {
+        fromEarlierAttempts++;
+        continue;
+      }
+      await runUser(context, row.row, row.user);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  } finally {
+    options.stop?.removeEventListener("abort", onStop);
+    await iterator.return?.();
+    await options.results.sync();
+    await options.failures.sync();
+  }
+  if (options.abort?.aborted) interrupted = true;
+  const summary: RunSummary = {
+    runId: options.runId,
+    counts,
+    fromEarlierAttempts,
+    elapsedMs: now() - started,
+    interrupted,
+    ...(halted ? { halted } : {}),
+    resultsPath: options.results.path,
+    failuresPath: options.failures.path,
+  };
+  emit({ type: "run-finished", summary });
+  return summary;
+}
+
+interface UserContext {
+  readonly options: BulkRunOptions;
+  readonly journal: Journal | undefined;
+  readonly emit: JobListener;
+  readonly finish: (row: number, user: string, outcome: UserOutcome, code?: string, message?: string) => void;
+  readonly now: () => number;
+  /** Serialises ceremonies on the one authenticator. */
+  readonly exclusive: <T>(run: () => Promise<T>) => Promise<T>;
+  /** Stops the run after a failure every user would hit. */
+  readonly halt: (code: string, message: string) => void;
+}
+
+/** One user, with retries of transient failures. */
+async function runUser(context: UserContext, row: number, source: SourceUser): Promise<void> {
+  const { options, journal, emit } = context;
+  const key = source.reference.toLowerCase();
+  const ref = source.reference;
+  const maxAttempts = Math.max(1, options.maxAttempts ?? 3);
+  emit({ type: "user-state", row, user: ref, state: "queued" });
+  for (let attempt = 1;; attempt++) {
+    try {
+      await attemptUser(context, row, ref, key);
+      return;
+    } catch (error) {
+      if (options.abort?.aborted) return; // left as journaled, for the next attempt of the run
+      const failure = error instanceof ProvisioningError ? error : undefined;
+      const code = failure?.code ?? engineReasons.unexpected;
+      const message = failure?.message ??
+        `Cannot provision ${ref}: unexpected ${
+          error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+        }`;
+      const transient = failure !== undefined && (failure.retryable || transientCodes.has(failure.code));
+      if (transient && attempt < maxAttempts) {
+        emit({
+          type: "user-state",
+          row,
+          user: ref,
+          state: "queued",
+          detail: `attempt ${attempt + 1} of ${maxAttempts} after ${code}`,
+        });
+        await backoff(options, attempt);
+        continue;
+      }
+      const hinted = failure?.hint ? `${message}. ${failure.hint}` : message;
+      await journal?.append({ k: key, s: "failed", row, ref, code, message: hinted });
+      await options.failures.write({ user: ref, row, code, message: hinted });
+      emit({ type: "user-state", row, user: ref, state: "failed", detail: code });
+      context.finish(row, ref, "failed", code, hinted);
+      if (haltingReasons.has(code)) context.halt(code, hinted);
+      return;
+    }
+  }
+}
+
+/** One attempt of one user; throws what should fail or be retried. */
+async function attemptUser(context: UserContext, row: number, ref: string, key: string): Promise<void> {
+  const { options, journal, emit } = context;
+  const signal = options.abort;
+  const prior = journal?.get(key);
+  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">) =>
+    journal ? journal.append({ k: key, row, ref, ...fields }) : Promise.resolve();
+
+  // 1. Who: from the journal when an earlier attempt resolved them, else from the provider.
+  let user: DirectoryUser;
+  if (prior?.userId !== undefined && prior.upn !== undefined) {
+    user = { id: prior.userId, userPrincipalName: prior.upn };
+  } else {
+    user = await options.session.resolveUser(ref, signal);
+    await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName });
+  }
+  emit({ type: "user-state", row, user: ref, state: "resolved", detail: `id ${user.id}` });
+
+  // 2. What they have: reconcile an interrupted registration, or apply the skip policy.
+  const methods = await options.session.listPasskeys(user, signal);
+  let existing = methods.map((m) => m.id);
+  if (prior && (prior.s === "created" || prior.s === "registered")) {
+    existing = prior.existing ?? existing;
+    const known = new Set(existing);
+    const found = methods.find((m) => m.id === prior.methodId) ??
+      methods.find((m) => !known.has(m.id) && m.displayName === (prior.displayName ?? options.displayName));
+    if (found) {
+      await done(context, row, ref, key, user, found, {
+        credentialId: prior.credentialId,
+        aaguid: found.aaguid ?? prior.aaguid,
+        reconciled: true,
+      });
+      return;
+    }
+    emit({
+      type: "user-state",
+      row,
+      user: ref,
+      state: "resolved",
+      detail: "an earlier attempt's registration did not get through; registering anew",
+    });
+  }
+  const known = new Set(existing);
+  const matching = options.force
+    ? undefined
+    : methods.find((m) => known.has(m.id) && matchesPolicy(options, m));
+  if (matching) {
+    const message = `${user.userPrincipalName} already has passkey "${matching.displayName ?? matching.id}"${
+      matching.aaguid ? ` (AAGUID ${matching.aaguid})` : ""
+    }; give --force to add another`;
+    if (!options.dryRun) {
+      await record({
+        s: "skipped",
+        userId: user.id,
+        upn: user.userPrincipalName,
+        code: engineReasons.hasPasskey,
+        message,
+        methodId: matching.id,
+        ...(matching.aaguid ? { aaguid: matching.aaguid } : {}),
+        ...(matching.displayName ? { displayName: matching.displayName } : {}),
+      });
+    }
+    await options.results.write({
+      user: ref,
+      objectId: user.id,
+      status: "skipped",
+      methodId: matching.id,
+      ...(matching.aaguid ? { aaguid: matching.aaguid } : {}),
+      ...(matching.displayName ? { displayName: matching.displayName } : {}),
+    });
+    emit({ type: "user-state", row, user: ref, state: "skipped", detail: engineReasons.hasPasskey });
+    context.finish(row, ref, "skipped", engineReasons.hasPasskey, message);
+    return;
+  }
+  if (options.dryRun) {
+    await options.results.write({
+      user: ref,
+      objectId: user.id,
+      status: "dry-run",
+      displayName: options.displayName,
+    });
+    context.finish(row, ref, "dry-run");
+    return;
+  }
+
+  // 3. Register, journaling each transition before the next call.
+  const onTransition = async (transition: ProvisionTransition) => {
+    if (transition.state === "options") {
+      await record({ s: "options" });
+    } else if (transition.state === "created") {
+      await record({
+        s: "created",
+        credentialId: transition.credentialId,
+        createdAt: transition.createdAt.toISOString(),
+        displayName: transition.displayName,
+        existing,
+      });
+    } else {
+      await record({
+        s: "registered",
+        methodId: transition.methodId,
+        ...(transition.aaguid ? { aaguid: transition.aaguid } : {}),
+        ...(transition.reconciled ? { reconciled: true } : {}),
+      });
+    }
+    emit({ type: "user-state", row, user: ref, state: transition.state });
+  };
+  const result = await provisionUser({
+    session: options.session,
+    user,
+    authenticator: options.authenticator,
+    interaction: options.interaction,
+    displayName: options.displayName,
+    existingMethodIds: existing,
+    onTransition,
+    exclusive: context.exclusive,
+    ...(signal ? { signal } : {}),
+  });
+
+  // 4. Verify: the provider lists the new passkey.
+  const listed = (await options.session.listPasskeys(user, signal)).find((m) => m.id === result.methodId);
+  await done(context, row, ref, key, user, listed ?? { id: result.methodId }, {
+    credentialId: result.credentialId,
+    aaguid: listed?.aaguid ?? result.aaguid,
+    reconciled: result.reconciled,
+    ...(listed ? {} : { note: "registered; the provider does not list it yet" }),
+  });
+}
+
+/** Journals `verified` and writes the result row. */
+async function done(
+  context: UserContext,
+  row: number,
+  ref: string,
+  key: string,
+  user: DirectoryUser,
+  method: PasskeyMethod,
+  facts: { credentialId: string | undefined; aaguid: string | undefined; reconciled: boolean; note?: string },
+): Promise<void> {
+  const { options, journal, emit } = context;
+  const displayName = method.displayName ?? options.displayName;
+  const verified: UserRecord = {
+    k: key,
+    s: "verified",
+    row,
+    ref,
+    userId: user.id,
+    upn: user.userPrincipalName,
+    methodId: method.id,
+    displayName,
+    ...(facts.credentialId ? { credentialId: facts.credentialId } : {}),
+    ...(facts.aaguid ? { aaguid: facts.aaguid } : {}),
+    ...(facts.reconciled ? { reconciled: true } : {}),
+  };
+  await journal?.append(verified);
+  await options.results.write(resultRowOf({ ...journal?.get(key), ...verified }));
+  emit({
+    type: "user-state",
+    row,
+    user: ref,
+    state: "verified",
+    ...(facts.note ? { detail: facts.note } : {}),
+  });
+  context.finish(row, ref, facts.reconciled ? "reconciled" : "provisioned");
+}
+
+/** The results.csv row of a finished user, from their journal record. */
+function resultRowOf(record: UserRecord) {
+  return {
+    user: record.ref ?? record.k,
+    ...(record.userId ? { objectId: record.userId } : {}),
+    status: record.s === "skipped"
+      ? "skipped" as const
+      : record.reconciled
+      ? "reconciled" as const
+      : "provisioned" as const,
+    ...(record.methodId ? { methodId: record.methodId } : {}),
+    ...(record.credentialId && record.s !== "skipped" ? { credentialId: record.credentialId } : {}),
+    ...(record.aaguid ? { aaguid: record.aaguid } : {}),
+    ...(record.displayName ? { displayName: record.displayName } : {}),
+    ...(record.at ? { time: new Date(record.at) } : {}),
+  };
+}
+
+/** A passkey the run would not add another to: the same authenticator model, or the run's name. */
+function matchesPolicy(options: BulkRunOptions, method: PasskeyMethod): boolean {
+  if (
+    options.authenticatorAaguid && method.aaguid?.toLowerCase() === options.authenticatorAaguid.toLowerCase()
+  ) {
+    return true;
+  }
+  return method.displayName === options.displayName;
+}
+
+/** A lock: runs each function after the previous one settled. */
+function mutex(): <T>(run: () => Promise<T>) => Promise<T> {
+  let tail: Promise<unknown> = Promise.resolve();
+  return <T>(run: () => Promise<T>) => {
+    const result = tail.then(run);
+    tail = result.catch(() => undefined);
+    return result;
+  };
+}
+
+/** Waits before another attempt of one user: exponential with full jitter; an abort ends it. */
+function backoff(options: BulkRunOptions, attempt: number): Promise<void> {
+  const base = options.retryDelayMs ?? 1000;
+  const ms = Math.random() * base * 2 ** (attempt - 1);
+  return new Promise((resolve) => {
+    const signal = options.abort;
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,290 @@
+/**
+ * The journal of a bulk run: one JSON line per state change of a user, written and fsync'd before
+ * the next network call of that user, so that `kill -9` or a power cut at any instant loses
+ * nothing. Re-running the same command reopens the journal, resumes, and never repeats a
+ * registration whose outcome it cannot see: a user left in `created` or `registered` is
+ * reconciled against the provider first (core/jobs/engine.ts).
+ *
+ * Format (`.provisioning/runs/<run id>.jsonl`, 0600): a header line
+ * `{"t":"run","v":1,"runId":…,"fingerprint":…,"createdAt":…}`, then per attempt
+ * `{"t":"attempt","at":…}`, then per transition `{"t":"user","k":<key>,"s":<state>,…}`. A torn
+ * last line (the process died mid-write) is cut off on reopening; a bad line elsewhere is a clear
+ * error naming the line, never silently skipped.
+ *
+ * Concurrent appends are committed together: one write and one fsync for everything that queued
+ * up while the previous fsync ran (group commit), so many workers do not pay one fsync each.
+ *
+ * No secret goes into a journal: users are keyed by reference, credentials by id.
+ *
+ * @example
+ * ```ts
+ * import { openJournal } from "./journal.ts";
+ * const dir = await Deno.makeTempDir();
+ * await using journal = await openJournal(`${dir}/run.jsonl`, { runId: "r1", fingerprint: "f" });
+ * await journal.append({ k: "alice@contoso.com", s: "resolved", row: 2, userId: "5f0c", upn: "alice@contoso.com" });
+ * await journal.close();
+ * await using again = await openJournal(`${dir}/run.jsonl`, { runId: "r1", fingerprint: "f" });
+ * console.assert(again.resumed && again.get("alice@contoso.com")?.s === "resolved");
+ * await again.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ *
+ * @module
+ */
+import { z } from "zod";
+import { ProvisioningError } from "../errors.ts";
+
+const userStateSchema = z.enum([
+  "queued",
+  "resolved",
+  "options",
+  "created",
+  "registered",
+  "verified",
+  "skipped",
+  "failed",
+  "revoked",
+]);
+
+/** One user's transition as journaled. Fields accumulate: the latest record carries what is known. */
+export const userRecordSchema = z.object({
+  /** The user's key: the source's reference, lowercased. */
+  k: z.string().min(1),
+  s: userStateSchema,
+  /** The source row. */
+  row: z.number().int().nonnegative().optional(),
+  /** The reference as the source wrote it. */
+  ref: z.string().optional(),
+  userId: z.string().optional(),
+  upn: z.string().optional(),
+  /** The passkeys the user had before this run created one (ids): reconciliation ignores them. */
+  existing: z.array(z.string()).optional(),
+  credentialId: z.string().optional(),
+  methodId: z.string().optional(),
+  aaguid: z.string().optional(),
+  displayName: z.string().optional(),
+  /** When the credential was created (ISO), for providers that do not list ids. */
+  createdAt: z.string().optional(),
+  /** Reason code for `skipped` and `failed`. */
+  code: z.string().optional(),
+  message: z.string().optional(),
+  /** True when the passkey was found by listing after a lost answer or an interrupted attempt. */
+  reconciled: z.boolean().optional(),
+  /** ISO time of the transition. */
+  at: z.string().optional(),
+});
+
+/** One user's journaled state. */
+export type UserRecord = z.infer<typeof userRecordSchema>;
+
+const headerSchema = z.object({
+  t: z.literal("run"),
+  v: z.literal(1),
+  runId: z.string(),
+  fingerprint: z.string(),
+  createdAt: z.string(),
+});
+
+const lineSchema = z.discriminatedUnion("t", [
+  headerSchema,
+  z.object({ t: z.literal("attempt"), at: z.string() }),
+  userRecordSchema.extend({ t: z.literal("user") }),
+]);
+
+/** What identifies a run: the same command gives the same id and fingerprint. */
+export interface JournalIdentity {
+  readonly runId: string;
+  /** A digest of what the run is (source, provider, tenant, authenticator, options). */
+  readonly fingerprint: string;
+}
+
+/** An open journal; see the module documentation. */
+export interface Journal extends AsyncDisposable {
+  readonly path: string;
+  readonly runId: string;
+  /** True when an earlier attempt of this run left this journal. */
+  readonly resumed: boolean;
+  /** Attempts so far, this one included. */
+  readonly attempt: number;
+  /** The latest state of a user (by key), merged over all their records. */
+  get(key: string): UserRecord | undefined;
+  /** Every user's latest state, in the order they were first journaled. */
+  users(): IterableIterator<UserRecord>;
+  /** Appends a transition; resolves once it is on disk (fsync'd). */
+  append(record: UserRecord): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Options of {@link openJournal}. */
+export interface OpenJournalOptions extends JournalIdentity {
+  /** @default () => new Date() */
+  now?: () => Date;
+}
+
+/**
+ * Opens (creating it, 0600, and its folder) or reopens the journal at `path`.
+ *
+ * @throws {ProvisioningError} `journal-mismatch` when the file belongs to another run,
+ * `journal-corrupt` when a line other than a torn last one cannot be read.
+ */
+export async function openJournal(path: string, options: OpenJournalOptions): Promise<Journal> {
+  const now = options.now ?? (() => new Date());
+  const folder = path.replace(/[\\/][^\\/]*$/, "");
+  if (folder !== path) await Deno.mkdir(folder, { recursive: true, mode: 0o700 });
+  const state = new Map<string, UserRecord>();
+  let attempts = 0;
+  let validLength = 0;
+  let existed = false;
+  try {
+    const text = await Deno.readTextFile(path);
+    existed = true;
+    validLength = replay(text, path, options, state, (n) => attempts = n);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+  try {
+    if (existed) {
+      await file.truncate(validLength);
+      await file.seek(validLength, Deno.SeekMode.Start);
+    }
+    const writer = new GroupCommit(file);
+    if (!existed || validLength === 0) {
+      await writer.write(
+        JSON.stringify({
+          t: "run",
+          v: 1,
+          runId: options.runId,
+          fingerprint: options.fingerprint,
+          createdAt: now().toISOString(),
+        }),
+      );
+    }
+    await writer.write(JSON.stringify({ t: "attempt", at: now().toISOString() }));
+    attempts++;
+    return {
+      path,
+      runId: options.runId,
+      resumed: existed && validLength > 0,
+      attempt: attempts,
+      get: (key) => state.get(key),
+      users: () => state.values(),
+      async append(record) {
+        const stamped = { ...record, at: record.at ?? now().toISOString() };
+        const merged = { ...state.get(record.k), ...stamped };
+        state.set(record.k, merged);
+        await writer.write(JSON.stringify({ t: "user", ...stamped }));
+      },
+      close: () => writer.close(),
+      [Symbol.asyncDispose]: () => writer.close(),
+    };
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+}
+
+/** Reads an existing journal into `state`; returns the length of its valid part (in bytes). */
+function replay(
+  text: string,
+  path: string,
+  identity: JournalIdentity,
+  state: Map<string, UserRecord>,
+  setAttempts: (n: number) => void,
+): number {
+  const encoder = new TextEncoder();
+  let offset = 0;
+  let bytes = 0;
+  let lineNumber = 0;
+  let attempts = 0;
+  while (offset < text.length) {
+    const end = text.indexOf("\n", offset);
+    lineNumber++;
+    if (end < 0) break; // a torn last line: the process died while writing it
+    const line = text.slice(offset, end);
+    let parsed: z.infer<typeof lineSchema>;
+    try {
+      parsed = lineSchema.parse(JSON.parse(line));
+    } catch (error) {
+      if (text.indexOf("\n", end + 1) < 0 && end + 1 >= text.length) break; // torn, then a newline
+      throw new ProvisioningError(
+        "journal-corrupt",
+        `Cannot resume from journal ${path}: line ${lineNumber} cannot be read (${
+          error instanceof Error ? error.message.split("\n")[0] : String(error)
+        })`,
+        { hint: "Move the file away to start this run over, or restore it from a backup", cause: error },
+      );
+    }
+    if (lineNumber === 1) {
+      if (parsed.t !== "run") {
+        throw new ProvisioningError(
+          "journal-corrupt",
+          `Cannot resume from journal ${path}: it has no header`,
+          {
+            hint: "Move the file away to start this run over",
+          },
+        );
+      }
+      if (parsed.runId !== identity.runId || parsed.fingerprint !== identity.fingerprint) {
+        throw new ProvisioningError(
+          "journal-mismatch",
+          `Cannot resume from journal ${path}: it belongs to run ${parsed.runId}, not to this one`,
+          { hint: "Move the file away, or use another --journal-dir" },
+        );
+      }
+    } else if (parsed.t === "attempt") {
+      attempts++;
+    } else if (parsed.t === "user") {
+      const { t: _t, ...record } = parsed;
+      state.set(record.k, { ...state.get(record.k), ...record });
+    }
+    bytes += encoder.encode(line).length + 1;
+    offset = end + 1;
+  }
+  setAttempts(attempts);
+  return bytes;
+}
+
+/** Appends lines; concurrent writes share one write and one fsync. */
+class GroupCommit {
+  readonly #file: Deno.FsFile;
+  #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #flushing: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  write(line: string): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error("Cannot write to the journal: it is closed"));
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ line, resolve, reject });
+      this.#flushing ??= this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    while (this.#pending.length > 0) {
+      const batch = this.#pending;
+      this.#pending = [];
+      try {
+        const data = new TextEncoder().encode(batch.map((p) => `${p.line}\n`).join(""));
+        let written = 0;
+        while (written < data.length) written += await this.#file.write(data.subarray(written));
+        await this.#file.sync();
+        for (const p of batch) p.resolve();
+      } catch (error) {
+        for (const p of batch) p.reject(error);
+      }
+    }
+    this.#flushing = undefined;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.#flushing;
+    this.#closed = true;
+    this.#file.close();
+  }
+}

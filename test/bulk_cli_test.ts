@@ -1,0 +1,144 @@
+/**
+ * The bulk run end to end, as an admin runs it: the CLI as a separate process against the Entra
+ * sandbox, killed with SIGKILL at random moments and re-run; then with the sandbox injecting
+ * server errors, connection resets, lost answers and throttling. What must hold: every user ends
+ * with exactly one passkey, or in failures.csv with the right reason; none twice, none lost.
+ */
+import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
+import { bulkFixture, passkeysByUser, readOutput, spawnCli, writeUsersCsv } from "./bulk_support.ts";
+import { runCli } from "./cli.ts";
+
+/** A seeded random source, so a failing run can be replayed (the seed is in the test's output). */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("bulk: 500 users at concurrency 8, killed with SIGKILL five times and re-run, end with one passkey each", async () => {
+  await using fixture = await bulkFixture({ users: 520, throttle: { enabled: false } });
+  const upns = fixture.upns(500);
+  assertEquals(upns.length, 500);
+  const csv = await writeUsersCsv(fixture, upns);
+  const seed = Date.now() % 100_000;
+  const random = seeded(seed);
+  let kills = 0;
+  for (let round = 0; round < 5; round++) {
+    const child = spawnCli(fixture, "--csv", csv, "--concurrency", "8");
+    // Between 0.4 and 2.4 s in: sign-in, mid-run, and (later rounds) near the end.
+    const delay = 400 + Math.floor(random() * 2000);
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+        kills++;
+      } catch {
+        // It had already finished.
+      }
+    }, delay);
+    const status = await child.output();
+    clearTimeout(timer);
+    if (status.code === 0) break;
+  }
+  const final = await runCli(fixture.dir, fixture.env, [], "--csv", csv, "--concurrency", "8");
+  assertEquals(final.code, 0, `seed ${seed}, ${kills} kills: ${final.stderr}`);
+
+  const held = passkeysByUser(fixture.sandbox);
+  for (const upn of upns) {
+    const passkeys = held.get(upn) ?? [];
+    assertEquals(passkeys.length, 1, `seed ${seed}: ${upn} holds ${passkeys.length} passkeys`);
+    assert.ok(passkeys[0]!.verified);
+  }
+  assertEquals(held.size, 500, "no user outside the CSV got one");
+
+  const results = await readOutput(`${fixture.dir}/results.csv`);
+  const listed = results.map((r) => r["user"]!);
+  assertEquals(new Set(listed).size, listed.length, `seed ${seed}: a user is listed twice in results.csv`);
+  deepStrictEqual(new Set(listed), new Set(upns));
+  for (const row of results) {
+    assert.ok(row["status"] === "provisioned" || row["status"] === "reconciled", row["status"]);
+    assert.match(row["method id"]!, /\S/);
+    assert.match(row["object id"]!, /^[0-9a-f-]{36}$/);
+  }
+  assertEquals((await readOutput(`${fixture.dir}/failures.csv`)).length, 0);
+  assert.match(final.stdout, /provisioned\s+\d+/);
+});
+
+Deno.test("bulk: with 5% server errors, resets and lost answers and a tight write limit, every user ends provisioned or in failures.csv, once", async () => {
+  await using fixture = await bulkFixture({
+    users: 130,
+    // 30 writes per 3 s per app and tenant: throttling answers within seconds.
+    throttle: { writesPerAppTenant: { limit: 30, windowSeconds: 3 } },
+    faults: { serverErrorRate: 0.02, resetRate: 0.02, lostResponseRate: 0.01, seed: 7 },
+  });
+  const upns = fixture.upns(120);
+  const csv = await writeUsersCsv(fixture, [...upns, "nobody@contoso.sandbox", "not a upn"]);
+  const run = await runCli(
+    fixture.dir,
+    fixture.env,
+    [],
+    "--csv",
+    csv,
+    "--concurrency",
+    "8",
+    "--no-preflight",
+  );
+  assert.ok(run.code === 0 || run.code === 1, run.stderr);
+
+  const results = await readOutput(`${fixture.dir}/results.csv`);
+  const failures = await readOutput(`${fixture.dir}/failures.csv`);
+  const provisioned = results.map((r) => r["user"]!);
+  const failed = failures.map((r) => r["user"]!);
+  assertEquals(new Set(provisioned).size, provisioned.length, "a user is listed twice in results.csv");
+  assertEquals(new Set(failed).size, failed.length, "a user is listed twice in failures.csv");
+  deepStrictEqual(provisioned.filter((u) => failed.includes(u)), [], "a user is in both files");
+  deepStrictEqual(
+    new Set([...provisioned, ...failed]),
+    new Set([...upns, "nobody@contoso.sandbox", "not a upn"]),
+  );
+
+  const reasons = new Map(failures.map((r) => [r["user"]!, r["reason code"]!]));
+  assertEquals(reasons.get("nobody@contoso.sandbox"), "user-not-found");
+  assertEquals(reasons.get("not a upn"), "invalid-upn");
+  for (const [user, code] of reasons) {
+    if (user === "nobody@contoso.sandbox" || user === "not a upn") continue;
+    assert.ok(
+      ["graph-error", "graph-unreachable", "throttled", "outcome-unknown"].includes(code),
+      `${user}: ${code}`,
+    );
+  }
+
+  const held = passkeysByUser(fixture.sandbox);
+  for (const upn of upns) {
+    const count = held.get(upn)?.length ?? 0;
+    assert.ok(count <= 1, `${upn} holds ${count} passkeys`);
+    if (provisioned.includes(upn)) assertEquals(count, 1, `${upn} is in results.csv without a passkey`);
+  }
+  const inspection = fixture.sandbox.inspect();
+  assert.ok(inspection.throttled.total > 0, "the write limit was reached");
+  assert.ok(inspection.faults.serverErrors + inspection.faults.resets + inspection.faults.lostResponses > 0);
+
+  // A re-run of the same command retries what failed and finishes everyone.
+  fixture.sandbox.faults.configure({ serverErrorRate: 0, resetRate: 0, lostResponseRate: 0 });
+  const again = await runCli(
+    fixture.dir,
+    fixture.env,
+    [],
+    "--csv",
+    csv,
+    "--concurrency",
+    "8",
+    "--no-preflight",
+  );
+  assertEquals(again.code, 1, again.stderr);
+  const finalFailures = await readOutput(`${fixture.dir}/failures.csv`);
+  deepStrictEqual(finalFailures.map((r) => r["user"]).sort(), ["nobody@contoso.sandbox", "not a upn"]);
+  const finalResults = await readOutput(`${fixture.dir}/results.csv`);
+  deepStrictEqual(new Set(finalResults.map((r) => r["user"])), new Set(upns));
+  assertEquals(finalResults.length, upns.length);
+  for (const upn of upns) assertEquals(passkeysByUser(fixture.sandbox).get(upn)?.length, 1, upn);
+});
