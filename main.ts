@@ -17,6 +17,7 @@ import {
   whoamiCommand,
 } from "./core/cli/provider.ts";
 import { provisionCommand } from "./core/cli/provision.ts";
+import { revokeCommand } from "./core/cli/revoke.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
 import type { CliContext } from "./core/cli/context.ts";
@@ -36,6 +37,7 @@ import { entraProvider } from "./plugins/entra/plugin.ts";
 /** The command groups of the CLI, in the order `--help` lists them. */
 export const COMMANDS: readonly CommandFactory[] = [
   provisionCommand,
+  revokeCommand,
   doctorCommand,
   loginCommand,
   logoutCommand,

@@ -184,6 +184,50 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
   }
 }
 
+/**
+ * Reads a journal without changing it: its identity and every user's latest state. For commands
+ * that look back at a run (`revoke --run ID`) before reopening it with {@link openJournal}.
+ *
+ * @throws {ProvisioningError} `journal-not-found`, `journal-corrupt`.
+ */
+export async function readJournal(
+  path: string,
+): Promise<{ identity: JournalIdentity; users: Map<string, UserRecord> }> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    throw new ProvisioningError(
+      "journal-not-found",
+      `Cannot find the journal of that run: ${path} does not exist`,
+      {
+        hint: "Give the run id a provision run printed, and the same --journal-dir",
+        exitCode: 2,
+      },
+    );
+  }
+  const first = text.slice(0, Math.max(0, text.indexOf("\n")));
+  const header = headerSchema.safeParse(safeJson(first));
+  if (!header.success) {
+    throw new ProvisioningError("journal-corrupt", `Cannot read journal ${path}: it has no header`, {
+      hint: "Give the journal of a provision run",
+    });
+  }
+  const identity = { runId: header.data.runId, fingerprint: header.data.fingerprint };
+  const users = new Map<string, UserRecord>();
+  replay(text, path, identity, users, () => {});
+  return { identity, users };
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads an existing journal into `state`; returns the length of its valid part (in bytes). */
 function replay(
   text: string,

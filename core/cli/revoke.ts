@@ -1,0 +1,183 @@
+/**
+ * `provisioning revoke --run ID | --csv results.csv`: deletes the passkeys a run created, and only
+ * those. With `--run`, the run's journal says which (users it skipped because they already held a
+ * passkey keep theirs); with `--csv`, the rows of a results file whose status is `provisioned` or
+ * `reconciled`. A passkey already gone counts as revoked. Each deletion is journaled in the run's
+ * journal, so an interrupted revoke can simply be run again.
+ *
+ * Exit codes: 0 all revoked, 1 some could not be, 2 usage error.
+ *
+ * @module
+ */
+import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { parse } from "csv-parse/sync";
+import { z } from "zod";
+import { ProvisioningError, UsageError } from "../errors.ts";
+import { openJournal, readJournal } from "../jobs/journal.ts";
+import { restoreCell } from "../jobs/output/formula.ts";
+import { AdaptivePacer } from "../jobs/rate.ts";
+import type { DirectoryUser, ProviderSession } from "../plugin.ts";
+import type { CliContext } from "./context.ts";
+import { optionsFor, withPluginOptions } from "./plugin_options.ts";
+import { defaultJournalDir } from "./provision.ts";
+import { pluginContext } from "./provider.ts";
+
+/** One passkey to delete. */
+interface Revocation {
+  readonly key: string;
+  readonly user: DirectoryUser;
+  readonly methodId: string;
+}
+
+const resultRowSchema = z.object({
+  user: z.string(),
+  "object id": z.string().regex(/^[0-9a-fA-F-]{36}$/, "is not an object id"),
+  status: z.string(),
+  "method id": z.string(),
+});
+
+/** `revoke`: delete the passkeys of a run. */
+export function revokeCommand(context: CliContext): CommandUnknownOpts {
+  const command = withPluginOptions(
+    new Command("revoke")
+      .description("delete the passkeys a provision run created (by its run id, or from its results.csv)")
+      .option("--run <id>", "the run id a provision run printed")
+      .option("--csv <file>", "a results.csv: its provisioned and reconciled rows")
+      .option("--journal-dir <dir>", "where run journals are kept", defaultJournalDir)
+      .option("--dry-run", "list what would be deleted, delete nothing"),
+    context,
+    "provider",
+    "entra",
+  );
+  return command.action(async (parsed) => {
+    const flags = parsed as {
+      run?: string;
+      csv?: string;
+      journalDir: string;
+      dryRun?: true;
+      provider?: string;
+    };
+    if ((flags.run === undefined) === (flags.csv === undefined)) {
+      throw new UsageError("Cannot revoke: give either --run ID or --csv FILE");
+    }
+    if (flags.run !== undefined && !/^[0-9a-f]{12}$/.test(flags.run)) {
+      throw new UsageError(`Cannot revoke: ${JSON.stringify(flags.run)} is not a run id (12 hex digits)`);
+    }
+    const journalPath = flags.run === undefined ? undefined : `${flags.journalDir}/${flags.run}.jsonl`;
+    const targets = journalPath === undefined
+      ? await fromResults(flags.csv!)
+      : await fromJournal(journalPath);
+    if (flags.dryRun) {
+      for (const t of targets) {
+        context.stdout.write(`would delete ${t.methodId} of ${t.user.userPrincipalName}\n`);
+      }
+      context.stdout.write(`${targets.length} passkey${targets.length === 1 ? "" : "s"} would be deleted\n`);
+      return;
+    }
+    const provider = context.registry.provider(flags.provider ?? "entra");
+    await using session = await provider.connect(
+      { ...pluginContext(context), pacer: new AdaptivePacer() },
+      optionsFor(context, "provider", parsed as Record<string, unknown>) as never,
+      { users: targets.slice(0, 3).map((t) => t.user.userPrincipalName) },
+    );
+    const identity = journalPath === undefined ? undefined : (await readJournal(journalPath)).identity;
+    await using journal = identity && journalPath ? await openJournal(journalPath, identity) : undefined;
+    const failed = await revokeAll(context, session, targets, async (target) => {
+      await journal?.append({ k: target.key, s: "revoked", methodId: target.methodId });
+    });
+    context.stdout.write(`Revoked ${targets.length - failed} of ${targets.length} passkeys\n`);
+    if (failed > 0) {
+      throw new ProvisioningError(
+        "some-failed",
+        `${failed} passkey${failed === 1 ? "" : "s"} could not be deleted`,
+        {
+          hint: "Run the same command again to retry them",
+        },
+      );
+    }
+  });
+}
+
+/** Deletes each passkey, four at a time; returns how many failed (each reported on stderr). */
+async function revokeAll(
+  context: CliContext,
+  session: ProviderSession,
+  targets: readonly Revocation[],
+  onRevoked: (target: Revocation) => Promise<void>,
+): Promise<number> {
+  let failed = 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < targets.length && !context.signal.aborted) {
+      const target = targets[next++]!;
+      try {
+        await session.deletePasskey(target.user, target.methodId);
+        await onRevoked(target);
+      } catch (error) {
+        if (!(error instanceof ProvisioningError)) throw error;
+        failed++;
+        context.stderr.write(
+          `error: ${error.message}${error.hint ? `. ${error.hint}` : ""} [${error.code}]\n`,
+        );
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  return failed;
+}
+
+/** The passkeys the run created and did not revoke yet. */
+async function fromJournal(path: string): Promise<Revocation[]> {
+  const { users } = await readJournal(path);
+  const targets: Revocation[] = [];
+  for (const record of users.values()) {
+    if (record.s !== "verified" && record.s !== "registered") continue;
+    if (!record.methodId || !record.userId || !record.upn) continue;
+    targets.push({
+      key: record.k,
+      user: { id: record.userId, userPrincipalName: record.upn },
+      methodId: record.methodId,
+    });
+  }
+  return targets;
+}
+
+/** The provisioned and reconciled rows of a results file. */
+async function fromResults(path: string): Promise<Revocation[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new ProvisioningError("csv-unreadable", `Cannot read ${JSON.stringify(path)}: ${String(error)}`, {
+      hint: "Give the results.csv a provision run wrote",
+      exitCode: 2,
+      cause: error,
+    });
+  }
+  let rows: Record<string, string>[];
+  try {
+    rows = parse(text.replace(/^\uFEFF/, ""), { columns: true, skip_empty_lines: true });
+  } catch (error) {
+    throw new UsageError(`Cannot read ${JSON.stringify(path)}: it is not a CSV file (${String(error)})`);
+  }
+  const targets: Revocation[] = [];
+  rows.forEach((raw, index) => {
+    const cells = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, restoreCell(v)]));
+    const row = resultRowSchema.safeParse(cells);
+    if (!row.success) {
+      throw new UsageError(
+        `Cannot read row ${index + 2} of ${JSON.stringify(path)}: ${
+          row.error.issues.map((i) => `${i.path.join(".")} ${i.message}`).join("; ")
+        }`,
+        { hint: "Give the results.csv a provision run wrote (user, object id, status, method id …)" },
+      );
+    }
+    if (row.data.status !== "provisioned" && row.data.status !== "reconciled") return;
+    targets.push({
+      key: row.data.user.toLowerCase(),
+      user: { id: row.data["object id"], userPrincipalName: row.data.user },
+      methodId: row.data["method id"],
+    });
+  });
+  return targets;
+}

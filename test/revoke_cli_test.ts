@@ -1,0 +1,53 @@
+/**
+ * `provisioning revoke` against the sandbox: it deletes what a run created and nothing else (a
+ * passkey a user held before the run stays), by run id or from results.csv, and a second revoke
+ * finds nothing left to fail on.
+ */
+import { assert, assertEquals } from "./assert.ts";
+import { bulkFixture, passkeysByUser, writeUsersCsv } from "./bulk_support.ts";
+import { runCli } from "./cli.ts";
+
+Deno.test("revoke --run and --csv delete the passkeys a run created, and only those", async () => {
+  await using fixture = await bulkFixture({ users: 10 });
+  const upns = fixture.upns(4);
+  // user 1 holds a passkey from before, under another name: the run skips them, revoke keeps it.
+  const before = await runCli(fixture.dir, fixture.env, [], "--user", upns[0]!, "--display-name", "Old key");
+  assertEquals(before.code, 0, before.stderr);
+  const csv = await writeUsersCsv(fixture, upns);
+  const run = await runCli(fixture.dir, fixture.env, [], "--csv", csv);
+  assertEquals(run.code, 0, run.stderr);
+  assert.match(run.stdout, /skipped\s+1\n/);
+  const runId = /^Run ([0-9a-f]{12})/m.exec(run.stdout)?.[1];
+  assert.ok(runId, run.stdout);
+  assertEquals(passkeysByUser(fixture.sandbox).size, 4);
+
+  const dry = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", runId!, "--dry-run");
+  assertEquals(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /3 passkeys would be deleted/);
+  assertEquals(passkeysByUser(fixture.sandbox).size, 4);
+
+  const revoke = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", runId!);
+  assertEquals(revoke.code, 0, revoke.stderr);
+  assert.match(revoke.stdout, /Revoked 3 of 3 passkeys/);
+  const left = passkeysByUser(fixture.sandbox);
+  assertEquals([...left.keys()].join(), upns[0]);
+  assertEquals(left.get(upns[0]!)![0]!.displayName, "Old key");
+
+  // Gone already: a second revoke succeeds without deleting anything.
+  const again = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", runId!);
+  assertEquals(again.code, 0, again.stderr);
+
+  // Re-running the provisioning command provisions them again; revoke from its results.csv.
+  const rerun = await runCli(fixture.dir, fixture.env, [], "--csv", csv);
+  assertEquals(rerun.code, 0, rerun.stderr);
+  assertEquals(passkeysByUser(fixture.sandbox).size, 4);
+  const fromCsv = await runCli(fixture.dir, fixture.env, [], "revoke", "--csv", "results.csv");
+  assertEquals(fromCsv.code, 0, fromCsv.stderr);
+  assertEquals([...passkeysByUser(fixture.sandbox).keys()].join(), upns[0]);
+
+  const bad = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", "nope");
+  assertEquals(bad.code, 2);
+  const missing = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", "0123456789ab");
+  assertEquals(missing.code, 2);
+  assert.match(missing.stderr, /does not exist/);
+});
