@@ -1,0 +1,100 @@
+import { assert, assertEquals, rejects } from "../../test/assert.ts";
+import { ProvisioningError } from "../errors.ts";
+import { openJournal, readJournal } from "./journal.ts";
+
+const identity = { runId: "0123456789ab", fingerprint: "sha256:test" };
+
+async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "journal-test-" });
+  try {
+    await run(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("journal: records merge per user, survive a reopen, and count attempts", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/runs/run.jsonl`;
+    {
+      await using journal = await openJournal(path, identity);
+      assertEquals(journal.resumed, false);
+      assertEquals(journal.attempt, 1);
+      await journal.append({
+        k: "alice@contoso.com",
+        s: "resolved",
+        row: 2,
+        userId: "id-a",
+        upn: "alice@contoso.com",
+      });
+      await journal.append({ k: "alice@contoso.com", s: "created", credentialId: "cred", existing: ["m0"] });
+      await journal.append({ k: "bob@contoso.com", s: "failed", code: "user-not-found", message: "no" });
+    }
+    if (Deno.build.os !== "windows") assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
+    await using again = await openJournal(path, identity);
+    assertEquals(again.resumed, true);
+    assertEquals(again.attempt, 2);
+    const alice = again.get("alice@contoso.com")!;
+    assertEquals(alice.s, "created");
+    assertEquals(alice.userId, "id-a");
+    assertEquals(alice.credentialId, "cred");
+    assertEquals(alice.existing?.join(), "m0");
+    assertEquals([...again.users()].map((u) => u.k).join(), "alice@contoso.com,bob@contoso.com");
+  }));
+
+Deno.test("journal: a line torn by a crash is cut off, and appending goes on after it", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/run.jsonl`;
+    {
+      await using journal = await openJournal(path, identity);
+      await journal.append({ k: "alice@contoso.com", s: "verified", methodId: "m1" });
+    }
+    await Deno.writeTextFile(path, '{"t":"user","k":"bob@contoso.com","s":"crea', { append: true });
+    {
+      await using journal = await openJournal(path, identity);
+      assertEquals(journal.get("bob@contoso.com"), undefined);
+      await journal.append({ k: "bob@contoso.com", s: "resolved" });
+    }
+    const { users } = await readJournal(path);
+    assertEquals(users.get("bob@contoso.com")?.s, "resolved");
+    assertEquals(users.get("alice@contoso.com")?.s, "verified");
+    for (const line of (await Deno.readTextFile(path)).trimEnd().split("\n")) JSON.parse(line);
+  }));
+
+Deno.test("journal: a bad line in the middle and another run's journal are clear errors", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/run.jsonl`;
+    {
+      await using journal = await openJournal(path, identity);
+      await journal.append({ k: "alice@contoso.com", s: "verified" });
+    }
+    const other = await rejects(
+      () => openJournal(path, { ...identity, fingerprint: "sha256:other" }),
+      ProvisioningError,
+    );
+    assertEquals(other.code, "journal-mismatch");
+    const text = await Deno.readTextFile(path);
+    await Deno.writeTextFile(
+      path,
+      text.replace('"s":"verified"', '"s":"bogus"') + '{"t":"attempt","at":"x"}\n',
+    );
+    const corrupt = await rejects(() => openJournal(path, identity), ProvisioningError);
+    assertEquals(corrupt.code, "journal-corrupt");
+    assert.match(corrupt.message, /line 3/);
+    const missing = await rejects(() => readJournal(`${dir}/none.jsonl`), ProvisioningError);
+    assertEquals(missing.code, "journal-not-found");
+  }));
+
+Deno.test("journal: concurrent appends are all durable and in one piece each", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/run.jsonl`;
+    {
+      await using journal = await openJournal(path, identity);
+      await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          journal.append({ k: `user${i}@contoso.com`, s: "resolved", row: i })),
+      );
+    }
+    const { users } = await readJournal(path);
+    assertEquals(users.size, 200);
+  }));

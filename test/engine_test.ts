@@ -1,0 +1,200 @@
+/**
+ * The bulk engine in-process against the Entra sandbox and a software key: dry runs, the skip
+ * policy and --force, a failure that halts the run, and resuming a journal left in `created`
+ * (reconciled when the registration got through, registered anew when it did not).
+ */
+import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
+import { newTestKey, scriptedUser } from "./software_key.ts";
+import { formatAaguid } from "../core/aaguid.ts";
+import { runBulk } from "../core/jobs/engine.ts";
+import type { JobEvent } from "../core/jobs/events.ts";
+import { openJournal } from "../core/jobs/journal.ts";
+import { openFailuresFile } from "../core/jobs/output/failures.ts";
+import { openResultsFile } from "../core/jobs/output/results.ts";
+import { provisionUser } from "../core/jobs/provision_user.ts";
+import { readUsersFromList } from "../core/jobs/sources/csv.ts";
+import type { PluginContext, ProviderSession } from "../core/plugin.ts";
+import { entraProvider } from "../plugins/entra/plugin.ts";
+import { type Sandbox, startSandbox } from "../plugins/entra/sandbox/server.ts";
+import { passkeysByUser, readOutput } from "./bulk_support.ts";
+
+const pin = "482916";
+
+interface World extends AsyncDisposable {
+  sandbox: Sandbox;
+  session: ProviderSession;
+  dir: string;
+  upns: string[];
+}
+
+async function world(): Promise<World> {
+  const sandbox = await startSandbox({
+    users: 12,
+    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
+  });
+  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
+  const dir = await Deno.makeTempDir({ prefix: "engine-test-" });
+  const settings: Record<string, string> = {
+    PROVISIONING_SANDBOX: sandbox.url,
+    PROVISIONING_TENANT: sandbox.tenantId,
+    PROVISIONING_CLIENT_ID: sandbox.app.clientId,
+    PROVISIONING_CLIENT_SECRET: sandbox.app.clientSecret,
+  };
+  const context: PluginContext = {
+    interaction: scriptedUser([pin]),
+    env: (name) => settings[name],
+    readSecret: () => Promise.reject(new Error("no secret")),
+    notify: () => {},
+  };
+  const cwd = Deno.cwd();
+  Deno.chdir(dir); // the token cache lives in the working folder
+  let session: ProviderSession;
+  try {
+    session = await entraProvider.connect(context, {});
+  } finally {
+    Deno.chdir(cwd);
+  }
+  const upns = sandbox.tenant.users().map((u) => u.userPrincipalName).filter((u) => /^user\d+@/.test(u));
+  return {
+    sandbox,
+    session,
+    dir,
+    upns,
+    async [Symbol.asyncDispose]() {
+      await session[Symbol.asyncDispose]();
+      await sandbox.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+async function run(
+  w: World,
+  users: string[],
+  options: {
+    dryRun?: boolean;
+    force?: boolean;
+    keyPin?: string | null;
+    journal?: string;
+    displayName?: string;
+  } = {},
+) {
+  await using key = await newTestKey(options.keyPin === null ? {} : { pin: options.keyPin ?? pin });
+  const aaguid = formatAaguid((await key.client.getInfo()).aaguid);
+  await using results = await openResultsFile(`${w.dir}/results.csv`, { fresh: true });
+  await using failures = await openFailuresFile(`${w.dir}/failures.csv`, { fresh: true });
+  await using journal = options.dryRun
+    ? undefined
+    : await openJournal(`${w.dir}/${options.journal ?? "run"}.jsonl`, {
+      runId: "0123456789ab",
+      fingerprint: "f",
+    });
+  const events: JobEvent[] = [];
+  const summary = await runBulk({
+    runId: "0123456789ab",
+    source: readUsersFromList(users),
+    session: w.session,
+    authenticator: key,
+    authenticatorAaguid: aaguid,
+    interaction: scriptedUser([pin]),
+    displayName: options.displayName ?? "Security key",
+    concurrency: 3,
+    ...(options.dryRun ? { dryRun: true } : {}),
+    ...(options.force ? { force: true } : {}),
+    ...(journal ? { journal } : {}),
+    results,
+    failures,
+    onEvent: (event) => events.push(event),
+    retryDelayMs: 10,
+  });
+  await results.close();
+  await failures.close();
+  return {
+    summary,
+    events,
+    results: await readOutput(`${w.dir}/results.csv`),
+    failures: await readOutput(`${w.dir}/failures.csv`),
+  };
+}
+
+Deno.test("engine: a dry run creates nothing; a run provisions; the next run skips; --force adds one", async () => {
+  await using w = await world();
+  const users = w.upns.slice(0, 3);
+  const dry = await run(w, users, { dryRun: true });
+  assertEquals(dry.summary.counts.dryRun, 3);
+  assertEquals(passkeysByUser(w.sandbox).size, 0);
+  deepStrictEqual(dry.results.map((r) => r["status"]), ["dry-run", "dry-run", "dry-run"]);
+
+  const first = await run(w, users);
+  assertEquals(first.summary.counts.provisioned, 3);
+  const states = first.events.filter((e) => e.type === "user-state" && e.user === users[0]).map((e) =>
+    e.type === "user-state" ? e.state : ""
+  );
+  deepStrictEqual(states, ["queued", "resolved", "options", "created", "registered", "verified"]);
+
+  const second = await run(w, users, { journal: "second" });
+  assertEquals(second.summary.counts.skipped, 3);
+  assertEquals(second.results[0]!["status"], "skipped");
+  for (const upn of users) assertEquals(passkeysByUser(w.sandbox).get(upn)?.length, 1);
+
+  const forced = await run(w, users.slice(0, 1), { journal: "third", force: true, displayName: "Spare key" });
+  assertEquals(forced.summary.counts.provisioned, 1);
+  assertEquals(passkeysByUser(w.sandbox).get(users[0]!)?.length, 2);
+});
+
+Deno.test("engine: a key without a PIN halts the run at the first user instead of failing everyone", async () => {
+  await using w = await world();
+  const outcome = await run(w, w.upns.slice(0, 8), { keyPin: null });
+  assertEquals(outcome.summary.halted?.code, "pin-not-set");
+  assert.ok(outcome.summary.counts.failed <= 3, "only the users in flight when it happened");
+  assert.ok(outcome.events.some((e) => e.type === "stopping" && e.reason === "halt"));
+  assertEquals(passkeysByUser(w.sandbox).size, 0);
+});
+
+Deno.test("engine: a journal left in `created` is reconciled when it got through, registered anew when not", async () => {
+  await using w = await world();
+  const [through, lost] = w.upns;
+  // An earlier attempt: user "through" registered but died before journaling it; user "lost"
+  // died between the key and the POST.
+  {
+    await using journal = await openJournal(`${w.dir}/run.jsonl`, {
+      runId: "0123456789ab",
+      fingerprint: "f",
+    });
+    await using key = await newTestKey({ pin });
+    for (const upn of [through!, lost!]) {
+      const user = await w.session.resolveUser(upn);
+      await journal.append({ k: upn, s: "resolved", userId: user.id, upn: user.userPrincipalName, ref: upn });
+      await provisionUser({
+        session: w.session,
+        user,
+        authenticator: key,
+        interaction: scriptedUser([pin]),
+        displayName: "Security key",
+        onTransition: async (t) => {
+          if (t.state !== "created") return;
+          await journal.append({
+            k: upn,
+            s: "created",
+            credentialId: t.credentialId,
+            existing: [],
+            displayName: t.displayName,
+          });
+          if (upn === lost) throw new Error("power cut");
+        },
+      }).catch((error) => {
+        if (!(error instanceof Error && error.message === "power cut")) throw error;
+      });
+    }
+  }
+  assertEquals(passkeysByUser(w.sandbox).get(through!)?.length, 1);
+  assertEquals(passkeysByUser(w.sandbox).get(lost!), undefined);
+
+  const resumed = await run(w, [through!, lost!]);
+  assertEquals(resumed.summary.counts.reconciled, 1);
+  assertEquals(resumed.summary.counts.provisioned, 1);
+  assertEquals(passkeysByUser(w.sandbox).get(through!)?.length, 1);
+  assertEquals(passkeysByUser(w.sandbox).get(lost!)?.length, 1);
+  const statuses = Object.fromEntries(resumed.results.map((r) => [r["user"], r["status"]]));
+  deepStrictEqual(statuses, { [through!]: "reconciled", [lost!]: "provisioned" });
+});
