@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { hidAuthenticator } from "./authenticators/hid/plugin.ts";
 import { softwareAuthenticator } from "./authenticators/software/plugin.ts";
 import { keyCommand } from "./core/cli/key.ts";
 import {
@@ -52,7 +53,7 @@ export const COMMANDS: readonly CommandFactory[] = [
  * place that does; third-party plugins will be loaded by path into a Worker.
  */
 export function registerBuiltins(registry: PluginRegistry): PluginRegistry {
-  return registry.register(softwareAuthenticator).register(entraProvider);
+  return registry.register(softwareAuthenticator).register(hidAuthenticator).register(entraProvider);
 }
 
 /**

@@ -47,7 +47,8 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a new r
     );
     assertEquals(run.code, 1, run.stderr);
     assert.match(run.stdout, /provisioned\s+2\n/);
-    assert.match(run.stderr, /nobody@contoso\.sandbox \[user-not-found\]/);
+    assert.match(run.stdout, /revoke --run [0-9a-f]{12}/);
+    assert.match(run.stderr, /nobody@contoso\.sandbox \(row 3\): failed \[user-not-found\]/);
     assert.match(run.stderr, /1 user failed; see failures\.csv/);
     const results = await Deno.readTextFile(`${dir}/results.csv`);
     assert.match(results, /"user0001@contoso\.sandbox","[0-9a-f-]{36}","provisioned"/);

@@ -17,6 +17,8 @@ export interface TextWriter {
   write(text: string): void;
   /** Width of the terminal in columns, when the writer is one; wraps `--help`. */
   readonly columns?: number | undefined;
+  /** True when the writer is a terminal (a live progress bar), false or absent otherwise. */
+  readonly isTerminal?: boolean;
 }
 
 /** A secret to ask the operator for, e.g. the vault passphrase. */

@@ -5,6 +5,9 @@
  *
  * Every subcommand works on the authenticator plugin chosen with `--authenticator` (default
  * `software`) and takes that plugin's options (e.g. `--vault`), so nothing here knows a plugin.
+ * `key devices` and `key prepare` (default `hid`) use capabilities a plugin may offer beyond
+ * `open` — `listDevices` and `prepare`, described by {@link DeviceListingPlugin} and
+ * {@link PreparingPlugin} — found on the plugin object, never imported.
  *
  * @module
  */
@@ -16,9 +19,10 @@ import type { GetInfoResponse } from "../ctap/commands.ts";
 import { PinUvAuthPermission } from "../ctap/pin_protocol.ts";
 import { serveCtapHidOnUnixSocket } from "../ctap/unix_socket.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
-import type { Authenticator } from "../plugin.ts";
+import { loadPinRecipient, PinOutputFile } from "../jobs/output/pin_output.ts";
+import type { Authenticator, AuthenticatorPlugin, PluginContext } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
-import { keyPinEnv, pinFromEnvironment } from "./pin.ts";
+import { keyPinEnv, newKeyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
 
 const algorithmNames: Readonly<Record<number, string>> = { [-7]: "ES256", [-8]: "EdDSA", [-257]: "RS256" };
@@ -155,8 +159,270 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
     await server.closed;
   });
 
-  for (const command of [init, info, list, remove, setPin, serve]) key.addCommand(command);
+  const devices = withPluginOptions(
+    new Command("devices")
+      .description("list the FIDO security keys plugged in, with what each one is (getInfo)")
+      .option("--json", "print as JSON"),
+    context,
+    "authenticator",
+    "hid",
+  ).action(async (parsed) => {
+    const options = parsed as KeyOptions;
+    const id = options.authenticator ?? "hid";
+    const plugin = context.registry.authenticator(id);
+    if (!isDeviceListing(plugin)) {
+      throw new UsageError(`Cannot list devices of authenticator "${id}": it has no devices to list`, {
+        hint: "Use --authenticator hid",
+      });
+    }
+    const { devices, skipped } = await plugin.listDevices(
+      context,
+      optionsFor(context, "authenticator", options),
+    );
+    if (options["json"]) {
+      const rows = devices.map((d) =>
+        d.ok ? d.description : { device: d.device, label: d.label, error: errorText(d.error) }
+      );
+      context.stdout.write(`${JSON.stringify({ devices: rows, skipped }, null, 2)}\n`);
+      return;
+    }
+    if (devices.length === 0) context.stdout.write("No security keys found.\n");
+    else context.stdout.write(formatDevices(devices));
+    for (const s of skipped) context.stderr.write(`Skipped ${s.path}: ${s.reason}\n`);
+  });
+
+  const prepare = withPluginOptions(
+    new Command("prepare")
+      .description(
+        "prepare a security key per policy: optional factory reset, a PIN (random or given), minimum " +
+          "PIN length, forced PIN change, enterprise attestation; PINs go only to --pin-output",
+      )
+      .option(
+        "--reset",
+        "factory-reset the key first (erases its passkeys; touch within seconds of plugging in)",
+      )
+      .option("--new-pin <mode>", `random, ask (or ${newKeyPinEnv}), or keep`, "random")
+      .option("--pin-length <n>", "digits of a random PIN (raised to the key's and policy's minimum)", "8")
+      .option("--min-pin-length <n>", "raise the key's minimum PIN length (authenticatorConfig)")
+      .option("--force-pin-change", "make the user change the PIN at first use (authenticatorConfig)")
+      .option("--enterprise-attestation", "enable enterprise attestation where the key supports it")
+      .option("--strict", "fail a key that lacks an asked-for feature instead of reporting it")
+      .option("--pin-output <file>", "append the new PIN to this file (created 0600); never printed")
+      .option("--pin-recipient <key-file>", "encrypt PIN records to this public key (JWK or PEM): JWE")
+      .option("--user <name>", "who the key is for, recorded with the PIN"),
+    context,
+    "authenticator",
+    "hid",
+  ).action(async (parsed) => {
+    const options = parsed as KeyOptions;
+    const id = options.authenticator ?? "hid";
+    const plugin = context.registry.authenticator(id);
+    if (!isPreparing(plugin)) {
+      throw new UsageError(`Cannot prepare authenticator "${id}": it has no policy to apply`, {
+        hint: "Use --authenticator hid",
+      });
+    }
+    const policy = await preparePolicy(context, options);
+    const pinOutputPath = options["pinOutput"] as string | undefined;
+    if (policy.pin && !pinOutputPath) {
+      throw new UsageError("Cannot prepare the key: the new PIN would be lost, as PINs are never printed", {
+        hint: "Give --pin-output FILE (and --pin-recipient KEY to encrypt it), or --new-pin keep",
+      });
+    }
+    const recipientPath = options["pinRecipient"] as string | undefined;
+    if (recipientPath && !pinOutputPath) {
+      throw new UsageError("Cannot use --pin-recipient without --pin-output");
+    }
+    const recipient = recipientPath ? await loadPinRecipient(recipientPath) : undefined;
+    await using pinOutput = pinOutputPath
+      ? await PinOutputFile.open(pinOutputPath, recipient ? { recipient } : {})
+      : undefined;
+    const currentPin = context.env(keyPinEnv);
+    const report = await plugin.prepare(context, optionsFor(context, "authenticator", options), {
+      policy,
+      ...(currentPin ? { currentPin } : {}),
+      notify: (text) => context.stderr.write(`${text}\n`),
+    });
+    const width = Math.max(...report.outcomes.map((o) => o.feature.length), 7);
+    context.stdout.write(`Prepared ${report.label} (AAGUID ${report.aaguid})\n`);
+    for (const outcome of report.outcomes) {
+      context.stdout.write(
+        `  ${outcome.feature.padEnd(width)}  ${outcome.status.padEnd(11)}  ${outcome.detail}\n`,
+      );
+    }
+    if (report.pin && report.pinSet && pinOutput) {
+      await pinOutput.write({
+        user: (options["user"] as string | undefined) ?? report.device,
+        pin: report.pin.reveal(),
+        device: report.device,
+        aaguid: report.aaguid,
+        pinMustChange: report.pinMustChange,
+      });
+      context.stdout.write(
+        `PIN written to ${pinOutput.path}${recipient ? ` (encrypted to ${recipient.source})` : ""}` +
+          `${report.pinMustChange ? "; the user must change it at first use" : ""}\n`,
+      );
+    }
+  });
+
+  for (const command of [init, info, list, remove, setPin, serve, devices, prepare]) key.addCommand(command);
   return key;
+}
+
+/** A device as `key devices` prints it: what the hid plugin's describeKey returns. */
+export interface KeyDeviceSummary {
+  readonly device: string;
+  readonly label: string;
+  readonly vendorId?: number;
+  readonly productId?: number;
+  readonly productName?: string;
+  readonly deviceVersion?: string;
+  readonly versions: readonly string[];
+  readonly aaguid: string;
+  readonly pinSupported: boolean;
+  readonly pinSet: boolean;
+  readonly pinRetries?: number;
+  readonly minPinLength: number;
+  readonly forcePinChange: boolean;
+  readonly firmwareVersion?: number;
+}
+
+/** One row of a device listing: a description, or why that key could not be read. */
+export type DeviceRow =
+  | { readonly ok: true; readonly description: KeyDeviceSummary }
+  | { readonly ok: false; readonly device: string; readonly label: string; readonly error: unknown };
+
+/**
+ * An authenticator plugin that finds devices (`key devices`). To move into core/plugin.ts as an
+ * optional member of AuthenticatorPlugin.
+ */
+export interface DeviceListingPlugin {
+  listDevices(context: PluginContext, options: Record<string, unknown>): Promise<{
+    devices: DeviceRow[];
+    skipped: readonly { readonly path: string; readonly reason: string }[];
+  }>;
+}
+
+/** The policy `key prepare` hands a {@link PreparingPlugin}. */
+export interface PreparePolicy {
+  readonly reset?: boolean;
+  readonly pin?: { readonly kind: "random"; readonly length?: number } | {
+    readonly kind: "given";
+    readonly pin: string;
+  };
+  readonly minPinLength?: number;
+  readonly forcePinChange?: boolean;
+  readonly enterpriseAttestation?: boolean;
+  readonly strict?: boolean;
+}
+
+/**
+ * An authenticator plugin that applies a key policy (`key prepare`). To move into core/plugin.ts
+ * as an optional member of AuthenticatorPlugin.
+ */
+export interface PreparingPlugin {
+  prepare(context: PluginContext, options: Record<string, unknown>, request: {
+    policy: PreparePolicy;
+    currentPin?: string;
+    notify: (text: string) => void;
+  }): Promise<{
+    readonly device: string;
+    readonly label: string;
+    readonly aaguid: string;
+    readonly pin: { reveal(): string } | undefined;
+    readonly pinSet: boolean;
+    readonly pinMustChange: boolean;
+    readonly outcomes: readonly {
+      readonly feature: string;
+      readonly status: string;
+      readonly detail: string;
+    }[];
+  }>;
+}
+
+function isDeviceListing(
+  plugin: AuthenticatorPlugin<never>,
+): plugin is AuthenticatorPlugin<never> & DeviceListingPlugin {
+  return typeof (plugin as Partial<DeviceListingPlugin>).listDevices === "function";
+}
+
+function isPreparing(
+  plugin: AuthenticatorPlugin<never>,
+): plugin is AuthenticatorPlugin<never> & PreparingPlugin {
+  return typeof (plugin as Partial<PreparingPlugin>).prepare === "function";
+}
+
+function positiveInt(value: unknown, flag: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > 63) {
+    throw new UsageError(`Cannot use ${flag} "${String(value)}": expected a whole number from ${min} to 63`);
+  }
+  return n;
+}
+
+async function preparePolicy(context: CliContext, options: KeyOptions): Promise<PreparePolicy> {
+  const mode = String(options["newPin"] ?? "random");
+  let pin: PreparePolicy["pin"];
+  if (mode === "random") {
+    pin = { kind: "random", length: positiveInt(options["pinLength"], "--pin-length", 4) ?? 8 };
+  } else if (mode === "ask") {
+    const given = context.env(newKeyPinEnv) || await askNewPin(context);
+    pin = { kind: "given", pin: given };
+  } else if (mode !== "keep") {
+    throw new UsageError(`Cannot use --new-pin "${mode}": expected random, ask or keep`);
+  }
+  const minPinLength = positiveInt(options["minPinLength"], "--min-pin-length", 4);
+  return {
+    ...(options["reset"] ? { reset: true } : {}),
+    ...(pin ? { pin } : {}),
+    ...(minPinLength === undefined ? {} : { minPinLength }),
+    ...(options["forcePinChange"] ? { forcePinChange: true } : {}),
+    ...(options["enterpriseAttestation"] ? { enterpriseAttestation: true } : {}),
+    ...(options["strict"] ? { strict: true } : {}),
+  };
+}
+
+async function askNewPin(context: CliContext): Promise<string> {
+  const pin = await context.readSecret({
+    label: "New PIN for the security key",
+    hint: `Set ${newKeyPinEnv}`,
+  });
+  const again = await context.readSecret({ label: "Repeat the new PIN", hint: `Set ${newKeyPinEnv}` });
+  if (pin !== again) throw new UsageError("Cannot set the PIN: the two entries differ");
+  return pin;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof ProvisioningError && error.hint
+    ? `${error.message}. ${error.hint}`
+    : error instanceof Error
+    ? error.message
+    : String(error);
+}
+
+function formatDevices(devices: readonly DeviceRow[]): string {
+  const hex = (n: number | undefined) => n === undefined ? "----" : n.toString(16).padStart(4, "0");
+  const rows = devices.map((d) => {
+    if (!d.ok) return [d.device, "", d.label, "", "", `cannot read: ${errorText(d.error)}`, "", ""];
+    const k = d.description;
+    const pin = !k.pinSupported
+      ? "not supported"
+      : k.pinSet
+      ? `set, ${k.pinRetries ?? "?"} left${k.forcePinChange ? ", must change" : ""}`
+      : "not set";
+    return [
+      k.device,
+      k.vendorId === undefined ? "" : `${hex(k.vendorId)}:${hex(k.productId)}`,
+      k.productName ?? "",
+      k.aaguid,
+      k.versions.join(","),
+      pin,
+      String(k.minPinLength),
+      k.firmwareVersion === undefined ? k.deviceVersion ?? "" : String(k.firmwareVersion),
+    ];
+  });
+  return table(["DEVICE", "VID:PID", "PRODUCT", "AAGUID", "VERSIONS", "PIN", "MIN PIN", "FIRMWARE"], rows);
 }
 
 async function openAuthenticator(
@@ -232,7 +498,14 @@ function formatInfo(label: string, info: GetInfoResponse, pinRetries: number | u
     ],
     ["Extensions", (info.extensions ?? []).join(", ") || "none"],
     ["Options", options.join(", ")],
-    ["PIN", pinRetries === undefined ? "not set" : `set, ${pinRetries} attempts left`],
+    [
+      "PIN",
+      !("clientPin" in (info.options ?? {}))
+        ? "not supported"
+        : pinRetries === undefined
+        ? "not set"
+        : `set, ${pinRetries} attempts left`,
+    ],
     ["Min PIN length", String(info.minPINLength ?? 4)],
     ["Force PIN change", info.forcePINChange ? "yes" : "no"],
     [
@@ -243,6 +516,14 @@ function formatInfo(label: string, info: GetInfoResponse, pinRetries: number | u
     ],
     ["Transports", (info.transports ?? []).join(", ") || "not reported"],
     ["Firmware", info.firmwareVersion === undefined ? "not reported" : String(info.firmwareVersion)],
+    [
+      "Enterprise attestation",
+      info.options?.["ep"] === true
+        ? "enabled"
+        : "ep" in (info.options ?? {})
+        ? "supported, off"
+        : "not supported",
+    ],
   ];
   const width = Math.max(...rows.map(([name]) => name.length));
   return rows.map(([name, value]) => `${name.padEnd(width)}  ${value}\n`).join("");

@@ -19,3 +19,6 @@ export function pinFromEnvironment(context: CliContext): UserInteraction {
     promptUserPresence: (label) => context.interaction.promptUserPresence(label),
   };
 }
+
+/** The environment variable that supplies the new PIN `key prepare --new-pin ask` sets, unattended. */
+export const newKeyPinEnv = "PROVISIONING_NEW_KEY_PIN";

@@ -25,7 +25,7 @@ import { readUsersFromCsv, readUsersFromList, type SourceRow } from "../jobs/sou
 import type { JobEvent, RunSummary } from "../jobs/events.ts";
 import type { ConnectHints, ProviderPlugin, ProviderSession } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
-import { pinFromEnvironment } from "./pin.ts";
+import { keyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor } from "./plugin_options.ts";
 import { defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
 import { printRunSummary, startProgress } from "./run_output.ts";
@@ -174,6 +174,7 @@ async function runProvision(
   const progress = startProgress(context, {
     format: flags.logFormat === "json" ? "json" : "text",
     verbose: flags.verbose === true,
+    secrets: [context.env(keyPinEnv)],
   });
   const emit = (event: JobEvent) => progress.listener(event);
   const pacer = new AdaptivePacer({
@@ -252,11 +253,7 @@ async function runProvision(
   } finally {
     progress.close();
   }
-  printRunSummary(context, summary, {
-    format: flags.logFormat === "json" ? "json" : "text",
-    ...(journal ? { journalPath } : {}),
-    dryRun,
-  });
+  printRunSummary(context, summary, { format: flags.logFormat === "json" ? "json" : "text" });
   if (summary.halted) {
     throw new ProvisioningError(
       summary.halted.code,

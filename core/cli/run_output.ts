@@ -1,12 +1,15 @@
 /**
- * What a bulk run shows on stderr while it works and at its end: the glue between the engine's
- * events and the progress display and summary. Results never go to stdout from here, except the
- * summary, which is the command's result.
+ * What a bulk run shows while it works and at its end: the glue between the engine's events, the
+ * progress display (progress.ts), the log sink with its redaction (core/log.ts) and the summary
+ * (summary.ts). Progress and logs go to stderr; the summary is the command's result, on stdout.
  *
  * @module
  */
-import type { JobEvent, JobListener, RunSummary } from "../jobs/events.ts";
+import type { JobListener, RunSummary } from "../jobs/events.ts";
+import { configureLogging, redactValue } from "../log.ts";
 import type { CliContext } from "./context.ts";
+import { createProgressReporter } from "./progress.ts";
+import { renderSummary, renderSummaryJson } from "./summary.ts";
 
 /** How progress and the summary are written. */
 export interface RunOutputOptions {
@@ -16,77 +19,46 @@ export interface RunOutputOptions {
   readonly verbose?: boolean;
 }
 
-/** A running progress display. */
+/** A running progress display (and the log sink behind it). */
 export interface RunProgress {
   readonly listener: JobListener;
-  /** Stops redrawing (clears the live line). */
+  /** Clears the live line, stops its timers and the log configuration. */
   close(): void;
 }
 
-/** Starts the progress display on `context.stderr`. */
-export function startProgress(context: CliContext, options: RunOutputOptions): RunProgress {
-  const write = (text: string) => context.stderr.write(text);
-  let done = 0;
-  let lastLine = 0;
+/**
+ * Starts the progress display on `context.stderr`, routes the `provisioning` loggers through it
+ * (so a log line never tears the bar), and registers the run's secrets for redaction at the sink.
+ */
+export function startProgress(
+  context: CliContext,
+  options: RunOutputOptions & { readonly secrets?: readonly (string | undefined)[] },
+): RunProgress {
+  const reporter = createProgressReporter({
+    writer: context.stderr,
+    format: options.format,
+    verbose: options.verbose ?? false,
+    tty: context.stderr.isTerminal === true,
+  });
+  const logging = configureLogging({
+    writer: reporter.writer,
+    format: options.format,
+    verbose: options.verbose ?? false,
+  });
+  const redactions = (options.secrets ?? []).filter((s): s is string => !!s).map((secret) =>
+    redactValue(secret)
+  );
   return {
-    listener(event: JobEvent) {
-      if (options.format === "json") {
-        write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`);
-        return;
-      }
-      if (event.type === "user-finished") {
-        done++;
-        if (options.verbose || event.outcome === "failed") {
-          write(`${event.outcome.padEnd(11)} ${event.user}${event.code ? ` [${event.code}]` : ""}\n`);
-        }
-        if (Date.now() - lastLine > 10_000) {
-          lastLine = Date.now();
-          write(`${done} users done\n`);
-        }
-      } else if (event.type === "user-state" && options.verbose) {
-        write(`  ${event.state.padEnd(10)} ${event.user}${event.detail ? ` (${event.detail})` : ""}\n`);
-      } else if (event.type === "run-started") {
-        write(
-          `Run ${event.runId}${event.resumed ? ` resumed (${event.alreadyDone} users done before)` : ""}${
-            event.total === undefined ? "" : `, about ${event.total} users`
-          }, ${event.concurrency} at a time${event.dryRun ? ", dry run" : ""}\n`,
-        );
-      } else if (event.type === "stopping") {
-        write("Stopping: finishing the users in flight\n");
-      }
+    listener: reporter.listener,
+    close() {
+      reporter.close();
+      logging[Symbol.dispose]();
+      for (const redaction of redactions) redaction[Symbol.dispose]();
     },
-    close() {},
   };
 }
 
 /** Prints the end-of-run summary on stdout. */
-export function printRunSummary(
-  context: CliContext,
-  summary: RunSummary,
-  options: RunOutputOptions & { readonly journalPath?: string; readonly dryRun?: boolean },
-): void {
-  if (options.format === "json") {
-    context.stdout.write(`${JSON.stringify({ type: "summary", ...summary })}\n`);
-    return;
-  }
-  const c = summary.counts;
-  const minutes = summary.elapsedMs / 60_000;
-  const finished = c.provisioned + c.reconciled + c.skipped + c.dryRun + c.failed;
-  const lines = [
-    `Run ${summary.runId}${summary.interrupted ? " (stopped)" : ""}`,
-    `  provisioned  ${c.provisioned + c.reconciled}${
-      c.reconciled ? ` (${c.reconciled} found after a lost answer)` : ""
-    }`,
-    `  skipped      ${c.skipped}`,
-    ...(options.dryRun ? [`  would create ${c.dryRun}`] : []),
-    `  failed       ${c.failed}`,
-    ...Object.entries(c.byReason).sort((a, b) => b[1] - a[1]).map(([code, n]) => `    ${code}: ${n}`),
-    ...(summary.fromEarlierAttempts ? [`  done before  ${summary.fromEarlierAttempts}`] : []),
-    `  elapsed      ${(summary.elapsedMs / 1000).toFixed(1)} s, ${
-      minutes > 0 ? Math.round(finished / minutes) : finished
-    } users/minute`,
-    `  results      ${summary.resultsPath}`,
-    `  failures     ${summary.failuresPath}`,
-  ];
-  context.stdout.write(`${lines.join("\n")}\n`);
+export function printRunSummary(context: CliContext, summary: RunSummary, options: RunOutputOptions): void {
+  context.stdout.write(options.format === "json" ? renderSummaryJson(summary) : renderSummary(summary));
 }

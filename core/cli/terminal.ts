@@ -47,6 +47,9 @@ export function terminalWriter(output: TerminalOutput): TextWriter {
         if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
       }
     },
+    get isTerminal() {
+      return output.isTerminal();
+    },
     get columns() {
       if (!output.isTerminal()) return undefined;
       try {

@@ -247,6 +247,24 @@ export class Ctap2Client {
     }, undefined);
   }
 
+  /**
+   * enableEnterpriseAttestation (CTAP 2.1 §6.11.1): lets the key return enterprise attestation
+   * (with a serial number) to the rp ids its vendor pre-configured. Keys that support it list the
+   * `ep` option in getInfo; the token needs the `acfg` permission.
+   */
+  async enableEnterpriseAttestation(token: PinToken): Promise<void> {
+    const subCommand = ConfigSubcommand.enableEnterpriseAttestation;
+    const message = concatBytes(new Uint8Array(32).fill(0xff), Uint8Array.of(0x0d, subCommand));
+    await this.#call(CtapCommand.config, {
+      codec: ConfigRequest,
+      fields: {
+        subCommand,
+        pinUvAuthProtocol: token.protocol.version,
+        pinUvAuthParam: token.protocol.authenticate(token.token, message),
+      },
+    }, undefined);
+  }
+
   // --- authenticatorCredentialManagement ----------------------------------------------------
 
   async #credentialManagement(

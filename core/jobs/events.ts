@@ -48,7 +48,11 @@ export interface RunCounts {
   byReason: Record<string, number>;
 }
 
-/** The end of a run, for the summary and the exit code. */
+/**
+ * The end of a run, for the summary and the exit code. `counts` and `elapsedMs` are of this
+ * attempt only; users an earlier attempt of the same run finished are `fromEarlierAttempts` (and
+ * `alreadyDone` in `run-started`), never in `counts`.
+ */
 export interface RunSummary {
   readonly runId: string;
   readonly counts: RunCounts;

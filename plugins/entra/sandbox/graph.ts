@@ -16,12 +16,10 @@
  *
  * @module
  */
-import { decode as decodeCbor } from "cborg";
-import { verifyRegistrationResponse } from "@simplewebauthn/server";
 import { z } from "zod";
-import { fromBase64Any, randomBytes, toBase64, toBase64Url, toHex } from "../../../core/bytes.ts";
-import { x509 } from "../../../core/x509.ts";
+import { fromBase64Any, randomBytes, toBase64, toBase64Url } from "../../../core/bytes.ts";
 import type { Principal } from "./oauth.ts";
+import { RegistrationRefused, verifyRegistration } from "./registration.ts";
 import {
   authenticationAdminRoles,
   type DirectoryMember,
@@ -992,190 +990,20 @@ async function createFido2(this: Api, ctx: Ctx): Promise<Response> {
     );
   }
 
-  const challenge = challengeOf(publicKeyCredential.response.clientDataJSON);
-  const pending = challenge === undefined ? undefined : this.tenant.takeChallenge(challenge);
-  if (!pending || pending.userId !== user.id) {
-    throw new GraphFailure(
-      400,
-      "badRequest",
-      "The challenge in clientDataJSON was not issued for this user by creationOptions, or has already been used.",
-    );
-  }
-  if (this.tenant.now() > pending.expiresAt) {
-    throw new GraphFailure(
-      400,
-      "badRequest",
-      `The challenge expired at ${
-        iso(pending.expiresAt)
-      }. Request new creationOptions and create the credential again.`,
-    );
-  }
-
-  const webauthn = this.tenant.webauthn;
-  let verification;
+  let method: StoredFido2Method;
   try {
-    verification = await verifyRegistrationResponse({
-      response: {
-        id: publicKeyCredential.id,
-        rawId: publicKeyCredential.id,
-        type: "public-key",
-        response: {
-          clientDataJSON: publicKeyCredential.response.clientDataJSON,
-          attestationObject: publicKeyCredential.response.attestationObject,
-        },
-        clientExtensionResults: publicKeyCredential.clientExtensionResults ?? {},
-      },
-      expectedChallenge: pending.challenge,
-      expectedOrigin: webauthn.origins,
-      expectedRPID: webauthn.rpId,
-      requireUserVerification: true,
-      supportedAlgorithmIDs: [-7, -257],
+    method = await verifyRegistration(this.tenant, user, { displayName, credential: publicKeyCredential }, {
+      origins: this.tenant.webauthn.origins,
+      rpId: this.tenant.webauthn.rpId,
     });
   } catch (error) {
-    throw new GraphFailure(
-      400,
-      "badRequest",
-      `The WebAuthn registration could not be verified: ${describe(error)}`,
-    );
+    if (error instanceof RegistrationRefused) throw new GraphFailure(400, "badRequest", error.message);
+    throw error;
   }
-  if (!verification.verified) {
-    throw new GraphFailure(400, "badRequest", "The WebAuthn registration could not be verified.");
-  }
-  const info = verification.registrationInfo;
-  if (info.credential.id !== publicKeyCredential.id) {
-    throw new GraphFailure(
-      400,
-      "badRequest",
-      "publicKeyCredential.id does not match the credential id in attestationObject.",
-    );
-  }
-  const aaGuid = info.aaguid.toLowerCase();
-  const attestation = await classifyAttestation(this, publicKeyCredential.response.attestationObject);
-  const policy = this.tenant.fido2Policy;
-  if (policy.isAttestationEnforced && attestation.level !== "attested") {
-    // Entra checks attestation against the FIDO Metadata Service; the message is the sandbox's.
-    throw new GraphFailure(
-      400,
-      "badRequest",
-      `Attestation is enforced by the FIDO2 authentication method policy and the security key's attestation could not be verified (${attestation.reason}).`,
-    );
-  }
-  const restrictions = policy.keyRestrictions;
-  if (restrictions.isEnforced) {
-    const listed = restrictions.aaGuids.some((g) => normalizeAaguid(g) === aaGuid);
-    if (restrictions.enforcementType === "allow" ? !listed : listed) {
-      throw new GraphFailure(
-        400,
-        "badRequest",
-        `The security key's AAGUID '${aaGuid}' is ${
-          restrictions.enforcementType === "allow" ? "not in the allowed list" : "in the blocked list"
-        } of the FIDO2 authentication method policy's key restrictions.`,
-      );
-    }
-  }
-  if (this.tenant.credentialOwner(info.credential.id) !== undefined) {
-    throw new GraphFailure(400, "badRequest", "This credential is already registered.");
-  }
-
-  const method: StoredFido2Method = {
-    id: guidFrom(randomBytes(16)),
-    displayName,
-    createdDateTime: iso(this.tenant.now()),
-    aaGuid,
-    model: this.tenant.models.get(aaGuid) ?? null,
-    attestationCertificates: attestation.thumbprints,
-    attestationLevel: attestation.level,
-    passkeyType: info.credentialDeviceType === "multiDevice" ? "synced" : "deviceBound",
-    credentialId: info.credential.id,
-    publicKey: toBase64Url(info.credential.publicKey),
-    signCount: info.credential.counter,
-    attestationFormat: info.fmt,
-    verified: true,
-    userVerified: info.userVerified,
-  };
-  this.tenant.addFido2Method(user.id, method);
   return json({
     "@odata.context": context(this, ctx.version, `users('${user.id}')/authentication/fido2Methods/$entity`),
     ...fido2Json(method),
   }, 201);
-}
-
-function normalizeAaguid(text: string): string {
-  const hex = text.replaceAll("-", "").toLowerCase();
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
-function challengeOf(clientDataJSON: string): string | undefined {
-  try {
-    const data = JSON.parse(new TextDecoder().decode(fromBase64Any(clientDataJSON)));
-    return typeof data?.challenge === "string" ? data.challenge : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * "attested" when the statement carries an x5c chain that ends at a trusted root (the sandbox's
- * stand-in for the FIDO Metadata Service); "notAttested" for `none`, self attestation, or a chain
- * to an unknown root. Thumbprints are the SHA-1 of each x5c certificate, hex.
- */
-async function classifyAttestation(
-  api: Api,
-  attestationObject: string,
-): Promise<{ level: "attested" | "notAttested"; thumbprints: string[]; reason: string }> {
-  let decoded: { fmt?: unknown; attStmt?: { x5c?: unknown } };
-  try {
-    decoded = decodeCbor(fromBase64Any(attestationObject)) as typeof decoded;
-  } catch (error) {
-    throw new GraphFailure(400, "badRequest", `attestationObject is not valid CBOR: ${describe(error)}`);
-  }
-  const fmt = typeof decoded.fmt === "string" ? decoded.fmt : "unknown";
-  const x5c = Array.isArray(decoded.attStmt?.x5c)
-    ? decoded.attStmt.x5c.filter((c): c is Uint8Array => c instanceof Uint8Array)
-    : [];
-  if (fmt === "none") {
-    return { level: "notAttested", thumbprints: [], reason: "the key sent no attestation (format 'none')" };
-  }
-  if (x5c.length === 0) {
-    return {
-      level: "notAttested",
-      thumbprints: [],
-      reason: `the key attested itself (format '${fmt}' without a certificate)`,
-    };
-  }
-  const thumbprints = await Promise.all(
-    x5c.map(async (der) => toHex(new Uint8Array(await crypto.subtle.digest("SHA-1", Uint8Array.from(der))))),
-  );
-  const trusted = await chainsToTrustedRoot(api, x5c);
-  return trusted ? { level: "attested", thumbprints, reason: "" } : {
-    level: "notAttested",
-    thumbprints,
-    reason: "its attestation certificate does not chain to a trusted root",
-  };
-}
-
-async function chainsToTrustedRoot(api: Api, x5c: Uint8Array[]): Promise<boolean> {
-  let certificates: x509.X509Certificate[];
-  try {
-    certificates = x5c.map((der) => new x509.X509Certificate(Uint8Array.from(der)));
-  } catch {
-    return false;
-  }
-  const date = new Date(api.tenant.now());
-  for (const root of api.tenant.trustedAttestationRoots) {
-    const chain = certificates.at(-1)?.equal(root) ? certificates.slice(0, -1) : certificates;
-    let ok = true;
-    for (let i = 0; i < chain.length && ok; i++) {
-      const issuer = chain[i + 1] ?? root;
-      try {
-        ok = await chain[i]!.verify({ publicKey: issuer.publicKey, date });
-      } catch {
-        ok = false;
-      }
-    }
-    if (ok) return true;
-  }
-  return false;
 }
 
 /** `GET /users/{id}/authentication/fido2Methods` (https://learn.microsoft.com/en-us/graph/api/fido2authenticationmethod-list). */

@@ -10,3 +10,5 @@ export * from "./tenant.ts";
 export * from "./graph.ts";
 export * from "./throttle.ts";
 export * from "./oauth.ts";
+export * from "./registration.ts";
+export * from "./pages.ts";

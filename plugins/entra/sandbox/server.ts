@@ -10,6 +10,8 @@
  * - `POST /_sandbox/policy` — `{ fido2?, temporaryAccessPass?, trustAttestationRoots?,
  *   clearTrustedAttestationRoots? }`: changes the method policies at run time.
  * - `POST /_sandbox/throttle`, `POST /_sandbox/faults` — change limits and faults at run time.
+ * - `/login`, `/mysignins/security-info`, `/mysignins/api/fido2/*` — the web pages of the browser
+ *   path (`pages.ts`): sign-in with a Temporary Access Pass and the Security info wizard.
  *
  * The `_sandbox` paths have no Microsoft counterpart and no authentication: the sandbox listens
  * on loopback only.
@@ -31,6 +33,7 @@
 import { z } from "zod";
 import { x509 } from "../../../core/x509.ts";
 import { createGraphApi, type GraphApi, graphContentType, graphError, type RequestIds } from "./graph.ts";
+import { createSignInPages } from "./pages.ts";
 import {
   createOAuthServer,
   type OAuthServer,
@@ -157,6 +160,8 @@ export interface Sandbox extends AsyncDisposable {
   graph: GraphApi;
   /** The PEM certificate served when `tls: true` made one (trust it as a CA). */
   certificate?: string;
+  /** The Security info page of the browser path (`${url}/mysignins/security-info`). */
+  securityInfoUrl: string;
   inspect(): Inspection;
   close(): Promise<void>;
 }
@@ -201,6 +206,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     },
   });
   const graph = createGraphApi({ tenant, baseUrl: () => baseUrl });
+  const pages = createSignInPages({ tenant, baseUrl: () => baseUrl });
   const throttle = new Throttle({ settings: options.throttle ?? {}, now, userCount: () => tenant.userCount });
   const faults = new FaultInjector(options.faults ?? {});
   const calls = new Map<string, number>();
@@ -265,6 +271,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       const answer = await sandboxControl(request, url);
       if (answer) return answer;
     }
+    const fromPages = await pages.handle(request, url);
+    if (fromPages) return fromPages;
     const fromOAuth = await oauth.handle(request, url);
     if (fromOAuth) return fromOAuth;
     if (!/^\/(v1\.0|beta)(\/|$)/.test(url.pathname)) {
@@ -433,6 +441,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     oauth,
     graph,
     ...(certificate ? { certificate } : {}),
+    securityInfoUrl: `${baseUrl}/mysignins/security-info`,
     inspect,
     close,
     [Symbol.asyncDispose]: close,
