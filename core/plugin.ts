@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { BrowserHandle } from "./browser/driver.ts";
 import type { CtapDevice } from "./ctap/device.ts";
 import { ProvisioningError } from "./errors.ts";
 
@@ -171,6 +172,29 @@ export interface ProviderSession extends AsyncDisposable {
    * several is a ProvisioningError saying which.
    */
   listGroupMembers?(group: string, signal?: AbortSignal): AsyncIterable<DirectoryUser>;
+  /**
+   * The browser path (`--via browser`): signs the user in with a one-time pass in a private
+   * context of `browser` and adds the passkey through the provider's own pages, the page's WebAuthn
+   * calls bridged to `authenticator`. Absent when the provider has no browser flow.
+   */
+  registerInBrowser?(
+    user: DirectoryUser,
+    options: BrowserRegistrationOptions,
+  ): Promise<{ method: PasskeyMethod; credentialId: string }>;
+}
+
+/** What {@link ProviderSession.registerInBrowser} needs besides the user. */
+export interface BrowserRegistrationOptions {
+  /** The run's one browser (core/browser/driver.ts); each user gets a private context of it. */
+  readonly browser: BrowserHandle;
+  readonly authenticator: Authenticator;
+  readonly interaction: UserInteraction;
+  readonly displayName: string;
+  /** `automatic`: the tool does every step; `manual`: the admin does them in a visible window. */
+  readonly mode: "automatic" | "manual";
+  /** Where failure screenshots (secrets masked) go; `false` for none. */
+  readonly debugDir?: string | false;
+  readonly signal?: AbortSignal;
 }
 
 /** What a command knows that may help a provider sign in. */

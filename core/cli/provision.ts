@@ -15,6 +15,7 @@
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import { formatAaguid } from "../aaguid.ts";
 import { Ctap2Client } from "../ctap/client.ts";
+import { launchBrowser } from "../browser/driver.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import { runBulk } from "../jobs/engine.ts";
 import { openJournal } from "../jobs/journal.ts";
@@ -53,6 +54,10 @@ interface ProvisionFlags {
   login?: true;
   automaticProvision?: true;
   mode?: string;
+  via: string;
+  manual?: true;
+  browser?: string;
+  debugDir: string;
   registerDeeplink?: true;
   provider?: string;
   authenticator?: string;
@@ -93,8 +98,22 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
       )
       .option("--no-preflight", "do not check the provider's policies before the run")
       .option("--login", "sign in interactively before the run (seed-compatible)")
-      .addOption(new Option("--automatic-provision", "seed-compatible; the API path is automatic").hideHelp())
-      .addOption(new Option("--mode <mode>", "seed-compatible: headless or headful").hideHelp())
+      .addOption(
+        new Option("--via <path>", "register through the provider's API, or its pages in a browser")
+          .choices(["api", "browser"])
+          .default("api"),
+      )
+      .option("--manual", "browser path: the admin adds each key in a visible window")
+      .option(
+        "--mode <mode>",
+        "browser path: headless (default) or headful, to watch; headful implies --via browser",
+      )
+      .option("--browser <path>", "browser path: Chromium, Chrome or Edge to use (found when left out)")
+      .option("--debug-dir <dir>", "browser path: where failure screenshots go (secrets masked)", "debug")
+      .addOption(
+        new Option("--automatic-provision", "seed-compatible; provisioning is automatic unless --manual")
+          .hideHelp(),
+      )
       .addOption(new Option("--register-deeplink", "seed-compatible; not needed by this tool").hideHelp()),
     context,
   );
@@ -210,6 +229,7 @@ async function runProvision(
       : { users: flags.user! },
     displayName: flags.displayName,
     force: flags.force === true,
+    via: viaBrowserFlag(flags),
   });
   const resultsPath = flags.results ?? (dryRun ? "dry-run-results.csv" : "results.csv");
   const failuresPath = flags.failures ?? (dryRun ? "dry-run-failures.csv" : "failures.csv");
@@ -223,6 +243,20 @@ async function runProvision(
     if (!journal?.resumed || !(await exists(snapshot))) await Deno.copyFile(csvPath, snapshot);
     csvPath = snapshot;
   }
+  // The browser path: one browser for the run, a private context per user.
+  const viaBrowser = flags.via === "browser" || flags.mode === "headful" || flags.manual === true;
+  if (viaBrowser && !session.registerInBrowser) {
+    throw new UsageError(
+      `Cannot use --via browser: the ${provider.manifest.id} provider has no browser flow`,
+    );
+  }
+  await using browser = viaBrowser && !dryRun
+    ? await launchBrowser({
+      ...(flags.browser ? { executablePath: flags.browser } : {}),
+      headless: flags.mode !== "headful" && flags.manual !== true,
+      profileParent: `${flags.journalDir}/..`,
+    })
+    : undefined;
   await using results = await openResultsFile(resultsPath, { fresh: true });
   await using failures = await openFailuresFile(failuresPath, { fresh: true });
   const total = csvPath === undefined
@@ -243,6 +277,15 @@ async function runProvision(
       dryRun,
       force: flags.force === true,
       ...(journal ? { journal } : {}),
+      ...(browser
+        ? {
+          browser: {
+            browser,
+            mode: flags.manual ? "manual" as const : "automatic" as const,
+            debugDir: flags.debugDir,
+          },
+        }
+        : {}),
       results,
       failures,
       stop: context.signal,
@@ -274,6 +317,11 @@ async function runProvision(
       { hint: `Fix what the reasons say, then run: provisioning provision --csv ${failures.path}` },
     );
   }
+}
+
+/** `api` or `browser`: which path the flags choose (part of the run's identity). */
+function viaBrowserFlag(flags: ProvisionFlags): "api" | "browser" {
+  return flags.via === "browser" || flags.mode === "headful" || flags.manual === true ? "browser" : "api";
 }
 
 /** The rows of the chosen source. */

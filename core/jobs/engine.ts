@@ -26,6 +26,7 @@
 import { ProvisioningError } from "../errors.ts";
 import type {
   Authenticator,
+  BrowserRegistrationOptions,
   DirectoryUser,
   PasskeyMethod,
   ProviderSession,
@@ -56,6 +57,14 @@ export interface BulkRunOptions {
   readonly dryRun?: boolean;
   /** Provision users who already hold a matching passkey too. @default false */
   readonly force?: boolean;
+  /**
+   * Register through the provider's pages in this browser instead of its API (`--via browser`).
+   * The session must offer `registerInBrowser`.
+   */
+  readonly browser?: Omit<
+    BrowserRegistrationOptions,
+    "authenticator" | "interaction" | "displayName" | "signal"
+  >;
   /** Required unless `dryRun`. */
   readonly journal?: Journal;
   readonly results: ResultsWriter;
@@ -371,7 +380,7 @@ async function attemptUser(context: UserContext, row: number, ref: string, key: 
     } else if (transition.state === "created") {
       await record({
         s: "created",
-        credentialId: transition.credentialId,
+        ...(transition.credentialId ? { credentialId: transition.credentialId } : {}),
         createdAt: transition.createdAt.toISOString(),
         displayName: transition.displayName,
         existing,
@@ -386,17 +395,19 @@ async function attemptUser(context: UserContext, row: number, ref: string, key: 
     }
     emit({ type: "user-state", row, user: ref, state: transition.state });
   };
-  const result = await provisionUser({
-    session: options.session,
-    user,
-    authenticator: options.authenticator,
-    interaction: options.interaction,
-    displayName: options.displayName,
-    existingMethodIds: existing,
-    onTransition,
-    exclusive: context.exclusive,
-    ...(signal ? { signal } : {}),
-  });
+  const result = options.browser
+    ? await registerInBrowser(context, user, onTransition)
+    : await provisionUser({
+      session: options.session,
+      user,
+      authenticator: options.authenticator,
+      interaction: options.interaction,
+      displayName: options.displayName,
+      existingMethodIds: existing,
+      onTransition,
+      exclusive: context.exclusive,
+      ...(signal ? { signal } : {}),
+    });
 
   // 4. Verify: the provider lists the new passkey.
   const listed = (await options.session.listPasskeys(user, signal)).find((m) => m.id === result.methodId);
@@ -406,6 +417,45 @@ async function attemptUser(context: UserContext, row: number, ref: string, key: 
     reconciled: result.reconciled,
     ...(listed ? {} : { note: "registered; the provider does not list it yet" }),
   });
+}
+
+/**
+ * The browser path for one user. The page creates the credential and posts it itself, so the
+ * journal says `created` before the flow starts: after a crash anywhere in it, the next attempt
+ * reconciles by listing (a new passkey with the run's name means it got through).
+ */
+async function registerInBrowser(
+  context: UserContext,
+  user: DirectoryUser,
+  onTransition: (transition: ProvisionTransition) => Promise<void>,
+): Promise<{ methodId: string; credentialId: string; aaguid: string | undefined; reconciled: boolean }> {
+  const { options } = context;
+  if (!options.session.registerInBrowser || !options.browser) {
+    throw new ProvisioningError(
+      "browser-path-unavailable",
+      "Cannot register through the browser: this provider has no browser flow",
+      {
+        hint: "Leave out --via browser to use the provider's API",
+        exitCode: 2,
+      },
+    );
+  }
+  // No credential id yet: the page has not asked for one.
+  await onTransition({
+    state: "created",
+    credentialId: "",
+    createdAt: new Date(),
+    displayName: options.displayName,
+  });
+  const { method, credentialId } = await options.session.registerInBrowser(user, {
+    ...options.browser,
+    authenticator: options.authenticator,
+    interaction: options.interaction,
+    displayName: options.displayName,
+    ...(options.abort ? { signal: options.abort } : {}),
+  });
+  await onTransition({ state: "registered", methodId: method.id, aaguid: method.aaguid, reconciled: false });
+  return { methodId: method.id, credentialId, aaguid: method.aaguid, reconciled: false };
 }
 
 /** Journals `verified` and writes the result row. */

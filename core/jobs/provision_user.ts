@@ -63,6 +63,7 @@ export type ProvisionTransition =
   | {
     /** The authenticator made the credential; the registration is about to be sent. */
     readonly state: "created";
+    /** Empty on the browser path, where the page makes the credential after this point. */
     readonly credentialId: string;
     readonly createdAt: Date;
     readonly displayName: string;

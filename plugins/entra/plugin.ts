@@ -10,7 +10,10 @@ import { z } from "zod";
 import type {
   AccountSummary,
   AuthenticatorFacts,
+  BrowserRegistrationOptions,
   ConnectHints,
+  DirectoryUser,
+  PasskeyMethod,
   PluginContext,
   PreflightFinding,
   ProviderPlugin,
@@ -26,6 +29,7 @@ import { pacerObserver } from "./graph/pacer_observer.ts";
 import { GraphClient } from "./graph/client.ts";
 import { runPreflight } from "./graph/policies.ts";
 import { startSandbox } from "./sandbox/server.ts";
+import { registerInBrowser } from "./browser/register.ts";
 import { EntraSession } from "./session.ts";
 
 /** The options the `entra` plugin takes from the command line (parsed here: they come from outside). */
@@ -102,11 +106,22 @@ async function connect(
     ...(context.fetch ? { fetch: context.fetch } : {}),
     ...(context.pacer ? { observer: pacerObserver(context.pacer) } : {}),
   });
-  return new EntraSession({
+  return new EntraBrowserSession({
     client,
     cloud: settings.cloud,
     ...(who.account?.objectId ? { signedInUserId: who.account.objectId } : {}),
   });
+}
+
+/** The session {@link connect} returns: the API path, plus the browser path of plugins/entra/browser/. */
+class EntraBrowserSession extends EntraSession {
+  /** Registers through Microsoft's sign-in and Security info pages (`--via browser`). */
+  registerInBrowser(
+    user: DirectoryUser,
+    options: BrowserRegistrationOptions,
+  ): Promise<{ method: PasskeyMethod; credentialId: string }> {
+    return registerInBrowser({ session: this, user, ...options });
+  }
 }
 
 /** What Microsoft will make of the authenticator's attestation, from what its plugin says. */

@@ -1,0 +1,39 @@
+/**
+ * The browser path through the bulk run, as an admin starts it: `provisioning --csv users.csv
+ * --via browser --concurrency 2` against the sandbox's sign-in and Security info pages, in one
+ * headless Chromium with a private context per user. Each user ends with one verified passkey and
+ * no Temporary Access Pass left behind.
+ */
+import { assert, assertEquals } from "./assert.ts";
+import { bulkFixture, passkeysByUser, readOutput, writeUsersCsv } from "./bulk_support.ts";
+import { runCli } from "./cli.ts";
+
+Deno.test("bulk --via browser: three users through the sign-in pages, one passkey each, no pass left", async () => {
+  await using fixture = await bulkFixture({ users: 5 });
+  const upns = fixture.upns(3);
+  const csv = await writeUsersCsv(fixture, upns);
+  const run = await runCli(
+    fixture.dir,
+    fixture.env,
+    // The test's --allow-read for its folder replaces the set's list: grant the browser again.
+    ["--allow-read=/usr/bin/chromium"],
+    "--csv",
+    csv,
+    "--via",
+    "browser",
+    "--concurrency",
+    "2",
+    "--no-preflight",
+  );
+  assertEquals(run.code, 0, run.stderr);
+  assert.match(run.stdout, /provisioned\s+3\n/);
+  const held = passkeysByUser(fixture.sandbox);
+  for (const upn of upns) {
+    assertEquals(held.get(upn)?.length, 1, upn);
+    assert.ok(held.get(upn)![0]!.verified);
+  }
+  assertEquals(fixture.sandbox.inspect().temporaryAccessPassesOutstanding, 0);
+  const results = await readOutput(`${fixture.dir}/results.csv`);
+  assertEquals(results.length, 3);
+  for (const row of results) assert.match(row["credential id"]!, /^[A-Za-z0-9_-]{16,}$/);
+});
