@@ -4,18 +4,38 @@
  *
  * @module
  */
+import { ProvisioningError } from "../errors.ts";
 import type { UserInteraction } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 
 /** The environment variable that supplies the authenticator PIN to unattended runs. */
 export const keyPinEnv = "PROVISIONING_KEY_PIN";
 
-/** The context's interaction, answering PIN prompts from PROVISIONING_KEY_PIN when it is set. */
+/**
+ * The context's interaction, answering PIN prompts from PROVISIONING_KEY_PIN when it is set. A
+ * fixed PIN cannot get better by asking again: when the key asks once more with fewer retries left
+ * than the last time (it refused the PIN), this fails with `pin-invalid` instead of spending the
+ * key's retries until it locks.
+ */
 export function pinFromEnvironment(context: CliContext): UserInteraction {
   const pin = context.env(keyPinEnv);
   if (!pin) return context.interaction;
+  const lastRetries = new Map<string, number>();
   return {
-    requestPin: () => Promise.resolve(pin),
+    requestPin: ({ label, attemptsLeft }) => {
+      const last = lastRetries.get(label);
+      if (attemptsLeft !== undefined) lastRetries.set(label, attemptsLeft);
+      if (last !== undefined && attemptsLeft !== undefined && attemptsLeft < last) {
+        return Promise.reject(
+          new ProvisioningError("pin-invalid", `Cannot use the PIN in ${keyPinEnv}: ${label} refused it`, {
+            hint: `Set the key's PIN in ${keyPinEnv}; ${attemptsLeft} attempt${
+              attemptsLeft === 1 ? "" : "s"
+            } left before the key locks`,
+          }),
+        );
+      }
+      return Promise.resolve(pin);
+    },
     promptUserPresence: (label) => context.interaction.promptUserPresence(label),
   };
 }
