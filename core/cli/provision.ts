@@ -15,7 +15,6 @@
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import { formatAaguid } from "../aaguid.ts";
 import { Ctap2Client } from "../ctap/client.ts";
-import { launchBrowser } from "../browser/driver.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import { runBulk } from "../jobs/engine.ts";
 import { openJournal } from "../jobs/journal.ts";
@@ -250,8 +249,9 @@ async function runProvision(
       `Cannot use --via browser: the ${provider.manifest.id} provider has no browser flow`,
     );
   }
+  // Loaded only for the browser path: puppeteer is large, and API runs never need it.
   await using browser = viaBrowser && !dryRun
-    ? await launchBrowser({
+    ? await (await import("../browser/driver.ts")).launchBrowser({
       ...(flags.browser ? { executablePath: flags.browser } : {}),
       headless: flags.mode !== "headful" && flags.manual !== true,
       profileParent: `${flags.journalDir}/..`,

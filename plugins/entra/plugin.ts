@@ -29,7 +29,6 @@ import { pacerObserver } from "./graph/pacer_observer.ts";
 import { GraphClient } from "./graph/client.ts";
 import { runPreflight } from "./graph/policies.ts";
 import { startSandbox } from "./sandbox/server.ts";
-import { registerInBrowser } from "./browser/register.ts";
 import { EntraSession } from "./session.ts";
 
 /** The options the `entra` plugin takes from the command line (parsed here: they come from outside). */
@@ -116,11 +115,13 @@ async function connect(
 /** The session {@link connect} returns: the API path, plus the browser path of plugins/entra/browser/. */
 class EntraBrowserSession extends EntraSession {
   /** Registers through Microsoft's sign-in and Security info pages (`--via browser`). */
-  registerInBrowser(
+  async registerInBrowser(
     user: DirectoryUser,
     options: BrowserRegistrationOptions,
   ): Promise<{ method: PasskeyMethod; credentialId: string }> {
-    return registerInBrowser({ session: this, user, ...options });
+    // Loaded on first use: puppeteer is large, and API runs never need it.
+    const { registerInBrowser } = await import("./browser/register.ts");
+    return await registerInBrowser({ session: this, user, ...options });
   }
 }
 
