@@ -17,6 +17,7 @@ import type {
 } from "../../core/plugin.ts";
 import type { EntraCloud } from "./cloud.ts";
 import type { GraphClient } from "./graph/client.ts";
+import { listGroupUsers } from "./graph/groups.ts";
 import {
   checkDisplayName,
   deleteFido2Method,
@@ -71,6 +72,15 @@ export class EntraSession implements ProviderSession {
   /** Finds a user by object id, UPN or mail (`user-not-found` when none). */
   async resolveUser(reference: string, signal?: AbortSignal): Promise<EntraUser> {
     return await resolveUser(this.client, reference, signal ? { signal } : {});
+  }
+
+  /**
+   * The users of a group named by object id or display name, members of nested groups included,
+   * page by page as the caller iterates (`--group NAME|ID`; see graph/groups.ts).
+   * `group-not-found` / `group-ambiguous` (exit code 2) when the name matches no group or several.
+   */
+  listGroupMembers(group: string, signal?: AbortSignal): AsyncGenerator<DirectoryUser, void, undefined> {
+    return listGroupUsers(this.client, group, signal ? { signal } : {});
   }
 
   /**

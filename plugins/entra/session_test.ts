@@ -181,6 +181,24 @@ Deno.test("an unknown user and an on-premises-only account are user-not-found, n
   }
 });
 
+Deno.test("listGroupMembers gives a group's users by name or id, nested groups' users once; an unknown name is group-not-found", async () => {
+  await using h = await harness();
+  const byName = [];
+  for await (const user of h.session.listGroupMembers("Passkey pilot")) byName.push(user);
+  assertEquals(
+    byName.map((u) => u.userPrincipalName).sort().join(),
+    h.users.map((u) => u.userPrincipalName).sort().join(),
+  );
+  const byId = [];
+  for await (const user of h.session.listGroupMembers(h.sandbox.seeded.groups.pilot)) byId.push(user.id);
+  assertEquals(byId.join(), byName.map((u) => u.id).join());
+  const missing = await rejects(async () => {
+    for await (const _ of h.session.listGroupMembers("Nobody's group")) { /* nothing */ }
+  }, ProvisioningError);
+  assertEquals(missing.code, "group-not-found");
+  assert.match(missing.message, /^Cannot look up group "Nobody's group": no group has this display name$/);
+});
+
 // ---------------------------------------------------------------------------------------------
 // The API path end to end
 // ---------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@
  *   Anything else (Windows-1252, binary, a workbook) is a clear {@link ProvisioningError}.
  * - `,` `;` or tab, sniffed from the header line; LF or CRLF; RFC 4180 quoting.
  * - Streamed: the text is cut into batches of whole records as it arrives and each batch is
- *   parsed by `csv-parse`; what is held at once is one read chunk plus one unfinished record
- *   (at most {@link csvLimits}.maxRowLength characters) plus the set of references already seen
- *   (for duplicates).
+ *   parsed by `csv-parse`; what is held at once is one read chunk (decoded 16 KiB at a time) plus
+ *   one unfinished record (at most {@link csvLimits}.maxRowLength characters) plus a compact table
+ *   of the users already seen, 16 to 32 bytes a user (for duplicates; see seen_users.ts).
  *
  * Every data row yields one {@link SourceRow}: a user, or a failure with the row number as a
  * spreadsheet shows it (the header is row 1) and a reason code; a bad row never stops the stream.
@@ -35,6 +35,7 @@ import { parse } from "csv-parse/sync";
 import { z } from "zod";
 import { ProvisioningError } from "../../errors.ts";
 import { restoreCell } from "../output/formula.ts";
+import { SeenUsers } from "./seen_users.ts";
 
 /** A user to provision, as a source gives it. No field is resolved against the provider yet. */
 export interface SourceUser {
@@ -158,29 +159,20 @@ const describe: Record<ReferenceField, { code: SourceFailureCode; what: string }
 };
 
 /**
- * The users a source has handed out, so each is provisioned once: a later row naming the same
- * user (case-insensitively) becomes a `duplicate` failure pointing at the first. This set is what
- * holds memory on huge files (see scripts/csv_bench.ts): one place to make it compact.
+ * The row of `user` if it is the first of that user in the source, else its `duplicate` failure
+ * pointing at the first: a later row naming the same user (case-insensitively) is not provisioned
+ * twice. `seen` is the compact table of seen_users.ts, the only per-row memory of a source.
  */
-class SeenUsers {
-  readonly #firstRow = new Map<string, number>();
-
-  /** The row of `user` if it is the first of that user, else its `duplicate` failure. */
-  admit(user: SourceUser, row: number, repeats: string): SourceRow {
-    const key = user.reference.toLowerCase();
-    const first = this.#firstRow.get(key);
-    if (first !== undefined) {
-      return {
-        row,
-        ok: false,
-        code: "duplicate",
-        message: `Cannot provision ${quote(user.reference)} twice: ${repeats} ${first}`,
-        reference: user.reference,
-      };
-    }
-    this.#firstRow.set(key, row);
-    return { row, ok: true, user };
-  }
+function admit(seen: SeenUsers, user: SourceUser, row: number, repeats: string): SourceRow {
+  const first = seen.admit(user.reference, row);
+  if (first === undefined) return { row, ok: true, user };
+  return {
+    row,
+    ok: false,
+    code: "duplicate",
+    message: `Cannot provision ${quote(user.reference)} twice: ${repeats} ${first}`,
+    reference: user.reference,
+  };
 }
 
 /** A value for a message: quoted, control characters escaped, long values cut. */
@@ -385,15 +377,34 @@ class DecodeStop {
 
 const saveAsUtf8 = 'Save it as UTF-8 (in Excel: Save As > "CSV UTF-8 (Comma delimited)") and run again';
 
+/**
+ * Most bytes decoded at once. A stream's chunks may be of any size; cut into pieces of 16 KiB,
+ * every string a batch of rows is cut from stays well under V8's large-object size (128 KiB) and
+ * dies young, instead of being promoted whole to the old generation, which is what made memory
+ * peaks on huge files depend on how busy the machine was.
+ */
+const maxPieceBytes = 16 * 1024;
+
 async function* decode(
   reader: ReadableStreamDefaultReader<Uint8Array>,
   file: string,
 ): AsyncGenerator<string, void, undefined> {
+  let rest: Uint8Array = new Uint8Array(0);
+  const read = async (): Promise<ReadableStreamReadResult<Uint8Array>> => {
+    if (rest.length === 0) {
+      const next = await reader.read();
+      if (next.done) return next;
+      rest = next.value;
+    }
+    const piece = rest.subarray(0, maxPieceBytes);
+    rest = rest.subarray(piece.length);
+    return { done: false, value: piece };
+  };
   // Sniff the first bytes: a BOM picks the encoding, a known container is refused by name.
   let head: Uint8Array = new Uint8Array(0);
   let done = false;
   while (head.length < 4 && !done) {
-    const next = await reader.read();
+    const next = await read();
     if (next.done) done = true;
     else head = concat(head, next.value);
   }
@@ -408,16 +419,23 @@ async function* decode(
   const encoding = starts(0xff, 0xfe) ? "utf-16le" : starts(0xfe, 0xff) ? "utf-16be" : "utf-8";
   const decoder = new TextDecoder(encoding, { fatal: true });
   let offset = 0;
+  // The end of the input so far that the streaming decoder holds back (an unfinished character).
+  let carry: Uint8Array = new Uint8Array(0);
   let chunk: Uint8Array | undefined = head;
   while (chunk !== undefined) {
     let text: string;
     try {
       text = decoder.decode(chunk, { stream: !done });
     } catch (cause) {
-      const lenient = new TextDecoder(encoding).decode(chunk, { stream: true });
+      // Where it went wrong, counted from the first byte of the character held back, if any.
+      const lenient = new TextDecoder(encoding, { ignoreBOM: true }).decode(concat(carry, chunk), {
+        stream: true,
+      });
       const bad = lenient.indexOf("\uFFFD");
-      const valid = bad < 0 ? "" : lenient.slice(0, bad);
-      const at = offset + (encoding === "utf-8" ? new TextEncoder().encode(valid).length : valid.length * 2);
+      const prefix = bad < 0 ? "" : lenient.slice(0, bad);
+      const at = offset - carry.length +
+        (encoding === "utf-8" ? new TextEncoder().encode(prefix).length : prefix.length * 2);
+      const valid = offset === 0 && prefix.startsWith("\uFEFF") ? prefix.slice(1) : prefix;
       throw new DecodeStop(valid, (where) =>
         usage(
           "csv-encoding",
@@ -437,9 +455,10 @@ async function* decode(
         ));
     }
     offset += chunk.length;
+    carry = heldBack(carry.length === 0 ? chunk : concat(carry, chunk), encoding).slice();
     if (text !== "") yield text;
     if (done) break;
-    const next = await reader.read();
+    const next = await read();
     if (next.done) {
       done = true;
       chunk = new Uint8Array(0);
@@ -447,6 +466,31 @@ async function* decode(
       chunk = next.value;
     }
   }
+}
+
+/**
+ * The bytes at the end of valid `bytes` that a streaming decoder keeps for the next call: an
+ * unfinished UTF-8 sequence, or an odd byte and a high surrogate in UTF-16.
+ */
+function heldBack(bytes: Uint8Array, encoding: string): Uint8Array {
+  const length = bytes.length;
+  if (encoding === "utf-8") {
+    for (let back = 1; back <= Math.min(3, length); back++) {
+      const byte = bytes[length - back]!;
+      if ((byte & 0xc0) === 0x80) continue; // a continuation byte
+      const needed = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+      return bytes.subarray(needed > back ? length - back : length);
+    }
+    return bytes.subarray(length);
+  }
+  const end = length - (length % 2);
+  if (end >= 2) {
+    const unit = encoding === "utf-16le"
+      ? bytes[end - 2]! | (bytes[end - 1]! << 8)
+      : (bytes[end - 2]! << 8) | bytes[end - 1]!;
+    if (unit >= 0xd800 && unit <= 0xdbff) return bytes.subarray(end - 2);
+  }
+  return bytes.subarray(end);
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -581,7 +625,7 @@ export async function* readUsersFromCsv(
     record = fields;
     const checked = checkRow(cells as Cells, here);
     if (!checked.ok) return { row: where, ...checked };
-    return seen.admit(checked.user, where, `${here} repeats row`);
+    return admit(seen, checked.user, where, `${here} repeats row`);
   };
 
   /** Parses a batch of whole records and hands on their rows. */
@@ -753,7 +797,7 @@ export async function* readUsersFromList(
     const at = ++row;
     const checked = checkReference(value, "user", where, "user");
     if (!checked.ok) return { row: at, ...checked };
-    return seen.admit(checked.user, at, `${where} repeats user`);
+    return admit(seen, checked.user, at, `${where} repeats user`);
   };
   for (const reference of references) {
     if (reference !== "-") {

@@ -90,6 +90,46 @@ Deno.test("strips a UTF-8 BOM and reads CRLF line ends, even split across chunks
   deepStrictEqual(users(await rows(stream(...parts))), ["alice@contoso.com", "bob@contoso.com"]);
 });
 
+Deno.test("one big chunk is read in pieces: multi-byte characters split between pieces, and byte offsets, stay right", async () => {
+  // 3000 rows of about 60 bytes in one 180 KB chunk: the reader cuts it into 16 KiB pieces, so
+  // several pieces end inside a 2- or 3-byte character.
+  let text = "upn,display name\n";
+  for (let i = 0; i < 3000; i++) text += `user${i}@contoso.com,Zoë 例え ${"é".repeat(i % 7)} ${i}\n`;
+  const bytes = new TextEncoder().encode(text);
+  const out = await rows(stream(bytes));
+  assertEquals(out.length, 3000);
+  out.forEach((row, i) => {
+    assert.ok(row.ok && row.user.reference === `user${i}@contoso.com`, `row ${i + 2}`);
+    assertEquals(row.user.displayName, `Zoë 例え ${"é".repeat(i % 7)} ${i}`);
+  });
+  const bad = new Uint8Array(bytes.length + 2);
+  bad.set(bytes);
+  bad.set([0xff, 0x0a], bytes.length);
+  const error = await rejects(rows(stream(bad)), ProvisioningError);
+  assertEquals(error.code, "csv-encoding");
+  assert.match(error.message, new RegExp(`row 3002 is not valid UTF-8 \\(near byte ${bytes.length}\\)`));
+
+  // A character split between chunks just before the bad byte is counted from its first byte.
+  const utf8 = await rejects(
+    rows(stream("upn\nalice@contoso.com\nb", new Uint8Array([0xc3]), new Uint8Array([0xa9, 0xff]))),
+    ProvisioningError,
+  );
+  assert.match(utf8.message, /row 3 is not valid UTF-8 \(near byte 25\)/);
+  // UTF-16: a surrogate pair split between chunks, then a lone surrogate.
+  const le = (text: string) =>
+    text.split("").flatMap((unit) => [unit.charCodeAt(0) & 0xff, unit.charCodeAt(0) >> 8]);
+  const utf16 = new Uint8Array([0xff, 0xfe, ...le("upn\nalice@contoso.com\nb\u{1F600}"), ...le("\uD800\n")]);
+  const split = utf16.length - 6; // between the two halves of the emoji
+  const error16 = await rejects(
+    rows(stream(utf16.subarray(0, split), utf16.subarray(split))),
+    ProvisioningError,
+  );
+  assert.match(
+    error16.message,
+    new RegExp(`row 3 is not valid UTF-16LE \\(near byte ${utf16.length - 4}\\)`),
+  );
+});
+
 Deno.test("reads quoted fields holding delimiters, quotes and line breaks, and numbers rows by record", async () => {
   const list = await rows(
     stream(

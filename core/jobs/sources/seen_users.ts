@@ -1,0 +1,174 @@
+/**
+ * A compact record of the users a source has handed out, so that a later row naming the same user
+ * is caught as a duplicate of the first, in flat memory however long the file.
+ *
+ * A `Map<string, number>` of a million references held 100 to 200 MB (a string and a map entry per
+ * user). This table keeps no strings: per user, a 64-bit fingerprint of the lowercased reference
+ * (two independent 32-bit hashes over its UTF-16 code units, FNV-1a and MurmurHash3, each seeded)
+ * and the first row number, in one `Uint32Array` of 12 bytes a slot, open addressing with linear
+ * probing, kept at most 3/4 full by doubling. A million users take 24 MiB (2^21 slots).
+ *
+ * The one cost: two different references with the same 64-bit fingerprint would be taken for the
+ * same user. For n users the chance that any two collide is about n² / 2^65, about 3e-8 for a
+ * million, 3e-6 for ten million. The seeds are drawn per table from `crypto.getRandomValues`, so a
+ * crafted file cannot aim at a collision either, and a collision would never go unseen: the
+ * second user becomes a `duplicate` failure (in failures.csv) naming the row it was taken for.
+ *
+ * @example
+ * ```ts
+ * import { SeenUsers } from "./seen_users.ts";
+ * const seen = new SeenUsers();
+ * console.assert(seen.admit("alice@contoso.com", 2) === undefined);
+ * console.assert(seen.admit("bob@contoso.com", 3) === undefined);
+ * console.assert(seen.admit("ALICE@Contoso.com", 4) === 2);
+ * console.assert(seen.size === 2);
+ * ```
+ *
+ * @module
+ */
+
+/** Options of {@link SeenUsers}. */
+export interface SeenUsersOptions {
+  /**
+   * Seeds of the two hashes. Tests fix them to make a run repeatable.
+   * @default two random 32-bit numbers from crypto.getRandomValues
+   */
+  seeds?: readonly [number, number];
+  /** Slots to start with, rounded up to a power of two (at least 16). @default 1024 */
+  initialCapacity?: number;
+}
+
+/** Largest row number a slot holds (row 0 marks an empty slot). */
+export const maxRow = 0xffff_ffff;
+
+/** Fill beyond which the table doubles: 3/4. */
+const maxLoadNumerator = 3;
+const maxLoadDenominator = 4;
+
+/** See the module documentation. */
+export class SeenUsers {
+  /** Slot i is `[hash1, hash2, first row]` at 3i; row 0 means empty. */
+  #slots: Uint32Array;
+  #mask: number;
+  #size = 0;
+  readonly #seed1: number;
+  readonly #seed2: number;
+  // The fingerprint of the last hashed key, kept here rather than in a fresh array per call.
+  #hash1 = 0;
+  #hash2 = 0;
+
+  constructor(options: SeenUsersOptions = {}) {
+    const seeds = options.seeds ?? crypto.getRandomValues(new Uint32Array(2));
+    this.#seed1 = (seeds[0] ?? 0) >>> 0;
+    this.#seed2 = (seeds[1] ?? 0) >>> 0;
+    let capacity = 16;
+    while (capacity < (options.initialCapacity ?? 1024)) capacity *= 2;
+    this.#slots = new Uint32Array(capacity * 3);
+    this.#mask = capacity - 1;
+  }
+
+  /** Users admitted so far. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Bytes the table holds. */
+  get byteLength(): number {
+    return this.#slots.byteLength;
+  }
+
+  /**
+   * The row where `reference` (compared case-insensitively, by `toLowerCase`) was first admitted;
+   * or, when it is new, records `row` as its first and returns `undefined`.
+   *
+   * @throws {RangeError} for a row that is not a whole number from 1 to {@link maxRow}.
+   */
+  admit(reference: string, row: number): number | undefined {
+    if (!Number.isInteger(row) || row < 1 || row > maxRow) {
+      throw new RangeError(`Cannot record row ${row}: rows are numbered from 1 to ${maxRow}`);
+    }
+    this.#fingerprint(reference.toLowerCase());
+    const h1 = this.#hash1, h2 = this.#hash2;
+    const slots = this.#slots;
+    const mask = this.#mask;
+    for (let i = h1 & mask;; i = (i + 1) & mask) {
+      const at = i * 3;
+      const first = slots[at + 2]!;
+      if (first === 0) break;
+      if (slots[at] === h1 && slots[at + 1] === h2) return first;
+    }
+    if ((this.#size + 1) * maxLoadDenominator > (mask + 1) * maxLoadNumerator) this.#grow();
+    this.#insert(h1, h2, row);
+    this.#size++;
+    return undefined;
+  }
+
+  /** Puts a fingerprint known to be absent into the first free slot of its probe sequence. */
+  #insert(h1: number, h2: number, row: number): void {
+    const slots = this.#slots;
+    const mask = this.#mask;
+    let i = h1 & mask;
+    while (slots[i * 3 + 2] !== 0) i = (i + 1) & mask;
+    slots[i * 3] = h1;
+    slots[i * 3 + 1] = h2;
+    slots[i * 3 + 2] = row;
+  }
+
+  #grow(): void {
+    const old = this.#slots;
+    const capacity = (this.#mask + 1) * 2;
+    this.#slots = new Uint32Array(capacity * 3);
+    this.#mask = capacity - 1;
+    for (let at = 0; at < old.length; at += 3) {
+      const row = old[at + 2]!;
+      if (row !== 0) this.#insert(old[at]!, old[at + 1]!, row);
+    }
+  }
+
+  /**
+   * Two 32-bit hashes of `key`'s UTF-16 code units into `#hash1`, `#hash2`: FNV-1a over each code
+   * unit's two bytes (seeded offset basis), finished with MurmurHash3's fmix32 so the low bits that
+   * pick a slot are well mixed; and MurmurHash3 x86_32 over code units taken two at a time.
+   */
+  #fingerprint(key: string): void {
+    let a = (0x811c9dc5 ^ this.#seed1) >>> 0;
+    let b = this.#seed2;
+    const length = key.length;
+    let i = 0;
+    for (; i + 1 < length; i += 2) {
+      const u0 = key.charCodeAt(i), u1 = key.charCodeAt(i + 1);
+      a = Math.imul(a ^ (u0 & 0xff), 0x01000193);
+      a = Math.imul(a ^ (u0 >>> 8), 0x01000193);
+      a = Math.imul(a ^ (u1 & 0xff), 0x01000193);
+      a = Math.imul(a ^ (u1 >>> 8), 0x01000193);
+      let k = u0 | (u1 << 16);
+      k = Math.imul(k, 0xcc9e2d51);
+      k = (k << 15) | (k >>> 17);
+      k = Math.imul(k, 0x1b873593);
+      b ^= k;
+      b = (b << 13) | (b >>> 19);
+      b = (Math.imul(b, 5) + 0xe6546b64) | 0;
+    }
+    if (i < length) {
+      const u0 = key.charCodeAt(i);
+      a = Math.imul(a ^ (u0 & 0xff), 0x01000193);
+      a = Math.imul(a ^ (u0 >>> 8), 0x01000193);
+      let k = Math.imul(u0, 0xcc9e2d51);
+      k = (k << 15) | (k >>> 17);
+      k = Math.imul(k, 0x1b873593);
+      b ^= k;
+    }
+    this.#hash1 = fmix32(a ^ length);
+    this.#hash2 = fmix32(b ^ (length * 2));
+  }
+}
+
+/** MurmurHash3's 32-bit finaliser: every input bit affects every output bit. */
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
