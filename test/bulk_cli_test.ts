@@ -142,3 +142,27 @@ Deno.test("bulk: with 5% server errors, resets and lost answers and a tight writ
   assertEquals(finalResults.length, upns.length);
   for (const upn of upns) assertEquals(passkeysByUser(fixture.sandbox).get(upn)?.length, 1, upn);
 });
+
+Deno.test("bulk --group: a dry run then a run over a group's members, nested groups included, each once", async () => {
+  await using fixture = await bulkFixture({ users: 40 });
+  const { pilot } = fixture.sandbox.seeded.groups;
+  const members = new Set(
+    fixture.sandbox.tenant.transitiveMembers(pilot).flatMap((m) =>
+      m.kind === "user" ? [m.user.userPrincipalName] : []
+    ),
+  );
+  assert.ok(members.size > 0);
+  const dry = await runCli(fixture.dir, fixture.env, [], "--group", pilot, "--dry-run", "--no-preflight");
+  assertEquals(dry.code, 0, dry.stderr);
+  const planned = await readOutput(`${fixture.dir}/dry-run-results.csv`);
+  deepStrictEqual(new Set(planned.map((r) => r["user"])), members);
+  assertEquals(planned.length, members.size);
+  assertEquals(passkeysByUser(fixture.sandbox).size, 0);
+
+  const run = await runCli(fixture.dir, fixture.env, [], "provision", "--group", pilot, "--no-preflight");
+  assertEquals(run.code, 0, run.stderr);
+  deepStrictEqual(new Set(passkeysByUser(fixture.sandbox).keys()), members);
+  const unknown = await runCli(fixture.dir, fixture.env, [], "--group", "No such group", "--no-preflight");
+  assertEquals(unknown.code, 2, unknown.stderr);
+  assert.match(unknown.stderr, /group-not-found|no group has this/);
+});
