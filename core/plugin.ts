@@ -107,6 +107,72 @@ export interface AuthenticatorPlugin<Options = Record<string, unknown>> {
   readonly manifest: Manifest;
   /** Opens one authenticator. `options` are the parsed values of the manifest's options. */
   open(context: PluginContext, options: Options): Promise<Authenticator>;
+  /**
+   * For kinds where each user gets a device of their own (a box of security keys): a station
+   * that lends one prepared device per user of a bulk run. Absent for kinds where one
+   * authenticator serves every user (the software key).
+   */
+  station?(context: PluginContext, options: Options, request: StationRequest): AuthenticatorStation;
+}
+
+/**
+ * How a key station prepares each device (`key prepare` and bulk runs over security keys): the
+ * organisation's policy. Features a device lacks are reported per device, never skipped silently.
+ */
+export interface KeyPreparationPolicy {
+  /** Factory-reset the device first (erases its passkeys and PIN). */
+  readonly reset?: boolean;
+  /** Set a PIN: random digits of a length (raised to the device's minimum), or the one given. */
+  readonly pin?: { readonly kind: "random"; readonly length?: number } | {
+    readonly kind: "given";
+    readonly pin: string;
+  };
+  /** Raise the device's minimum PIN length (authenticatorConfig). */
+  readonly minPinLength?: number;
+  /** Make the user choose a new PIN at first use (applied after the passkey is registered). */
+  readonly forcePinChange?: boolean;
+  readonly enterpriseAttestation?: boolean;
+  /** Fail a device that lacks an asked-for feature instead of reporting it. */
+  readonly strict?: boolean;
+}
+
+/** What a bulk run asks of {@link AuthenticatorPlugin.station}. */
+export interface StationRequest {
+  readonly policy: KeyPreparationPolicy;
+  /** The provider's rp id: a device that already holds a passkey for it is refused (reused). */
+  readonly rpId: string;
+  /** Tells the operator what to do (insert the next key, touch it). */
+  readonly notify: (text: string) => void;
+}
+
+/** Lends one prepared device per user; see {@link AuthenticatorPlugin.station}. */
+export interface AuthenticatorStation {
+  /** Says who is next, waits for a device (or takes one plugged in), prepares it, and lends it. */
+  next(user: { reference: string; pin?: string }, signal?: AbortSignal): Promise<LentAuthenticator>;
+}
+
+/** A device lent for one user; disposing it gives it back (unused, if {@link complete} was not called). */
+export interface LentAuthenticator extends AsyncDisposable {
+  readonly authenticator: Authenticator;
+  /** Answers the device's PIN prompts with the PIN the station knows. */
+  readonly interaction: UserInteraction;
+  /** The PIN the station set, when it set one: only for the PIN file, never printed. */
+  readonly pin: { reveal(): string } | undefined;
+  /**
+   * After the provider accepted the registration: finishes the device (a forced PIN change) and
+   * says what to record about it.
+   */
+  complete(registration: { credentialId: string; attestationObject?: string }): Promise<LentDeviceRecord>;
+}
+
+/** What a bulk run records about the device a user got. */
+export interface LentDeviceRecord {
+  readonly device: string;
+  readonly aaguid: string;
+  /** The device's serial number, when its attestation carries one. */
+  readonly serial?: string;
+  readonly pinSet: boolean;
+  readonly pinMustChange: boolean;
 }
 
 /** A user as the identity provider knows them. */

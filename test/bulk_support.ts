@@ -8,7 +8,10 @@
  */
 import { parse } from "csv-parse/sync";
 import { type Sandbox, type SandboxOptions, startSandbox } from "../plugins/entra/sandbox/server.ts";
+import type { PluginContext, ProviderSession } from "../core/plugin.ts";
+import { entraProvider } from "../plugins/entra/plugin.ts";
 import { runCli } from "./cli.ts";
+import { scriptedUser } from "./software_key.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 
@@ -23,11 +26,7 @@ export interface BulkFixture extends AsyncDisposable {
 
 /** Starts a sandbox with `users` users and makes a software key with a PIN in a fresh folder. */
 export async function bulkFixture(options: Omit<SandboxOptions, "webauthn"> = {}): Promise<BulkFixture> {
-  const sandbox = await startSandbox({
-    ...options,
-    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
-  });
-  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
+  const sandbox = await loopbackSandbox(options);
   const dir = await Deno.makeTempDir({ prefix: "provisioning-bulk-" });
   const env: Record<string, string> = {
     PROVISIONING_SANDBOX: sandbox.url,
@@ -102,4 +101,40 @@ export async function readOutput(path: string): Promise<Record<string, string>[]
     string,
     string
   >[];
+}
+
+/**
+ * A signed-in Entra session on `sandbox` (client credentials), for tests that run the engine in
+ * process. The token cache goes to `dir` (the working folder while signing in).
+ */
+export async function sandboxSession(sandbox: Sandbox, dir: string): Promise<ProviderSession> {
+  const settings: Record<string, string> = {
+    PROVISIONING_SANDBOX: sandbox.url,
+    PROVISIONING_TENANT: sandbox.tenantId,
+    PROVISIONING_CLIENT_ID: sandbox.app.clientId,
+    PROVISIONING_CLIENT_SECRET: sandbox.app.clientSecret,
+  };
+  const context: PluginContext = {
+    interaction: scriptedUser([]),
+    env: (name) => settings[name],
+    readSecret: () => Promise.reject(new Error("no secret")),
+    notify: () => {},
+  };
+  const cwd = Deno.cwd();
+  Deno.chdir(dir);
+  try {
+    return await entraProvider.connect(context, {});
+  } finally {
+    Deno.chdir(cwd);
+  }
+}
+
+/** A sandbox served as `provisioning sandbox` serves it: rp id 127.0.0.1, its own origin allowed. */
+export async function loopbackSandbox(options: Omit<SandboxOptions, "webauthn"> = {}): Promise<Sandbox> {
+  const sandbox = await startSandbox({
+    ...options,
+    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
+  });
+  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
+  return sandbox;
 }

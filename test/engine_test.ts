@@ -13,10 +13,9 @@ import { openFailuresFile } from "../core/jobs/output/failures.ts";
 import { openResultsFile } from "../core/jobs/output/results.ts";
 import { provisionUser } from "../core/jobs/provision_user.ts";
 import { readUsersFromList } from "../core/jobs/sources/csv.ts";
-import type { PluginContext, ProviderSession } from "../core/plugin.ts";
-import { entraProvider } from "../plugins/entra/plugin.ts";
-import { type Sandbox, startSandbox } from "../plugins/entra/sandbox/server.ts";
-import { passkeysByUser, readOutput } from "./bulk_support.ts";
+import type { ProviderSession } from "../core/plugin.ts";
+import type { Sandbox } from "../plugins/entra/sandbox/server.ts";
+import { loopbackSandbox, passkeysByUser, readOutput, sandboxSession } from "./bulk_support.ts";
 
 const pin = "482916";
 
@@ -28,32 +27,9 @@ interface World extends AsyncDisposable {
 }
 
 async function world(): Promise<World> {
-  const sandbox = await startSandbox({
-    users: 12,
-    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
-  });
-  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
+  const sandbox = await loopbackSandbox({ users: 12 });
   const dir = await Deno.makeTempDir({ prefix: "engine-test-" });
-  const settings: Record<string, string> = {
-    PROVISIONING_SANDBOX: sandbox.url,
-    PROVISIONING_TENANT: sandbox.tenantId,
-    PROVISIONING_CLIENT_ID: sandbox.app.clientId,
-    PROVISIONING_CLIENT_SECRET: sandbox.app.clientSecret,
-  };
-  const context: PluginContext = {
-    interaction: scriptedUser([pin]),
-    env: (name) => settings[name],
-    readSecret: () => Promise.reject(new Error("no secret")),
-    notify: () => {},
-  };
-  const cwd = Deno.cwd();
-  Deno.chdir(dir); // the token cache lives in the working folder
-  let session: ProviderSession;
-  try {
-    session = await entraProvider.connect(context, {});
-  } finally {
-    Deno.chdir(cwd);
-  }
+  const session = await sandboxSession(sandbox, dir);
   const upns = sandbox.tenant.users().map((u) => u.userPrincipalName).filter((u) => /^user\d+@/.test(u));
   return {
     sandbox,

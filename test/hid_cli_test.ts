@@ -96,7 +96,7 @@ Deno.test("key devices lists a key with its getInfo; key prepare sets a PIN it w
 Deno.test("key prepare refuses to set a random PIN it could not deliver, before touching the key", async () => {
   const result = await run({}, "key", "prepare", "--device", "unix:/nonexistent/key.sock");
   assert.equal(result.code, 2);
-  assert.match(result.stderr, /Cannot prepare the key: the new PIN would be lost, as PINs are never printed/);
+  assert.match(result.stderr, /Cannot set key PINs: the new PIN would be lost, as PINs are never printed/);
 });
 
 Deno.test("key devices on a desk whose keys cannot be opened says why per key, and what it skipped", async () => {

@@ -19,10 +19,10 @@ import type { GetInfoResponse } from "../ctap/commands.ts";
 import { PinUvAuthPermission } from "../ctap/pin_protocol.ts";
 import { serveCtapHidOnUnixSocket } from "../ctap/unix_socket.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
-import { loadPinRecipient, PinOutputFile } from "../jobs/output/pin_output.ts";
-import type { Authenticator, AuthenticatorPlugin, PluginContext } from "../plugin.ts";
+import type { Authenticator, AuthenticatorPlugin, KeyPreparationPolicy, PluginContext } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
-import { keyPinEnv, newKeyPinEnv, pinFromEnvironment } from "./pin.ts";
+import { keyPolicyFrom, openPinOutputFrom, withKeyPolicyOptions } from "./key_policy.ts";
+import { keyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
 
 const algorithmNames: Readonly<Record<number, string>> = { [-7]: "ES256", [-8]: "EdDSA", [-257]: "RS256" };
@@ -192,23 +192,11 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
   });
 
   const prepare = withPluginOptions(
-    new Command("prepare")
+    withKeyPolicyOptions(new Command("prepare"), "random")
       .description(
         "prepare a security key per policy: optional factory reset, a PIN (random or given), minimum " +
           "PIN length, forced PIN change, enterprise attestation; PINs go only to --pin-output",
       )
-      .option(
-        "--reset",
-        "factory-reset the key first (erases its passkeys; touch within seconds of plugging in)",
-      )
-      .option("--new-pin <mode>", `random, ask (or ${newKeyPinEnv}), or keep`, "random")
-      .option("--pin-length <n>", "digits of a random PIN (raised to the key's and policy's minimum)", "8")
-      .option("--min-pin-length <n>", "raise the key's minimum PIN length (authenticatorConfig)")
-      .option("--force-pin-change", "make the user change the PIN at first use (authenticatorConfig)")
-      .option("--enterprise-attestation", "enable enterprise attestation where the key supports it")
-      .option("--strict", "fail a key that lacks an asked-for feature instead of reporting it")
-      .option("--pin-output <file>", "append the new PIN to this file (created 0600); never printed")
-      .option("--pin-recipient <key-file>", "encrypt PIN records to this public key (JWK or PEM): JWE")
       .option("--user <name>", "who the key is for, recorded with the PIN"),
     context,
     "authenticator",
@@ -222,21 +210,9 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
         hint: "Use --authenticator hid",
       });
     }
-    const policy = await preparePolicy(context, options);
-    const pinOutputPath = options["pinOutput"] as string | undefined;
-    if (policy.pin && !pinOutputPath) {
-      throw new UsageError("Cannot prepare the key: the new PIN would be lost, as PINs are never printed", {
-        hint: "Give --pin-output FILE (and --pin-recipient KEY to encrypt it), or --new-pin keep",
-      });
-    }
-    const recipientPath = options["pinRecipient"] as string | undefined;
-    if (recipientPath && !pinOutputPath) {
-      throw new UsageError("Cannot use --pin-recipient without --pin-output");
-    }
-    const recipient = recipientPath ? await loadPinRecipient(recipientPath) : undefined;
-    await using pinOutput = pinOutputPath
-      ? await PinOutputFile.open(pinOutputPath, recipient ? { recipient } : {})
-      : undefined;
+    const policy = await keyPolicyFrom(context, options);
+    const { file: pinOutput, recipient } = await openPinOutputFrom(options, policy);
+    await using _pinOutput = pinOutput;
     const currentPin = context.env(keyPinEnv);
     const report = await plugin.prepare(context, optionsFor(context, "authenticator", options), {
       policy,
@@ -259,7 +235,7 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
         pinMustChange: report.pinMustChange,
       });
       context.stdout.write(
-        `PIN written to ${pinOutput.path}${recipient ? ` (encrypted to ${recipient.source})` : ""}` +
+        `PIN written to ${pinOutput.path}${recipient ? ` (encrypted to ${recipient})` : ""}` +
           `${report.pinMustChange ? "; the user must change it at first use" : ""}\n`,
       );
     }
@@ -303,26 +279,13 @@ export interface DeviceListingPlugin {
   }>;
 }
 
-/** The policy `key prepare` hands a {@link PreparingPlugin}. */
-export interface PreparePolicy {
-  readonly reset?: boolean;
-  readonly pin?: { readonly kind: "random"; readonly length?: number } | {
-    readonly kind: "given";
-    readonly pin: string;
-  };
-  readonly minPinLength?: number;
-  readonly forcePinChange?: boolean;
-  readonly enterpriseAttestation?: boolean;
-  readonly strict?: boolean;
-}
-
 /**
  * An authenticator plugin that applies a key policy (`key prepare`). To move into core/plugin.ts
  * as an optional member of AuthenticatorPlugin.
  */
 export interface PreparingPlugin {
   prepare(context: PluginContext, options: Record<string, unknown>, request: {
-    policy: PreparePolicy;
+    policy: KeyPreparationPolicy;
     currentPin?: string;
     notify: (text: string) => void;
   }): Promise<{
@@ -350,47 +313,6 @@ function isPreparing(
   plugin: AuthenticatorPlugin<never>,
 ): plugin is AuthenticatorPlugin<never> & PreparingPlugin {
   return typeof (plugin as Partial<PreparingPlugin>).prepare === "function";
-}
-
-function positiveInt(value: unknown, flag: string, min: number): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > 63) {
-    throw new UsageError(`Cannot use ${flag} "${String(value)}": expected a whole number from ${min} to 63`);
-  }
-  return n;
-}
-
-async function preparePolicy(context: CliContext, options: KeyOptions): Promise<PreparePolicy> {
-  const mode = String(options["newPin"] ?? "random");
-  let pin: PreparePolicy["pin"];
-  if (mode === "random") {
-    pin = { kind: "random", length: positiveInt(options["pinLength"], "--pin-length", 4) ?? 8 };
-  } else if (mode === "ask") {
-    const given = context.env(newKeyPinEnv) || await askNewPin(context);
-    pin = { kind: "given", pin: given };
-  } else if (mode !== "keep") {
-    throw new UsageError(`Cannot use --new-pin "${mode}": expected random, ask or keep`);
-  }
-  const minPinLength = positiveInt(options["minPinLength"], "--min-pin-length", 4);
-  return {
-    ...(options["reset"] ? { reset: true } : {}),
-    ...(pin ? { pin } : {}),
-    ...(minPinLength === undefined ? {} : { minPinLength }),
-    ...(options["forcePinChange"] ? { forcePinChange: true } : {}),
-    ...(options["enterpriseAttestation"] ? { enterpriseAttestation: true } : {}),
-    ...(options["strict"] ? { strict: true } : {}),
-  };
-}
-
-async function askNewPin(context: CliContext): Promise<string> {
-  const pin = await context.readSecret({
-    label: "New PIN for the security key",
-    hint: `Set ${newKeyPinEnv}`,
-  });
-  const again = await context.readSecret({ label: "Repeat the new PIN", hint: `Set ${newKeyPinEnv}` });
-  if (pin !== again) throw new UsageError("Cannot set the PIN: the two entries differ");
-  return pin;
 }
 
 function errorText(error: unknown): string {

@@ -25,6 +25,7 @@ import { readUsersFromCsv, readUsersFromList, type SourceRow } from "../jobs/sou
 import type { JobEvent, RunSummary } from "../jobs/events.ts";
 import type { ConnectHints, ProviderPlugin, ProviderSession } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
+import { keyPolicyFrom, openPinOutputFrom, withKeyPolicyOptions } from "./key_policy.ts";
 import { keyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor } from "./plugin_options.ts";
 import { defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
@@ -67,7 +68,7 @@ interface ProvisionFlags {
 /** `provision`: the admin's main job. */
 export function provisionCommand(context: CliContext): CommandUnknownOpts {
   const command = withBoth(
-    new Command("provision")
+    withKeyPolicyOptions(new Command("provision"), "keep")
       .description(
         "create a passkey for each user of a CSV file, a group or a list, on the chosen authenticator, " +
           "and register it with the provider (re-run the same command to resume)",
@@ -157,11 +158,19 @@ async function runProvision(
   const providerOptions = optionsFor(context, "provider", flags);
   const authenticatorOptions = optionsFor(context, "authenticator", flags);
 
-  // The authenticator first: a missing key or vault fails here, before any sign-in.
-  await using authenticator = await context.registry.authenticator(authenticatorId)
-    .open(context, { ...authenticatorOptions, create: false } as never);
-  const info = await new Ctap2Client(authenticator.device).getInfo();
-  const aaguid = formatAaguid(info.aaguid);
+  // Security keys (one per user) come from the plugin's station; any other kind is opened once,
+  // first, so a missing key or vault fails here, before any sign-in.
+  const authenticatorPlugin = context.registry.authenticator(authenticatorId);
+  const stationMode = authenticatorPlugin.station !== undefined && !dryRun;
+  const policy = stationMode ? await keyPolicyFrom(context, flags) : undefined;
+  const pinOutput = policy ? await openPinOutputFrom(flags, policy) : undefined;
+  await using _pinFile = pinOutput?.file;
+  await using authenticator = stationMode
+    ? undefined
+    : await authenticatorPlugin.open(context, { ...authenticatorOptions, create: false } as never);
+  const aaguid = authenticator
+    ? formatAaguid((await new Ctap2Client(authenticator.device).getInfo()).aaguid)
+    : undefined;
 
   if (flags.login) {
     if (!provider.login) {
@@ -173,7 +182,11 @@ async function runProvision(
   const hints = {
     users: kind === "user" ? flags.user ?? [] : kind === "csv" ? await firstUsers(flags.csv!, columns) : [],
   };
-  if (flags.preflight) {
+  if (flags.preflight && (!authenticator || !aaguid)) {
+    context.stderr.write(
+      "note: no preflight: each security key's AAGUID is known only when it is inserted (provisioning doctor --authenticator hid checks one)\n",
+    );
+  } else if (flags.preflight && authenticator && aaguid) {
     await preflight(
       context,
       provider,
@@ -269,8 +282,22 @@ async function runProvision(
       runId: identity.runId,
       source: sourceRows(kind, flags, session, columns, csvPath),
       session,
-      authenticator,
-      authenticatorAaguid: aaguid,
+      ...(authenticator ? { authenticator } : {}),
+      ...(aaguid ? { authenticatorAaguid: aaguid } : {}),
+      ...(policy
+        ? {
+          station: authenticatorPlugin.station!(
+            pluginContext(context),
+            authenticatorOptions as never,
+            {
+              policy,
+              rpId: session.allowedRpIds[0] ?? "",
+              notify: (text) => context.stderr.write(`${text}\n`),
+            },
+          ),
+        }
+        : {}),
+      ...(pinOutput?.file ? { pinOutput: pinOutput.file } : {}),
       interaction: pinFromEnvironment(context),
       displayName: flags.displayName,
       concurrency,

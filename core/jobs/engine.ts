@@ -26,8 +26,10 @@
 import { ProvisioningError } from "../errors.ts";
 import type {
   Authenticator,
+  AuthenticatorStation,
   BrowserRegistrationOptions,
   DirectoryUser,
+  LentDeviceRecord,
   PasskeyMethod,
   ProviderSession,
   UserInteraction,
@@ -35,8 +37,17 @@ import type {
 import type { JobListener, RunCounts, RunSummary, UserOutcome } from "./events.ts";
 import type { Journal, UserRecord } from "./journal.ts";
 import type { FailuresWriter } from "./output/failures.ts";
+import type { PinRecord } from "./output/pin_output.ts";
 import type { ResultsWriter } from "./output/results.ts";
-import { outcomeUnknownCode, type ProvisionTransition, provisionUser } from "./provision_user.ts";
+import {
+  outcomeUnknownCode,
+  type ProvisionedPasskey,
+  type ProvisionTransition,
+  provisionUser,
+} from "./provision_user.ts";
+import { toBase64Url } from "../bytes.ts";
+import { get } from "../webauthn/get.ts";
+import { verifyAssertion } from "../webauthn/verify_assertion.ts";
 import type { SourceRow, SourceUser } from "./sources/csv.ts";
 
 /** What {@link runBulk} needs. */
@@ -45,7 +56,15 @@ export interface BulkRunOptions {
   /** The users, as rows of a source (CSV file, `--user` list, group). Pulled as workers free up. */
   readonly source: AsyncIterable<SourceRow>;
   readonly session: ProviderSession;
-  readonly authenticator: Authenticator;
+  /** The one authenticator every user's passkey is made on; unused with a `station`. */
+  readonly authenticator?: Authenticator;
+  /**
+   * Security keys, one per user (`--authenticator hid`): each user gets a key the station lends,
+   * prepared per policy; the passkey is checked with a test assertion before the key is finished.
+   */
+  readonly station?: AuthenticatorStation;
+  /** Where the PINs a station set go (`--pin-output`); never anywhere else. */
+  readonly pinOutput?: { write(record: PinRecord): Promise<void> };
   /** The authenticator's AAGUID (UUID), for the skip policy. */
   readonly authenticatorAaguid?: string;
   readonly interaction: UserInteraction;
@@ -127,6 +146,9 @@ const transientCodes = new Set([outcomeUnknownCode, "throttled"]);
 export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
   if (!options.dryRun && options.journal === undefined) {
     throw new TypeError("Cannot run a bulk job: a journal is required unless it is a dry run");
+  }
+  if ((options.authenticator === undefined) === (options.station === undefined)) {
+    throw new TypeError("Cannot run a bulk job: give either an authenticator or a station");
   }
   const now = options.now ?? Date.now;
   const started = now();
@@ -255,7 +277,7 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
   emit({ type: "user-state", row, user: ref, state: "queued" });
   for (let attempt = 1;; attempt++) {
     try {
-      await attemptUser(context, row, ref, key);
+      await attemptUser(context, row, ref, key, source.pin);
       return;
     } catch (error) {
       if (options.abort?.aborted) return; // left as journaled, for the next attempt of the run
@@ -289,7 +311,13 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
 }
 
 /** One attempt of one user; throws what should fail or be retried. */
-async function attemptUser(context: UserContext, row: number, ref: string, key: string): Promise<void> {
+async function attemptUser(
+  context: UserContext,
+  row: number,
+  ref: string,
+  key: string,
+  pin: string | undefined,
+): Promise<void> {
   const { options, journal, emit } = context;
   const signal = options.abort;
   const prior = journal?.get(key);
@@ -395,12 +423,44 @@ async function attemptUser(context: UserContext, row: number, ref: string, key: 
     }
     emit({ type: "user-state", row, user: ref, state: transition.state });
   };
-  const result = options.browser
-    ? await registerInBrowser(context, user, onTransition)
-    : await provisionUser({
+  let device: LentDeviceRecord | undefined;
+  let result: { methodId: string; credentialId: string; aaguid: string | undefined; reconciled: boolean };
+  if (options.browser) {
+    result = await registerInBrowser(context, user, onTransition);
+  } else if (options.station) {
+    emit({ type: "user-state", row, user: ref, state: "options", detail: "waiting for a security key" });
+    await using lent = await options.station.next({ reference: ref, ...(pin ? { pin } : {}) }, signal);
+    const registered = await provisionUser({
       session: options.session,
       user,
-      authenticator: options.authenticator,
+      authenticator: lent.authenticator,
+      interaction: lent.interaction,
+      displayName: options.displayName,
+      existingMethodIds: existing,
+      onTransition,
+      ...(signal ? { signal } : {}),
+    });
+    await testAssertion(options, registered, lent.authenticator, lent.interaction, signal);
+    device = await lent.complete({
+      credentialId: registered.credentialId,
+      attestationObject: registered.registration.response.attestationObject,
+    });
+    if (lent.pin && device.pinSet) {
+      await options.pinOutput?.write({
+        user: user.userPrincipalName,
+        pin: lent.pin.reveal(),
+        device: device.device,
+        aaguid: device.aaguid,
+        ...(device.serial ? { serial: device.serial } : {}),
+        pinMustChange: device.pinMustChange,
+      });
+    }
+    result = registered;
+  } else {
+    result = await provisionUser({
+      session: options.session,
+      user,
+      authenticator: options.authenticator!,
       interaction: options.interaction,
       displayName: options.displayName,
       existingMethodIds: existing,
@@ -408,6 +468,7 @@ async function attemptUser(context: UserContext, row: number, ref: string, key: 
       exclusive: context.exclusive,
       ...(signal ? { signal } : {}),
     });
+  }
 
   // 4. Verify: the provider lists the new passkey.
   const listed = (await options.session.listPasskeys(user, signal)).find((m) => m.id === result.methodId);
@@ -415,7 +476,43 @@ async function attemptUser(context: UserContext, row: number, ref: string, key: 
     credentialId: result.credentialId,
     aaguid: listed?.aaguid ?? result.aaguid,
     reconciled: result.reconciled,
+    ...(device ? { device } : {}),
     ...(listed ? {} : { note: "registered; the provider does not list it yet" }),
+  });
+}
+
+/**
+ * Signs a fresh challenge with the new credential on the key that made it and checks the
+ * signature with the registered public key, before the key leaves the desk.
+ */
+async function testAssertion(
+  options: BulkRunOptions,
+  registered: ProvisionedPasskey,
+  authenticator: Authenticator,
+  interaction: UserInteraction,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const challenge = toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
+  const assertion = await get({
+    options: {
+      challenge,
+      rpId: registered.rpId,
+      allowCredentials: [{ type: "public-key", id: registered.credentialId }],
+      userVerification: "preferred",
+      timeout: 120_000,
+    },
+    origin: registered.origin,
+    allowedRpIds: options.session.allowedRpIds,
+    authenticator,
+    interaction,
+    ...(signal ? { signal } : {}),
+  });
+  await verifyAssertion({
+    assertion,
+    registration: registered.registration,
+    challenge,
+    origin: registered.origin,
+    rpId: registered.rpId,
   });
 }
 
@@ -449,7 +546,7 @@ async function registerInBrowser(
   });
   const { method, credentialId } = await options.session.registerInBrowser(user, {
     ...options.browser,
-    authenticator: options.authenticator,
+    authenticator: options.authenticator!,
     interaction: options.interaction,
     displayName: options.displayName,
     ...(options.abort ? { signal: options.abort } : {}),
@@ -466,7 +563,13 @@ async function done(
   key: string,
   user: DirectoryUser,
   method: PasskeyMethod,
-  facts: { credentialId: string | undefined; aaguid: string | undefined; reconciled: boolean; note?: string },
+  facts: {
+    credentialId: string | undefined;
+    aaguid: string | undefined;
+    reconciled: boolean;
+    device?: LentDeviceRecord;
+    note?: string;
+  },
 ): Promise<void> {
   const { options, journal, emit } = context;
   const displayName = method.displayName ?? options.displayName;
@@ -482,6 +585,14 @@ async function done(
     ...(facts.credentialId ? { credentialId: facts.credentialId } : {}),
     ...(facts.aaguid ? { aaguid: facts.aaguid } : {}),
     ...(facts.reconciled ? { reconciled: true } : {}),
+    ...(facts.device
+      ? {
+        device: facts.device.device,
+        ...(facts.device.serial ? { serial: facts.device.serial } : {}),
+        pinSet: facts.device.pinSet,
+        pinMustChange: facts.device.pinMustChange,
+      }
+      : {}),
   };
   await journal?.append(verified);
   await options.results.write(resultRowOf({ ...journal?.get(key), ...verified }));
@@ -510,6 +621,9 @@ function resultRowOf(record: UserRecord) {
     ...(record.aaguid ? { aaguid: record.aaguid } : {}),
     ...(record.displayName ? { displayName: record.displayName } : {}),
     ...(record.at ? { time: new Date(record.at) } : {}),
+    ...(record.serial ? { serial: record.serial } : {}),
+    ...(record.pinSet === undefined ? {} : { pinSet: record.pinSet }),
+    ...(record.pinMustChange === undefined ? {} : { pinMustChange: record.pinMustChange }),
   };
 }
 

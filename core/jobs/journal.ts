@@ -70,6 +70,11 @@ export const userRecordSchema = z.object({
   message: z.string().optional(),
   /** True when the passkey was found by listing after a lost answer or an interrupted attempt. */
   reconciled: z.boolean().optional(),
+  /** Security keys: where the key was, its serial (when its attestation says), its PIN state. */
+  device: z.string().optional(),
+  serial: z.string().optional(),
+  pinSet: z.boolean().optional(),
+  pinMustChange: z.boolean().optional(),
   /** ISO time of the transition. */
   at: z.string().optional(),
 });

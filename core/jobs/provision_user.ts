@@ -24,7 +24,8 @@ import type {
   UserInteraction,
 } from "../plugin.ts";
 import { create } from "../webauthn/create.ts";
-import type { RegistrationResponseJSON } from "../webauthn/json.ts";
+import { parseCreationOptions, type RegistrationResponseJSON } from "../webauthn/json.ts";
+import { effectiveRpId } from "../webauthn/rp_id.ts";
 
 /** The reason code a provider gives a registration whose answer was lost (sent, no reply). */
 export const outcomeUnknownCode = "outcome-unknown";
@@ -86,6 +87,11 @@ export interface ProvisionedPasskey {
   readonly aaguid: string | undefined;
   /** True when the registration's answer was lost and the passkey was found by listing. */
   readonly reconciled: boolean;
+  /** The registration as the authenticator made it (public key, attestation object). */
+  readonly registration: RegistrationResponseJSON;
+  /** The origin and rp id the ceremony ran for: a test assertion uses the same. */
+  readonly origin: string;
+  readonly rpId: string;
 }
 
 /** The step of {@link provisionUser} that failed. */
@@ -178,7 +184,16 @@ export async function provisionUser(options: ProvisionUserOptions): Promise<Prov
   }
   const aaguid = method.aaguid ?? aaguidOfRegistration(credential);
   await options.onTransition?.({ state: "registered", methodId: method.id, aaguid, reconciled });
-  return { user, methodId: method.id, credentialId: credential.id, aaguid, reconciled };
+  return {
+    user,
+    methodId: method.id,
+    credentialId: credential.id,
+    aaguid,
+    reconciled,
+    registration: credential,
+    origin: challenge.origin,
+    rpId: effectiveRpId(parseCreationOptions(challenge.options).rp.id, challenge.origin),
+  };
 }
 
 /**

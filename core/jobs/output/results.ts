@@ -52,6 +52,11 @@ export interface ResultRow extends NoSecrets {
   readonly displayName?: string;
   /** @default now */
   readonly time?: Date;
+  /** Security keys: the key's serial number, when its attestation carries one. */
+  readonly serial?: string;
+  /** Security keys: whether the run set the key's PIN, and whether the user must change it. */
+  readonly pinSet?: boolean;
+  readonly pinMustChange?: boolean;
 }
 
 /** The header of results.csv. */
@@ -64,6 +69,9 @@ export const resultsHeader = [
   "aaguid",
   "display name",
   "time",
+  "serial",
+  "pin set",
+  "pin must change",
 ] as const;
 
 /** Options of {@link openResultsFile}. */
@@ -101,6 +109,9 @@ export async function openResultsFile(path: string, options: OutputFileOptions =
         row.aaguid ?? "",
         row.displayName ?? "",
         (row.time ?? now()).toISOString(),
+        row.serial ?? "",
+        row.pinSet === undefined ? "" : String(row.pinSet),
+        row.pinMustChange === undefined ? "" : String(row.pinMustChange),
       ]),
     sync: () => file.sync(),
     close: () => file.close(),
