@@ -2,18 +2,27 @@
  * `deno task demo`: the main job end to end against the embedded Entra sandbox. The sandbox
  * tenant starts on 127.0.0.1; a fresh software key (a real encrypted vault in a temporary folder)
  * gets a PIN; the `entra` plugin signs in with the sandbox's app registration (client
- * credentials) and provisions the tenant's sample users through Graph's passkey API; the
- * sandbox verifies every registration with @simplewebauthn/server, and its inspection endpoint
- * shows one verified passkey per user. Nothing leaves this machine.
+ * credentials) and runs the bulk engine over a users.csv of the tenant's sample users (a repeated
+ * row included) through Graph's passkey API, with journal, results.csv and failures.csv, then runs
+ * it again to show the resume; the sandbox verifies every registration with
+ * @simplewebauthn/server, and its inspection endpoint shows one verified passkey per user. Nothing
+ * leaves this machine.
  *
  * @module
  */
 import { openSoftwareKey } from "../authenticators/software/plugin.ts";
 import { toBase64Url } from "../core/bytes.ts";
 import { Ctap2Client } from "../core/ctap/client.ts";
+import { parse } from "csv-parse/sync";
+import { renderSummary } from "../core/cli/summary.ts";
 import { describeError } from "../core/errors.ts";
-import { provisionUser } from "../core/jobs/provision_user.ts";
-import type { PluginContext } from "../core/plugin.ts";
+import { runBulk } from "../core/jobs/engine.ts";
+import type { RunSummary } from "../core/jobs/events.ts";
+import { openJournal } from "../core/jobs/journal.ts";
+import { openFailuresFile } from "../core/jobs/output/failures.ts";
+import { openResultsFile } from "../core/jobs/output/results.ts";
+import { readUsersFromCsv } from "../core/jobs/sources/csv.ts";
+import type { Authenticator, PluginContext, ProviderSession, UserInteraction } from "../core/plugin.ts";
 import { entraProvider } from "../plugins/entra/plugin.ts";
 
 const sampleUsers = 5;
@@ -60,36 +69,75 @@ async function demo(): Promise<boolean> {
 
     const inspection = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as Inspection;
     const upns = inspection.users.map((u) => u.userPrincipalName).filter((upn) => /^user\d+@/.test(upn));
-    say(`4. Provisioning ${upns.length} sample users through Graph's passkey API`);
-    const rows: string[][] = [];
-    for (const upn of upns) {
-      const started = performance.now();
-      try {
-        const result = await provisionUser({
-          session,
-          user: upn,
-          authenticator: key,
-          interaction: context.interaction,
-          displayName: "Provisioning demo key",
-        });
-        rows.push([upn, "provisioned", result.methodId, `${Math.round(performance.now() - started)} ms`]);
-      } catch (error) {
-        rows.push([upn, "failed", describeError(error), ""]);
-      }
-    }
-    say(table(["USER", "STATUS", "METHOD ID", "TIME"], rows));
+    // The admin's CSV: the sample users, and one of them twice (provisioned once, the repeat reported).
+    const csv = ["User principal name,Display name", ...upns.map((upn, i) => `${upn},Sample user ${i + 1}`)]
+      .concat(`${upns[0]},Sample user 1 again`).join("\r\n");
+    await Deno.writeTextFile(`${dir}/users.csv`, csv);
+    say(`4. Bulk run of users.csv (${upns.length} users and a repeated row), 3 at a time, journaled`);
+    const run = () => bulkRun({ dir, session, key, interaction: context.interaction });
+    const first = await run();
+    const results = await readResults(`${dir}/results.csv`);
+    say(table(["USER", "STATUS", "METHOD ID"], results.map((r) => [r.user, r.status, r.methodId])));
+    say(indent(renderSummary(first)));
+    const again = await run();
+    say(
+      `5. The same run again resumes from its journal: ${again.fromEarlierAttempts} users done before, ` +
+        `${again.counts.provisioned} provisioned anew`,
+    );
 
     const after = await (await fetch(`${sandbox.url}/_sandbox/inspect`)).json() as Inspection;
     const verified = after.users.filter((u) => upns.includes(u.userPrincipalName))
       .filter((u) => u.passkeys.length === 1 && u.passkeys[0]!.verified);
     say(
-      `5. The sandbox's inspection: ${verified.length} of ${upns.length} users hold exactly one verified passkey`,
+      `6. The sandbox's inspection: ${verified.length} of ${upns.length} users hold exactly one verified passkey`,
     );
-    return verified.length === upns.length;
+    return verified.length === upns.length && first.counts.provisioned === upns.length &&
+      again.counts.provisioned === 0;
   } finally {
     Deno.chdir(home);
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** The run the CLI makes of `provisioning --csv users.csv --concurrency 3`, on the demo's key. */
+async function bulkRun(options: {
+  dir: string;
+  session: ProviderSession;
+  key: Authenticator;
+  interaction: UserInteraction;
+}): Promise<RunSummary> {
+  const { dir } = options;
+  await using journal = await openJournal(`${dir}/.provisioning/runs/demo.jsonl`, {
+    runId: "demo",
+    fingerprint: "demo users.csv",
+  });
+  await using results = await openResultsFile(`${dir}/results.csv`, { fresh: true });
+  await using failures = await openFailuresFile(`${dir}/failures.csv`, { fresh: true });
+  const file = await Deno.open(`${dir}/users.csv`);
+  return await runBulk({
+    runId: "demo",
+    source: readUsersFromCsv(file.readable, { source: "users.csv" }),
+    session: options.session,
+    authenticator: options.key,
+    interaction: options.interaction,
+    displayName: "Provisioning demo key",
+    concurrency: 3,
+    journal,
+    results,
+    failures,
+  });
+}
+
+async function readResults(path: string): Promise<{ user: string; status: string; methodId: string }[]> {
+  const rows = parse((await Deno.readTextFile(path)).replace(/^\uFEFF/, ""), { columns: true }) as Record<
+    string,
+    string
+  >[];
+  return rows.map((r) => ({ user: r["user"]!, status: r["status"]!, methodId: r["method id"]! }));
+}
+
+function indent(text: string): string {
+  return text.trimEnd().split("\n").map((line) => `   ${line}`).join("\n");
 }
 
 interface Inspection {

@@ -11,5 +11,7 @@ Deno.test("the demo provisions the sandbox's sample users and the sandbox shows 
   const stdout = new TextDecoder().decode(output.stdout);
   assertEquals(output.code, 0, new TextDecoder().decode(output.stderr));
   assert.match(stdout, /5 of 5 users hold exactly one verified passkey/);
-  assertEquals(stdout.match(/ provisioned /g)?.length, 5);
+  assertEquals(stdout.match(/@contoso\.sandbox +provisioned +[0-9a-f-]{36}\n/g)?.length, 5);
+  assert.match(stdout, /duplicate +1\n/);
+  assert.match(stdout, /5 users done before, 0 provisioned anew/);
 });
