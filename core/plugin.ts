@@ -156,8 +156,10 @@ export interface LentAuthenticator extends AsyncDisposable {
   readonly authenticator: Authenticator;
   /** Answers the device's PIN prompts with the PIN the station knows. */
   readonly interaction: UserInteraction;
-  /** The PIN the station set, when it set one: only for the PIN file, never printed. */
+  /** The PIN the station knows for the device: only for the PIN file, never printed. */
   readonly pin: { reveal(): string } | undefined;
+  /** True when the station set that PIN now (the PIN file gets it then). */
+  readonly pinSet: boolean;
   /**
    * After the provider accepted the registration: finishes the device (a forced PIN change) and
    * says what to record about it.
@@ -211,6 +213,11 @@ export interface RegistrationChallenge {
  * whose `code` is a reason code for failures.csv.
  */
 export interface ProviderSession extends AsyncDisposable {
+  /**
+   * Which directory this is, stably (e.g. the cloud and tenant id): part of a bulk run's identity,
+   * so the same command against another tenant is another run, never a resume.
+   */
+  readonly tenant?: string | undefined;
   /** rp ids this tenant's creation options may carry; anything else is refused before the key is touched. */
   readonly allowedRpIds: readonly string[];
   /** Finds a user by sign-in name, mail or id. */

@@ -114,9 +114,12 @@ Deno.test("provision --authenticator hid --device unix:PATH: the CLI prepares th
   assertEquals(passkeysByUser(fixture.sandbox).get(upn!)?.length, 1);
   const [row] = await readOutput(`${fixture.dir}/results.csv`);
   assertEquals(row?.["pin must change"], "true");
-  const pins = (await Deno.readTextFile(`${fixture.dir}/pins.jsonl`)).trim().split("\n");
-  assertEquals(pins.length, 1);
-  const { pin } = JSON.parse(pins[0]!) as { pin: string };
+  // One record when the key got its PIN (before the passkey existed), one when it was finished.
+  const pins = (await Deno.readTextFile(`${fixture.dir}/pins.jsonl`)).trim().split("\n")
+    .map((line) => JSON.parse(line) as { pin: string; stage: string; pinMustChange: boolean });
+  deepStrictEqual(pins.map((p) => [p.stage, p.pinMustChange]), [["prepared", false], ["completed", true]]);
+  assertEquals(pins[0]!.pin, pins[1]!.pin);
+  const { pin } = pins[1]!;
   assert.ok(!run.stdout.includes(pin) && !run.stderr.includes(pin), "the PIN was printed");
 
   const refused = await runCli(

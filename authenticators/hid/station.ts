@@ -112,6 +112,8 @@ export interface StationKey extends AsyncDisposable {
   readonly report: PreparedKeyReport;
   /** The key's PIN, for the PIN file; undefined when the run did not set or know it. */
   readonly pin: SecretPin | undefined;
+  /** True when this station set the PIN now (not a PIN the key already had). */
+  readonly pinSet: boolean;
   /**
    * The passkey is registered and verified: apply the deferred forced PIN change, remember the
    * credential (a key coming back is recognised by it), release the key, and say what to record.
@@ -310,6 +312,7 @@ export class KeyStation {
         authenticator: key,
         report,
         pin,
+        pinSet: report.pinSet,
         interaction: {
           requestPin: (request) => pin ? Promise.resolve(pin.reveal()) : interaction.requestPin(request),
           promptUserPresence: (label) => interaction.promptUserPresence(label),

@@ -13,6 +13,7 @@
  * @module
  */
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
+import { sha256 } from "@noble/hashes/sha2.js";
 import { formatAaguid } from "../aaguid.ts";
 import { Ctap2Client } from "../ctap/client.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
@@ -229,16 +230,18 @@ async function runProvision(
   }
   await using _session = session;
 
+  // The run's identity: where it writes (the tenant), with what (the key model), for whom (the
+  // source's content, not its name: a failures.csv rewritten by a finished run is a new run), and
+  // how (the passkey's name, --force, the path). The same command after a crash is the same run.
   const identity = await runIdentity({
     provider: provider.manifest.id,
-    providerOptions,
-    authenticator: authenticatorId,
-    authenticatorOptions,
+    tenant: session.tenant ?? providerOptions,
+    authenticator: aaguid ?? authenticatorId,
     source: kind === "csv"
-      ? { csv: await realPath(flags.csv!) }
+      ? { csv: await fileDigest(flags.csv!), columns }
       : kind === "group"
       ? { group: flags.group! }
-      : { users: flags.user! },
+      : { users: [...new Set(flags.user!.map((u) => u.trim().toLowerCase()))].sort() },
     displayName: flags.displayName,
     force: flags.force === true,
     via: viaBrowserFlag(flags),
@@ -247,14 +250,7 @@ async function runProvision(
   const failuresPath = flags.failures ?? (dryRun ? "dry-run-failures.csv" : "failures.csv");
   const journalPath = `${flags.journalDir}/${identity.runId}.jsonl`;
   await using journal = dryRun ? undefined : await openJournal(journalPath, identity);
-
-  // Re-running failures.csv as the input: read a snapshot, since the run rewrites that file.
-  let csvPath = flags.csv;
-  if (csvPath !== undefined && !dryRun && await isOutput(csvPath, [resultsPath, failuresPath])) {
-    const snapshot = `${flags.journalDir}/${identity.runId}.input.csv`;
-    if (!journal?.resumed || !(await exists(snapshot))) await Deno.copyFile(csvPath, snapshot);
-    csvPath = snapshot;
-  }
+  const csvPath = flags.csv;
   // The browser path: one browser for the run, a private context per user.
   const viaBrowser = flags.via === "browser" || flags.mode === "headful" || flags.manual === true;
   if (viaBrowser && !session.registerInBrowser) {
@@ -270,8 +266,22 @@ async function runProvision(
       profileParent: `${flags.journalDir}/..`,
     })
     : undefined;
-  await using results = await openResultsFile(resultsPath, { fresh: true });
-  await using failures = await openFailuresFile(failuresPath, { fresh: true });
+  // Outputs are written beside their final names and put in place at the end of the attempt: the
+  // input stays intact while it is read (`--csv failures.csv`), and another run's files are kept.
+  const outputs = dryRun
+    ? { results: resultsPath, failures: failuresPath }
+    : { results: `${resultsPath}.partial`, failures: `${failuresPath}.partial` };
+  // A new run first keeps an earlier run's files aside (a resumed one owns what is there).
+  // The input itself (`--csv failures.csv`) stays in place until the run replaces it at its end.
+  if (!dryRun && !journal?.resumed) {
+    const input = csvPath === undefined ? undefined : await Deno.realPath(csvPath).catch(() => undefined);
+    for (const path of [resultsPath, failuresPath]) {
+      if (input !== undefined && await Deno.realPath(path).catch(() => undefined) === input) continue;
+      await keepEarlierOutput(path);
+    }
+  }
+  await using results = await openResultsFile(outputs.results, { fresh: true });
+  await using failures = await openFailuresFile(outputs.failures, { fresh: true });
   const total = csvPath === undefined
     ? flags.user?.filter((u) => u !== "-").length
     : await estimateRows(csvPath);
@@ -322,6 +332,16 @@ async function runProvision(
     });
   } finally {
     progress.close();
+  }
+  if (!dryRun) {
+    await results.close();
+    await failures.close();
+    for (
+      const [partial, final] of [[outputs.results, resultsPath], [outputs.failures, failuresPath]] as const
+    ) {
+      await Deno.rename(partial, final);
+    }
+    summary = { ...summary, resultsPath, failuresPath };
   }
   printRunSummary(context, summary, { format: flags.logFormat === "json" ? "json" : "text" });
   if (summary.halted) {
@@ -463,16 +483,21 @@ function sortDeep(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(sortDeep);
   if (value && typeof value === "object") {
     return Object.fromEntries(
-      Object.entries(value).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b))
+      Object.entries(value).filter(([, v]) => v !== undefined).sort((
+        [a],
+        [b],
+      ) => (a < b ? -1 : a > b ? 1 : 0))
         .map(([k, v]) => [k, sortDeep(v)]),
     );
   }
   return value;
 }
 
-async function realPath(path: string): Promise<string> {
+/** SHA-256 of a file's content, streamed: the identity of a CSV source. */
+async function fileDigest(path: string): Promise<string> {
+  let file: Deno.FsFile;
   try {
-    return await Deno.realPath(path);
+    file = await Deno.open(path);
   } catch (error) {
     throw new ProvisioningError(
       "csv-unreadable",
@@ -480,27 +505,28 @@ async function realPath(path: string): Promise<string> {
       { hint: "Check the path and that the file is readable", exitCode: 2, cause: error },
     );
   }
+  const hash = sha256.create();
+  for await (const chunk of file.readable) hash.update(chunk);
+  return [...hash.digest()].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function isOutput(input: string, outputs: readonly string[]): Promise<boolean> {
-  const source = await realPath(input);
-  for (const output of outputs) {
-    try {
-      if (await Deno.realPath(output) === source) return true;
-    } catch {
-      // Not there yet: not the input.
-    }
-  }
-  return false;
-}
-
-async function exists(path: string): Promise<boolean> {
+/**
+ * Before a new run puts its output at `path`, an earlier run's file there is kept under a name
+ * with its time: `results.2026-11-23T12-40-00.csv`.
+ */
+async function keepEarlierOutput(path: string): Promise<void> {
+  let info: Deno.FileInfo;
   try {
-    await Deno.stat(path);
-    return true;
+    info = await Deno.stat(path);
   } catch {
-    return false;
+    return;
   }
+  const stamp = (info.mtime ?? new Date()).toISOString().slice(0, 19).replaceAll(":", "-");
+  const dot = path.lastIndexOf(".");
+  const kept = dot > path.lastIndexOf("/")
+    ? `${path.slice(0, dot)}.${stamp}${path.slice(dot)}`
+    : `${path}.${stamp}`;
+  await Deno.rename(path, kept);
 }
 
 /** Lines of a file less its header: the progress display's total (a file is read twice, fast). */

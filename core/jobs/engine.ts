@@ -24,6 +24,7 @@
  * @module
  */
 import { ProvisioningError } from "../errors.ts";
+import { redactText } from "../log.ts";
 import type {
   Authenticator,
   AuthenticatorStation,
@@ -49,6 +50,7 @@ import { toBase64Url } from "../bytes.ts";
 import { get } from "../webauthn/get.ts";
 import { verifyAssertion } from "../webauthn/verify_assertion.ts";
 import type { SourceRow, SourceUser } from "./sources/csv.ts";
+import { SeenUsers } from "./sources/seen_users.ts";
 
 /** What {@link runBulk} needs. */
 export interface BulkRunOptions {
@@ -103,6 +105,9 @@ export interface BulkRunOptions {
   readonly now?: () => number;
 }
 
+/** Clock skew allowed between us and the provider when matching a passkey to a registration. */
+const reconcileSkewMs = 5 * 60_000;
+
 /** Reason codes the engine itself gives. */
 export const engineReasons = {
   /** The user already holds a passkey matching the run's policy. */
@@ -152,7 +157,14 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
   }
   const now = options.now ?? Date.now;
   const started = now();
-  const emit: JobListener = options.onEvent ?? (() => {});
+  // A listener that throws must not turn a provisioned user into a failed one.
+  const emit: JobListener = (event) => {
+    try {
+      options.onEvent?.(event);
+    } catch {
+      // Progress output is best effort.
+    }
+  };
   const counts: RunCounts = { provisioned: 0, reconciled: 0, skipped: 0, dryRun: 0, failed: 0, byReason: {} };
   const journal = options.journal;
   let fromEarlierAttempts = 0;
@@ -202,7 +214,26 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     halted = { code, message };
     emit({ type: "stopping", reason: "halt", code });
   };
-  const context: UserContext = { options, journal, emit, finish, now, exclusive: mutex(), halt };
+  // Object ids claimed by a user of this run (seeded from the journal): one person reached by two
+  // references (UPN and object id, a mail alias) is provisioned once.
+  const claimed = new SeenUsers();
+  for (const record of journal?.users() ?? []) {
+    if (record.userId && record.row !== undefined) claimed.admit(record.userId, record.row);
+  }
+  const context: UserContext = {
+    options,
+    journal,
+    emit,
+    finish,
+    now,
+    exclusive: mutex(),
+    halt,
+    successes: () => counts.provisioned + counts.reconciled + counts.skipped + counts.dryRun,
+    claim: (userId, row) => {
+      const first = claimed.admit(userId, row);
+      return first === undefined || first === row ? undefined : first;
+    },
+  };
   const iterator = options.source[Symbol.asyncIterator]();
   let interrupted = false;
   const onStop = () => {
@@ -214,6 +245,8 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     while (!options.stop?.aborted && !options.abort?.aborted && !halted) {
       const next = await iterator.next();
       if (next.done) return;
+      // A Ctrl+C (or a halt) while this worker waited for the source: take no more users.
+      if (options.stop?.aborted || options.abort?.aborted || halted) return;
       const row = next.value;
       if (!row.ok) {
         await options.failures.write({
@@ -233,14 +266,23 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
       await runUser(context, row.row, row.user);
     }
   };
+  // An error that escapes a worker (the source, an output file) stops the others from taking
+  // users, lets the ones in flight finish, and is rethrown once the files are synced.
+  let escaped: { error: unknown } | undefined;
+  const guarded = () =>
+    worker().catch((error) => {
+      escaped ??= { error };
+      halted ??= { code: "run-error", message: error instanceof Error ? error.message : String(error) };
+    });
   try {
-    await Promise.all(Array.from({ length: concurrency }, worker));
+    await Promise.all(Array.from({ length: concurrency }, guarded));
   } finally {
     options.stop?.removeEventListener("abort", onStop);
     await iterator.return?.();
     await options.results.sync();
     await options.failures.sync();
   }
+  if (escaped) throw escaped.error;
   if (options.abort?.aborted) interrupted = true;
   const summary: RunSummary = {
     runId: options.runId,
@@ -266,6 +308,10 @@ interface UserContext {
   readonly exclusive: <T>(run: () => Promise<T>) => Promise<T>;
   /** Stops the run after a failure every user would hit. */
   readonly halt: (code: string, message: string) => void;
+  /** Users that ended well so far in this attempt. */
+  readonly successes: () => number;
+  /** Claims an object id for a row; returns the row that claimed it first, if another did. */
+  readonly claim: (userId: string, row: number) => number | undefined;
 }
 
 /** One user, with retries of transient failures. */
@@ -284,9 +330,11 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
       const failure = error instanceof ProvisioningError ? error : undefined;
       const code = failure?.code ?? engineReasons.unexpected;
       const message = failure?.message ??
-        `Cannot provision ${ref}: unexpected ${
-          error instanceof Error ? `${error.name}: ${error.message}` : String(error)
-        }`;
+        redactText(
+          `Cannot provision ${ref}: unexpected ${
+            error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+          }`,
+        );
       const transient = failure !== undefined && (failure.retryable || transientCodes.has(failure.code));
       if (transient && attempt < maxAttempts) {
         emit({
@@ -304,7 +352,9 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
       await options.failures.write({ user: ref, row, code, message: hinted });
       emit({ type: "user-state", row, user: ref, state: "failed", detail: code });
       context.finish(row, ref, "failed", code, hinted);
-      if (haltingReasons.has(code)) context.halt(code, hinted);
+      // Only while nobody succeeded: after a success, the reason may be this user's alone (a 403
+      // for an admin account, a policy that targets some groups).
+      if (haltingReasons.has(code) && context.successes() === 0) context.halt(code, hinted);
       return;
     }
   }
@@ -330,6 +380,14 @@ async function attemptUser(
     user = { id: prior.userId, userPrincipalName: prior.upn };
   } else {
     user = await options.session.resolveUser(ref, signal);
+    const first = context.claim(user.id, row);
+    if (first !== undefined) {
+      throw new ProvisioningError(
+        "duplicate",
+        `Cannot provision ${ref} (row ${row}): it is the same user as row ${first} (${user.userPrincipalName})`,
+        { hint: "Each user is provisioned once; remove one of the rows" },
+      );
+    }
     await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName });
   }
   emit({ type: "user-state", row, user: ref, state: "resolved", detail: `id ${user.id}` });
@@ -337,11 +395,24 @@ async function attemptUser(
   // 2. What they have: reconcile an interrupted registration, or apply the skip policy.
   const methods = await options.session.listPasskeys(user, signal);
   let existing = methods.map((m) => m.id);
-  if (prior && (prior.s === "created" || prior.s === "registered")) {
-    existing = prior.existing ?? existing;
+  // An earlier attempt got as far as creating a credential (whatever happened next, a failure
+  // included): the provider is asked before anything is created again.
+  if (
+    prior && prior.existing !== undefined && prior.s !== "verified" && prior.s !== "skipped" &&
+    prior.s !== "revoked"
+  ) {
+    existing = prior.existing;
     const known = new Set(existing);
+    const since = prior.createdAt ? Date.parse(prior.createdAt) - reconcileSkewMs : -Infinity;
     const found = methods.find((m) => m.id === prior.methodId) ??
-      methods.find((m) => !known.has(m.id) && m.displayName === (prior.displayName ?? options.displayName));
+      methods.find((m) =>
+        !known.has(m.id) && m.displayName === (prior.displayName ?? options.displayName) &&
+        (m.createdDateTime === undefined || Date.parse(m.createdDateTime) >= since) &&
+        (!options.authenticatorAaguid || !m.aaguid ||
+          m.aaguid.toLowerCase() === options.authenticatorAaguid.toLowerCase())
+      ) ??
+      // The provider confirmed this method id: a listing that lags behind does not undo that.
+      (prior.methodId ? { id: prior.methodId } : undefined);
     if (found) {
       await done(context, row, ref, key, user, found, {
         credentialId: prior.credentialId,
@@ -429,7 +500,19 @@ async function attemptUser(
     result = await registerInBrowser(context, user, onTransition);
   } else if (options.station) {
     emit({ type: "user-state", row, user: ref, state: "options", detail: "waiting for a security key" });
-    await using lent = await options.station.next({ reference: ref, ...(pin ? { pin } : {}) }, signal);
+    // Waiting for a key ends at the first Ctrl+C too: no key is in use yet.
+    const waitSignal = AbortSignal.any([options.stop, options.abort].filter((x): x is AbortSignal => !!x));
+    await using lent = await options.station.next({ reference: ref, ...(pin ? { pin } : {}) }, waitSignal);
+    if (lent.pin && lent.pinSet) {
+      // Before the passkey exists: a crash from here on never loses the PIN the key now has.
+      await options.pinOutput?.write({
+        user: user.userPrincipalName,
+        pin: lent.pin.reveal(),
+        device: lent.authenticator.label,
+        pinMustChange: false,
+        stage: "prepared",
+      });
+    }
     const registered = await provisionUser({
       session: options.session,
       user,

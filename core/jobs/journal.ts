@@ -138,23 +138,26 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
   if (folder !== path) await Deno.mkdir(folder, { recursive: true, mode: 0o700 });
   const state = new Map<string, UserRecord>();
   let attempts = 0;
-  let validLength = 0;
-  let existed = false;
-  try {
-    const text = await Deno.readTextFile(path);
-    existed = true;
-    validLength = replay(text, path, options, state, (n) => attempts = n);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
   const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+  // One process per run: a second one (a cron job overlapping, a second terminal) would pass the
+  // skip checks alongside the first. The OS drops the lock when the process dies, kill -9 included.
+  // Taken before reading, so nothing another process appended can be cut off below.
+  if (!(await file.tryLock(true))) {
+    file.close();
+    throw new ProvisioningError(
+      "run-in-progress",
+      `Cannot start run ${options.runId}: another process has its journal ${path} open`,
+      { hint: "Wait for that run to finish (or stop it), then run the same command again", exitCode: 2 },
+    );
+  }
   try {
-    if (existed) {
-      await file.truncate(validLength);
-      await file.seek(validLength, Deno.SeekMode.Start);
-    }
+    const text = new TextDecoder().decode(await readAll(file));
+    const existed = text.length > 0;
+    const validLength = existed ? replay(text, path, options, state, (n) => attempts = n) : 0;
+    await file.truncate(validLength);
+    await file.seek(validLength, Deno.SeekMode.Start);
     const writer = new GroupCommit(file);
-    if (!existed || validLength === 0) {
+    if (validLength === 0) {
       await writer.write(
         JSON.stringify({
           t: "run",
@@ -170,7 +173,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
     return {
       path,
       runId: options.runId,
-      resumed: existed && validLength > 0,
+      resumed: validLength > 0,
       attempt: attempts,
       get: (key) => state.get(key),
       users: () => state.values(),
@@ -294,12 +297,34 @@ function replay(
   return bytes;
 }
 
+/** The whole file, from its start. */
+async function readAll(file: Deno.FsFile): Promise<Uint8Array> {
+  await file.seek(0, Deno.SeekMode.Start);
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(1 << 16);
+  let total = 0;
+  while (true) {
+    const n = await file.read(buffer);
+    if (n === null) break;
+    chunks.push(buffer.slice(0, n));
+    total += n;
+  }
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
 /** Appends lines; concurrent writes share one write and one fsync. */
 class GroupCommit {
   readonly #file: Deno.FsFile;
   #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
   #flushing: Promise<void> | undefined;
   #closed = false;
+  #failed: unknown;
 
   constructor(file: Deno.FsFile) {
     this.#file = file;
@@ -317,6 +342,10 @@ class GroupCommit {
     while (this.#pending.length > 0) {
       const batch = this.#pending;
       this.#pending = [];
+      if (this.#failed) {
+        for (const p of batch) p.reject(this.#failed);
+        continue;
+      }
       try {
         const data = new TextEncoder().encode(batch.map((p) => `${p.line}\n`).join(""));
         let written = 0;
@@ -324,6 +353,9 @@ class GroupCommit {
         await this.#file.sync();
         for (const p of batch) p.resolve();
       } catch (error) {
+        // A write that failed halfway (a full disk) may have left part of a line: appending after
+        // it would corrupt the journal in its middle, so every later append fails too.
+        this.#failed = error;
         for (const p of batch) p.reject(error);
       }
     }

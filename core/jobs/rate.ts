@@ -112,6 +112,8 @@ export class AdaptivePacer implements RequestPacer {
       const slot = Math.max(now, lane.nextSlot);
       lane.nextSlot = slot + 1000 / lane.rate;
       if (slot > now) await this.#options.sleep(slot - now, signal);
+      // A throttling answer may have closed the gate while this request waited for its slot.
+      if (lane.gateUntil > this.#options.now()) continue;
       return;
     }
   }

@@ -108,6 +108,7 @@ async function connect(
   return new EntraBrowserSession({
     client,
     cloud: settings.cloud,
+    ...(who.tenantId ? { tenantId: who.tenantId } : {}),
     ...(who.account?.objectId ? { signedInUserId: who.account.objectId } : {}),
   });
 }

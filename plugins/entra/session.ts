@@ -41,6 +41,8 @@ export interface EntraSessionOptions {
   client: GraphClient;
   /** Which cloud: decides the rp-id allow-list and the WebAuthn origin. */
   cloud: EntraCloud;
+  /** The tenant's id (the token's `tid`), for {@link EntraSession.tenant}. */
+  tenantId?: string;
   /**
    * Object id of the signed-in admin (delegated sign-in). Provisioning that account is refused
    * before Graph is called, since Graph answers 405 for one's own account.
@@ -58,6 +60,8 @@ export class EntraSession implements ProviderSession {
   readonly allowedRpIds: readonly string[];
   /** The cloud the session talks to. */
   readonly cloud: EntraCloud;
+  /** `<Graph base URL>/<tenant id>`: the directory this session writes to (see ProviderSession.tenant). */
+  readonly tenant: string | undefined;
   /** The Graph client underneath, for callers that need a call the session does not wrap. */
   readonly client: GraphClient;
   readonly #options: EntraSessionOptions;
@@ -66,6 +70,9 @@ export class EntraSession implements ProviderSession {
     this.#options = options;
     this.client = options.client;
     this.cloud = options.cloud;
+    this.tenant = options.tenantId === undefined
+      ? undefined
+      : `${options.cloud.graphBase}/${options.tenantId}`;
     this.allowedRpIds = options.cloud.allowedRpIds;
   }
 

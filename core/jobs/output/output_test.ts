@@ -48,9 +48,9 @@ Deno.test("results.csv: header, quoted cells, BOM, 0600, one row per write", asy
     await results.close();
     assertEquals(
       await Deno.readTextFile(path),
-      '\uFEFF"user","object id","status","method id","credential id","aaguid","display name","time"\r\n' +
+      '\uFEFF"user","object id","status","method id","credential id","aaguid","display name","time","serial","pin set","pin must change"\r\n' +
         '"alice@contoso.com","0e7f3c5a-1b2c-4d3e-8f90-a1b2c3d4e5f6","provisioned","m-1","Y3JlZA",' +
-        '"00000000-0000-0000-0000-000000000000","\'=Key, ""one""","2025-01-02T03:04:05.000Z"\r\n',
+        '"00000000-0000-0000-0000-000000000000","\'=Key, ""one""","2025-01-02T03:04:05.000Z",,,\r\n',
     );
     if (Deno.build.os !== "windows") assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
   });

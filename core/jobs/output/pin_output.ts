@@ -37,6 +37,12 @@ export interface PinRecord {
   readonly serial?: string;
   /** The key will ask the user to change the PIN at first use. */
   readonly pinMustChange: boolean;
+  /**
+   * `prepared`: written as soon as the key got its PIN, before the passkey exists, so that a crash
+   * never loses the PIN of a key; `completed`: the passkey is registered and the key finished. The
+   * last record of a user is the one that counts. @default "completed"
+   */
+  readonly stage?: "prepared" | "completed";
 }
 
 /** A public key PINs are encrypted to. */
@@ -205,6 +211,7 @@ export class PinOutputFile implements AsyncDisposable {
         ...(record.aaguid === undefined ? {} : { aaguid: record.aaguid }),
         ...(record.serial === undefined ? {} : { serial: record.serial }),
         pinMustChange: record.pinMustChange,
+        stage: record.stage ?? "completed",
         writtenAt: new Date().toISOString(),
       });
       const recipient = this.#recipient;

@@ -22,7 +22,8 @@ export function pacerObserver(pacer: RequestPacer): GraphTrafficObserver {
   return {
     beforeRequest: (event, signal) => pacer.admit(kindOf(event.method), signal),
     onResponse: (event) => {
-      if (event.status !== 429) pacer.succeeded(kindOf(event.method));
+      // Only answers Graph gave without strain raise the pace; 429 and 5xx never do.
+      if (event.status < 500 && event.status !== 429) pacer.succeeded(kindOf(event.method));
     },
     onBackoff: (event) => {
       if (event.kind === "throttled") pacer.throttled(kindOf(event.method), event.retryAfterMs);
