@@ -98,3 +98,15 @@ Deno.test("journal: concurrent appends are all durable and in one piece each", (
     const { users } = await readJournal(path);
     assertEquals(users.size, 200);
   }));
+
+Deno.test("journal: a second process (or handle) cannot open a run that is open", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/run.jsonl`;
+    await using first = await openJournal(path, identity);
+    const second = await rejects(() => openJournal(path, identity), ProvisioningError);
+    assertEquals(second.code, "run-in-progress");
+    assertEquals(second.exitCode, 2);
+    await first.close();
+    await using again = await openJournal(path, identity);
+    assertEquals(again.resumed, true);
+  }));
