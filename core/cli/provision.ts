@@ -27,7 +27,8 @@ import type { JobEvent, RunSummary } from "../jobs/events.ts";
 import type { ConnectHints, ProviderPlugin, ProviderSession } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 import { keyPolicyFrom, openPinOutputFrom, withKeyPolicyOptions } from "./key_policy.ts";
-import { keyPinEnv, pinFromEnvironment } from "./pin.ts";
+import { isSecretName } from "../log.ts";
+import { keyPinEnv, newKeyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor } from "./plugin_options.ts";
 import { defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
 import { printRunSummary, startProgress } from "./run_output.ts";
@@ -162,11 +163,12 @@ async function runProvision(
   // Security keys (one per user) come from the plugin's station; any other kind is opened once,
   // first, so a missing key or vault fails here, before any sign-in.
   const authenticatorPlugin = context.registry.authenticator(authenticatorId);
-  const stationMode = authenticatorPlugin.station !== undefined && !dryRun;
+  const perUserDevices = authenticatorPlugin.station !== undefined;
+  const stationMode = perUserDevices && !dryRun;
   const policy = stationMode ? await keyPolicyFrom(context, flags) : undefined;
   const pinOutput = policy ? await openPinOutputFrom(flags, policy) : undefined;
   await using _pinFile = pinOutput?.file;
-  await using authenticator = stationMode
+  await using authenticator = perUserDevices
     ? undefined
     : await authenticatorPlugin.open(context, { ...authenticatorOptions, create: false } as never);
   const aaguid = authenticator
@@ -206,7 +208,7 @@ async function runProvision(
   const progress = startProgress(context, {
     format: flags.logFormat === "json" ? "json" : "text",
     verbose: flags.verbose === true,
-    secrets: [context.env(keyPinEnv)],
+    secrets: secretEnvironmentValues(context),
   });
   const emit = (event: JobEvent) => progress.listener(event);
   const pacer = new AdaptivePacer({
@@ -364,6 +366,18 @@ async function runProvision(
       { hint: `Fix what the reasons say, then run: provisioning provision --csv ${failures.path}` },
     );
   }
+}
+
+/**
+ * The values of the secret environment variables (PINs, client secrets, passphrases) the run may
+ * hold: registered with the log sink so no line can show them, whatever prints them.
+ */
+function secretEnvironmentValues(context: CliContext): string[] {
+  const names = new Set([keyPinEnv, newKeyPinEnv]);
+  for (const plugin of context.registry.list()) {
+    for (const name of plugin.manifest.env ?? []) if (isSecretName(name)) names.add(name);
+  }
+  return [...names].map((name) => context.env(name)).filter((value): value is string => !!value);
 }
 
 /** `api` or `browser`: which path the flags choose (part of the run's identity). */

@@ -152,8 +152,13 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
   if (!options.dryRun && options.journal === undefined) {
     throw new TypeError("Cannot run a bulk job: a journal is required unless it is a dry run");
   }
-  if ((options.authenticator === undefined) === (options.station === undefined)) {
-    throw new TypeError("Cannot run a bulk job: give either an authenticator or a station");
+  if (options.authenticator !== undefined && options.station !== undefined) {
+    throw new TypeError("Cannot run a bulk job: give an authenticator or a station, not both");
+  }
+  if (!options.dryRun && options.authenticator === undefined && options.station === undefined) {
+    throw new TypeError(
+      "Cannot run a bulk job: an authenticator or a station is required unless it is a dry run",
+    );
   }
   const now = options.now ?? Date.now;
   const started = now();
