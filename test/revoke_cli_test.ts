@@ -51,3 +51,37 @@ Deno.test("revoke --run and --csv delete the passkeys a run created, and only th
   assertEquals(missing.code, 2);
   assert.match(missing.stderr, /does not exist/);
 });
+
+Deno.test("revoke --run also finds the passkey of a user whose attempt stopped after the key made it", async () => {
+  await using fixture = await bulkFixture({ users: 4 });
+  const [upn] = fixture.upns(1);
+  // The registration got through, but the run stopped before journaling it (as after kill -9).
+  const made = await runCli(fixture.dir, fixture.env, [], "--user", upn!, "--display-name", "Stopped run");
+  assertEquals(made.code, 0, made.stderr);
+  const user = fixture.sandbox.tenant.user(upn!)!;
+  const runId = "0123456789ab";
+  await Deno.mkdir(`${fixture.dir}/.provisioning/runs`, { recursive: true });
+  const at = new Date(Date.now() - 60_000).toISOString();
+  await Deno.writeTextFile(
+    `${fixture.dir}/.provisioning/runs/${runId}.jsonl`,
+    [
+      { t: "run", v: 1, runId, fingerprint: "sha256:test", createdAt: at },
+      { t: "attempt", at },
+      {
+        t: "user",
+        k: upn,
+        s: "created",
+        row: 2,
+        userId: user.id,
+        upn,
+        existing: [],
+        displayName: "Stopped run",
+        createdAt: at,
+      },
+    ].map((line) => JSON.stringify(line)).join("\n") + "\n",
+  );
+  const revoke = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", runId);
+  assertEquals(revoke.code, 0, revoke.stderr);
+  assert.match(revoke.stdout, /Revoked 1 of 1 passkeys/);
+  assertEquals(passkeysByUser(fixture.sandbox).get(upn!), undefined);
+});

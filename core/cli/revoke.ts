@@ -13,7 +13,7 @@ import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { parse } from "csv-parse/sync";
 import { z } from "zod";
 import { ProvisioningError, UsageError } from "../errors.ts";
-import { openJournal, readJournal } from "../jobs/journal.ts";
+import { openJournal, readJournal, type UserRecord } from "../jobs/journal.ts";
 import { restoreCell } from "../jobs/output/formula.ts";
 import { AdaptivePacer } from "../jobs/rate.ts";
 import type { DirectoryUser, ProviderSession } from "../plugin.ts";
@@ -64,10 +64,17 @@ export function revokeCommand(context: CliContext): CommandUnknownOpts {
       throw new UsageError(`Cannot revoke: ${JSON.stringify(flags.run)} is not a run id (12 hex digits)`);
     }
     const journalPath = flags.run === undefined ? undefined : `${flags.journalDir}/${flags.run}.jsonl`;
-    const targets = journalPath === undefined
-      ? await fromResults(flags.csv!)
-      : await fromJournal(journalPath);
+    const fromRun = journalPath === undefined ? undefined : await fromJournal(journalPath);
+    const targets = fromRun ? fromRun.known : await fromResults(flags.csv!);
     if (flags.dryRun) {
+      if (fromRun && fromRun.uncertain.length > 0) {
+        context.stdout.write(
+          `${fromRun.uncertain.length} user${
+            fromRun.uncertain.length === 1 ? "" : "s"
+          } stopped mid-registration: ` +
+            "their passkeys are looked up when the revoke runs\n",
+        );
+      }
       for (const t of targets) {
         context.stdout.write(`would delete ${t.methodId} of ${t.user.userPrincipalName}\n`);
       }
@@ -78,8 +85,13 @@ export function revokeCommand(context: CliContext): CommandUnknownOpts {
     await using session = await provider.connect(
       { ...pluginContext(context), pacer: new AdaptivePacer() },
       optionsFor(context, "provider", parsed as Record<string, unknown>) as never,
-      { users: targets.slice(0, 3).map((t) => t.user.userPrincipalName) },
+      {
+        users: [...targets, ...(fromRun?.uncertain ?? [])].slice(0, 3).map((t) =>
+          "user" in t ? t.user.userPrincipalName : t.upn!
+        ),
+      },
     );
+    if (fromRun) targets.push(...await findUncertain(session, fromRun.uncertain));
     const identity = journalPath === undefined ? undefined : (await readJournal(journalPath)).identity;
     await using journal = identity && journalPath ? await openJournal(journalPath, identity) : undefined;
     const failed = await revokeAll(context, session, targets, async (target) => {
@@ -127,19 +139,46 @@ async function revokeAll(
 }
 
 /** The passkeys the run created and did not revoke yet. */
-async function fromJournal(path: string): Promise<Revocation[]> {
+async function fromJournal(path: string): Promise<{ known: Revocation[]; uncertain: UserRecord[] }> {
   const { users } = await readJournal(path);
-  const targets: Revocation[] = [];
+  const known: Revocation[] = [];
+  const uncertain: UserRecord[] = [];
   for (const record of users.values()) {
-    if (record.s !== "verified" && record.s !== "registered") continue;
-    if (!record.methodId || !record.userId || !record.upn) continue;
-    targets.push({
-      key: record.k,
-      user: { id: record.userId, userPrincipalName: record.upn },
-      methodId: record.methodId,
-    });
+    if (record.s === "skipped" || record.s === "revoked" || !record.userId || !record.upn) continue;
+    if (record.methodId && (record.s === "verified" || record.s === "registered" || record.existing)) {
+      known.push({
+        key: record.k,
+        user: { id: record.userId, userPrincipalName: record.upn },
+        methodId: record.methodId,
+      });
+    } else if (record.existing !== undefined) {
+      // It got as far as a credential, and then stopped or failed: the provider may hold it.
+      uncertain.push(record);
+    }
   }
-  return targets;
+  return { known, uncertain };
+}
+
+/**
+ * The passkeys of users whose attempt stopped after a credential was made: a passkey the user did
+ * not have before, with the run's name, made since the attempt (less clock skew).
+ */
+async function findUncertain(
+  session: ProviderSession,
+  records: readonly UserRecord[],
+): Promise<Revocation[]> {
+  const found: Revocation[] = [];
+  for (const record of records) {
+    const user = { id: record.userId!, userPrincipalName: record.upn! };
+    const before = new Set(record.existing);
+    const since = record.createdAt ? Date.parse(record.createdAt) - 5 * 60_000 : -Infinity;
+    for (const method of await session.listPasskeys(user)) {
+      if (before.has(method.id) || method.displayName !== record.displayName) continue;
+      if (method.createdDateTime !== undefined && Date.parse(method.createdDateTime) < since) continue;
+      found.push({ key: record.k, user, methodId: method.id });
+    }
+  }
+  return found;
 }
 
 /** The provisioned and reconciled rows of a results file. */
