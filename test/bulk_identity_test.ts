@@ -78,3 +78,15 @@ Deno.test("bulk identity: a second process of a run that is going is refused, an
   assert.match(second.stderr, /another process has its journal/);
   for (const upn of fixture.upns(50)) assertEquals(passkeysByUser(fixture.sandbox).get(upn)?.length, 1, upn);
 });
+
+Deno.test("--replace-existing is asked for: without a terminal and without --yes it stops before anything", async () => {
+  await using fixture = await bulkFixture({ users: 3 });
+  const [upn] = fixture.upns(1);
+  const refused = await runCli(fixture.dir, fixture.env, [], "--user", upn!, "--replace-existing");
+  assertEquals(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /--yes/);
+  assertEquals(passkeysByUser(fixture.sandbox).size, 0);
+  const confirmed = await runCli(fixture.dir, fixture.env, [], "--user", upn!, "--replace-existing", "--yes");
+  assertEquals(confirmed.code, 0, confirmed.stderr);
+  assertEquals(passkeysByUser(fixture.sandbox).get(upn!)?.length, 1);
+});

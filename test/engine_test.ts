@@ -50,6 +50,7 @@ async function run(
   options: {
     dryRun?: boolean;
     force?: boolean;
+    replaceExisting?: boolean;
     keyPin?: string | null;
     journal?: string;
     displayName?: string;
@@ -77,6 +78,7 @@ async function run(
     concurrency: 3,
     ...(options.dryRun ? { dryRun: true } : {}),
     ...(options.force ? { force: true } : {}),
+    ...(options.replaceExisting ? { replaceExisting: true } : {}),
     ...(journal ? { journal } : {}),
     results,
     failures,
@@ -173,4 +175,18 @@ Deno.test("engine: a journal left in `created` is reconciled when it got through
   assertEquals(passkeysByUser(w.sandbox).get(lost!)?.length, 1);
   const statuses = Object.fromEntries(resumed.results.map((r) => [r["user"], r["status"]]));
   deepStrictEqual(statuses, { [through!]: "reconciled", [lost!]: "provisioned" });
+});
+
+Deno.test("engine: --replace-existing leaves each user with only the new passkey, deleting the older ones after it", async () => {
+  await using w = await world();
+  const users = w.upns.slice(0, 2);
+  await run(w, users, { journal: "old", displayName: "Old key" });
+  await run(w, users.slice(0, 1), { journal: "older", displayName: "Older key", force: true });
+  assertEquals(passkeysByUser(w.sandbox).get(users[0]!)?.length, 2);
+  const replaced = await run(w, users, { journal: "new", displayName: "New key", replaceExisting: true });
+  assertEquals(replaced.summary.counts.provisioned, 2);
+  for (const upn of users) {
+    const held = passkeysByUser(w.sandbox).get(upn)!;
+    deepStrictEqual(held.map((p) => p.displayName), ["New key"]);
+  }
 });

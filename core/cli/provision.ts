@@ -48,6 +48,8 @@ interface ProvisionFlags {
   concurrency: string;
   dryRun?: true;
   force?: true;
+  replaceExisting?: true;
+  yes?: true;
   results?: string;
   failures?: string;
   journalDir: string;
@@ -87,6 +89,11 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
       .option("--concurrency <n>", "users provisioned at once", "4")
       .option("--dry-run", "resolve every user and say what would happen, create nothing")
       .option("--force", "also provision users who already have a matching passkey")
+      .option(
+        "--replace-existing",
+        "delete each user's older passkeys once the new one is verified (asked first; --yes to confirm in scripts)",
+      )
+      .option("--yes", "confirm --replace-existing without asking")
       .option("--results <file>", "results file (default results.csv; dry-run-results.csv with --dry-run)")
       .option(
         "--failures <file>",
@@ -152,6 +159,7 @@ async function runProvision(
       "note: --register-deeplink is not needed: this tool is started from the command line or a script\n",
     );
   }
+  if (flags.replaceExisting && !flags.yes && !(flags.dryRun)) await confirmReplace(context);
   const columns = parseColumns(flags.column ?? []);
   const kind: SourceKind = sources[0]!;
   const dryRun = flags.dryRun === true;
@@ -246,6 +254,7 @@ async function runProvision(
       : { users: [...new Set(flags.user!.map((u) => u.trim().toLowerCase()))].sort() },
     displayName: flags.displayName,
     force: flags.force === true,
+    replaceExisting: flags.replaceExisting === true,
     via: viaBrowserFlag(flags),
   });
   const resultsPath = flags.results ?? (dryRun ? "dry-run-results.csv" : "results.csv");
@@ -315,6 +324,7 @@ async function runProvision(
       concurrency,
       dryRun,
       force: flags.force === true,
+      ...(flags.replaceExisting ? { replaceExisting: true } : {}),
       ...(journal ? { journal } : {}),
       ...(browser
         ? {
@@ -378,6 +388,22 @@ function secretEnvironmentValues(context: CliContext): string[] {
     for (const name of plugin.manifest.env ?? []) if (isSecretName(name)) names.add(name);
   }
   return [...names].map((name) => context.env(name)).filter((value): value is string => !!value);
+}
+
+/**
+ * `--replace-existing` deletes passkeys users rely on: the admin confirms by typing "replace"
+ * (or gives `--yes` in a script); without a terminal to ask on, the run stops with the hint.
+ */
+async function confirmReplace(context: CliContext): Promise<void> {
+  const answer = await context.readSecret({
+    label: 'Delete every user\'s older passkeys once the new one is verified? Type "replace" to confirm',
+    hint: "Give --yes to confirm --replace-existing without a terminal",
+  });
+  if (answer.trim().toLowerCase() !== "replace") {
+    throw new UsageError("Cannot replace passkeys: not confirmed", {
+      hint: 'Type "replace" when asked, or give --yes',
+    });
+  }
 }
 
 /** `api` or `browser`: which path the flags choose (part of the run's identity). */

@@ -79,6 +79,12 @@ export interface BulkRunOptions {
   /** Provision users who already hold a matching passkey too. @default false */
   readonly force?: boolean;
   /**
+   * Delete each user's older passkeys once the new one is registered and verified (never before:
+   * a failed registration must not leave a user with none). The CLI asks before it sets this.
+   * @default false
+   */
+  readonly replaceExisting?: boolean;
+  /**
    * Register through the provider's pages in this browser instead of its API (`--via browser`).
    * The session must offer `registerInBrowser`.
    */
@@ -423,6 +429,7 @@ async function attemptUser(
         credentialId: prior.credentialId,
         aaguid: found.aaguid ?? prior.aaguid,
         reconciled: true,
+        older: existing,
       });
       return;
     }
@@ -435,7 +442,7 @@ async function attemptUser(
     });
   }
   const known = new Set(existing);
-  const matching = options.force
+  const matching = options.force || options.replaceExisting
     ? undefined
     : methods.find((m) => known.has(m.id) && matchesPolicy(options, m));
   if (matching) {
@@ -564,6 +571,7 @@ async function attemptUser(
     credentialId: result.credentialId,
     aaguid: listed?.aaguid ?? result.aaguid,
     reconciled: result.reconciled,
+    older: existing,
     ...(device ? { device } : {}),
     ...(listed ? {} : { note: "registered; the provider does not list it yet" }),
   });
@@ -657,10 +665,17 @@ async function done(
     reconciled: boolean;
     device?: LentDeviceRecord;
     note?: string;
+    /** The passkeys the user had before this run: deleted first with `replaceExisting`. */
+    older?: readonly string[];
   },
 ): Promise<void> {
   const { options, journal, emit } = context;
   const displayName = method.displayName ?? options.displayName;
+  const replaced = options.replaceExisting ? (facts.older ?? []).filter((id) => id !== method.id) : [];
+  for (const id of replaced) {
+    // Already gone counts as deleted; a resume after a crash here deletes the rest.
+    await options.session.deletePasskey(user, id, options.abort);
+  }
   const verified: UserRecord = {
     k: key,
     s: "verified",
@@ -673,6 +688,7 @@ async function done(
     ...(facts.credentialId ? { credentialId: facts.credentialId } : {}),
     ...(facts.aaguid ? { aaguid: facts.aaguid } : {}),
     ...(facts.reconciled ? { reconciled: true } : {}),
+    ...(replaced.length > 0 ? { replaced } : {}),
     ...(facts.device
       ? {
         device: facts.device.device,

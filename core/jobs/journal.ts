@@ -70,6 +70,8 @@ export const userRecordSchema = z.object({
   message: z.string().optional(),
   /** True when the passkey was found by listing after a lost answer or an interrupted attempt. */
   reconciled: z.boolean().optional(),
+  /** With --replace-existing: the older passkeys deleted once the new one was verified. */
+  replaced: z.array(z.string()).optional(),
   /** Security keys: where the key was, its serial (when its attestation says), its PIN state. */
   device: z.string().optional(),
   serial: z.string().optional(),
