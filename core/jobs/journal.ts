@@ -160,6 +160,9 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
     await file.seek(validLength, Deno.SeekMode.Start);
     const writer = new GroupCommit(file);
     if (validLength === 0) {
+      // A new file: its directory entry must survive a power cut too, or a re-run would not find
+      // the journal and could repeat what it records.
+      if (folder !== path) await syncFolder(folder);
       await writer.write(
         JSON.stringify({
           t: "run",
@@ -297,6 +300,17 @@ function replay(
   }
   setAttempts(attempts);
   return bytes;
+}
+
+/** fsync of a folder (its entries), where the platform allows it; best effort elsewhere. */
+async function syncFolder(folder: string): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  try {
+    using dir = await Deno.open(folder, { read: true });
+    await dir.sync();
+  } catch {
+    // Some file systems refuse fsync on a folder; the file itself is still synced.
+  }
 }
 
 /** The whole file, from its start. */
