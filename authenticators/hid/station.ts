@@ -51,6 +51,7 @@ import {
   prepareKey,
 } from "./prepare.ts";
 import { attestationSerial } from "./serial.ts";
+import { sleep } from "../../core/sleep.ts";
 
 /** The user a key is prepared for. */
 export interface StationUser {
@@ -226,17 +227,7 @@ export class KeyStation {
   }
 
   #sleep(signal: AbortSignal | undefined): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(signal?.reason);
-      };
-      const timer = setTimeout(() => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      }, this.#options.pollIntervalMs ?? 500);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
+    return sleep(this.#options.pollIntervalMs ?? 500, signal);
   }
 
   #refuse(device: string, label: string, code: string, message: string): undefined {

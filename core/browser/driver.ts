@@ -28,6 +28,7 @@ import type {
 } from "puppeteer-core/internal/puppeteer-core-browser.js";
 import { ProvisioningError } from "../errors.ts";
 import { findBrowser } from "./find_browser.ts";
+import { sleep } from "../sleep.ts";
 
 /** Flags every launch gets: no sandbox (containers), no GPU, nothing phoning home, no first-run UI. */
 export const baseBrowserArgs: readonly string[] = [
@@ -270,7 +271,7 @@ export async function launchBrowser(options: LaunchBrowserOptions = {}): Promise
     if (exitedNow) return await fail("it exited before opening its DevTools port");
     if (Date.now() > deadline) return await fail("it did not open its DevTools port in time");
     endpoint = await readDevToolsEndpoint(profile);
-    if (endpoint === undefined) await delay(25);
+    if (endpoint === undefined) await sleep(25);
   }
 
   let socket: { transport: ConnectionTransport; closed: Promise<void> };
@@ -387,10 +388,6 @@ async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 async function removeQuietly(path: string): Promise<void> {
   // The browser's helper processes may still be writing into the profile for a moment.
   for (let attempt = 0; attempt < 20; attempt++) {
@@ -399,7 +396,7 @@ async function removeQuietly(path: string): Promise<void> {
       return;
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return;
-      await delay(100 * Math.min(attempt + 1, 5));
+      await sleep(100 * Math.min(attempt + 1, 5));
     }
   }
 }

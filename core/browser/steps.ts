@@ -16,6 +16,7 @@ import { toHex } from "../bytes.ts";
 import { ProvisioningError } from "../errors.ts";
 import type { WebAuthnBridge } from "./bridge.ts";
 import type { FailureMarker, FlowStep, Target } from "./flow.ts";
+import { sleep } from "../sleep.ts";
 
 /** The values `fill` steps type. `tap` is a function so the pass is read only where it is typed. */
 export interface StepValues {
@@ -210,20 +211,6 @@ function throwOnBridgeFailure(
   if (failure?.type !== "failed") return;
   const code = failure.error instanceof ProvisioningError ? failure.error.code : "webauthn-failed";
   throw new StepFailure(code, step.name, failure.error.message, { cause: failure.error });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 /** The page-side look: failure markers first, then the target, the next step's target, the container. */

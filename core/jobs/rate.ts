@@ -28,6 +28,7 @@
  * @module
  */
 import type { RequestPacer } from "../plugin.ts";
+import { sleep } from "../sleep.ts";
 
 /** Options of {@link AdaptivePacer}. */
 export interface AdaptivePacerOptions {
@@ -161,20 +162,4 @@ export class AdaptivePacer implements RequestPacer {
 
 function newLane(): Lane {
   return { rate: Infinity, nextSlot: 0, gateUntil: 0, recent: [] };
-}
-
-/** A timer that an abort cancels (and clears). */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

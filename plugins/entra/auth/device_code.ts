@@ -18,6 +18,7 @@ import { z } from "zod";
 import { type Authority, requestOptions } from "./discovery.ts";
 import { EntraAuthError, toAuthError } from "./errors.ts";
 import { type TokenSet, toTokenSet } from "./tokens.ts";
+import { sleep } from "../../../core/sleep.ts";
 
 /** What the admin must do, passed to `notify` besides the ready-made text. */
 export interface DeviceCodePrompt {
@@ -66,7 +67,7 @@ const deviceAuthorizationExtras = z.object({ message: z.string().max(2000).optio
 export async function signInWithDeviceCode(options: DeviceCodeOptions): Promise<TokenSet> {
   const { authority, signal } = options;
   const now = options.now ?? Date.now;
-  const sleep = options.sleep ?? delay;
+  const wait = options.sleep ?? sleep;
   const client: oauth.Client = { client_id: options.clientId };
   const clientAuth = oauth.None();
   const context = {
@@ -112,7 +113,7 @@ export async function signInWithDeviceCode(options: DeviceCodeOptions): Promise<
 
   let intervalMs = Math.max(1, started.interval ?? 5) * 1000;
   for (;;) {
-    await sleep(intervalMs, signal);
+    await wait(intervalMs, signal);
     if (now() >= expiresAt) {
       throw new EntraAuthError(
         "auth-expired",
@@ -140,23 +141,4 @@ export async function signInWithDeviceCode(options: DeviceCodeOptions): Promise<
       throw toAuthError(error, context);
     }
   }
-}
-
-/** A timer that rejects with the signal's reason when `signal` aborts, and leaves nothing behind. */
-export function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -36,6 +36,7 @@ import type { TemporaryAccessPass } from "../graph/tap.ts";
 import type { EntraSession } from "../session.ts";
 import { BrowserFlowError, browserReasons, describeReason } from "./errors.ts";
 import { automaticFlow, manualFlow } from "./flows.ts";
+import { sleep } from "../../../core/sleep.ts";
 
 /** What {@link registerInBrowser} needs. */
 export interface RegisterInBrowserOptions {
@@ -330,19 +331,4 @@ function toFlowError(error: unknown, upn: string, step: string): BrowserFlowErro
     error instanceof Error ? error.message : String(error),
     { cause: error },
   );
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -43,6 +43,7 @@ import {
   parseGraphErrorBody,
 } from "../errors.ts";
 import { collectionSchema } from "./schemas.ts";
+import { sleep } from "../../../core/sleep.ts";
 
 /** `provisioning/<version in deno.json>`, sent as User-Agent. */
 export const userAgent = `provisioning/${denoConfig.version}`;
@@ -218,7 +219,7 @@ export class GraphClient {
       throw new RangeError("Cannot create a Graph client: maxAttempts must be >= 1");
     }
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-    this.#sleep = options.sleep ?? abortableSleep;
+    this.#sleep = options.sleep ?? sleep;
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
     this.#newRequestId = options.newRequestId ?? (() => crypto.randomUUID());
@@ -557,22 +558,6 @@ export function parseRetryAfter(value: string | null, now: number): number | und
   if (!/[a-z]/i.test(trimmed)) return undefined;
   const date = Date.parse(trimmed);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
-
-/** The default `sleep`: a timer that an abort signal cancels (and clears, so no timer leaks). */
-function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 async function readBody(response: Response): Promise<string> {
