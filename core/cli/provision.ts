@@ -71,62 +71,61 @@ interface ProvisionFlags {
 
 /** `provision`: the admin's main job. */
 export function provisionCommand(context: CliContext): CommandUnknownOpts {
-  const command = withBoth(
-    withKeyPolicyOptions(new Command("provision"), "keep")
-      .description(
-        "create a passkey for each user of a CSV file, a group or a list, on the chosen authenticator, " +
-          "and register it with the provider (re-run the same command to resume)",
-      )
-      .option("--csv <file>", "users from a CSV file (UPN, mail or object id column; see --column)")
-      .option("--user <upn...>", 'users by sign-in name, mail or object id; repeatable; "-" reads stdin')
-      .option("--group <name-or-id>", "the members of a group, nested groups included")
-      .option("--column <field=header...>", "which CSV column holds a field, e.g. upn=Email; repeatable")
-      .option(
-        "--display-name <name>",
-        "the passkey's name in the directory (1–30 characters)",
-        defaultDisplayName,
-      )
-      .option("--concurrency <n>", "users provisioned at once", "4")
-      .option("--dry-run", "resolve every user and say what would happen, create nothing")
-      .option("--force", "also provision users who already have a matching passkey")
-      .option(
-        "--replace-existing",
-        "delete each user's older passkeys once the new one is verified (asked first; --yes to confirm in scripts)",
-      )
-      .option("--yes", "confirm --replace-existing without asking")
-      .option("--results <file>", "results file (default results.csv; dry-run-results.csv with --dry-run)")
-      .option(
-        "--failures <file>",
-        "failures file (default failures.csv; dry-run-failures.csv with --dry-run)",
-      )
-      .option("--journal-dir <dir>", "where run journals are kept", defaultJournalDir)
-      .addOption(
-        new Option("--log-format <format>", "progress and logs on stderr: text or json")
-          .choices(["text", "json"])
-          .default("text"),
-      )
-      .option("--no-preflight", "do not check the provider's policies before the run")
-      .option("--login", "sign in interactively before the run (seed-compatible)")
-      .addOption(
-        new Option("--via <path>", "register through the provider's API, or its pages in a browser")
-          .choices(["api", "browser"])
-          .default("api"),
-      )
-      .option("--manual", "browser path: the admin adds each key in a visible window")
-      .option(
-        "--mode <mode>",
-        "browser path: headless (default) or headful, to watch; headful implies --via browser",
-      )
-      .option("--browser <path>", "browser path: Chromium, Chrome or Edge to use (found when left out)")
-      .option("--debug-dir <dir>", "browser path: where failure screenshots go (secrets masked)", "debug")
-      .addOption(
-        new Option("--automatic-provision", "seed-compatible; provisioning is automatic unless --manual")
-          .hideHelp(),
-      )
-      .addOption(new Option("--register-deeplink", "seed-compatible; not needed by this tool").hideHelp()),
-    context,
-  );
-  return command.action(async (_parsed, self) => {
+  const command = new Command("provision")
+    .description(
+      "create a passkey for each user of a CSV file, a group or a list, on the chosen authenticator, " +
+        "and register it with the provider (re-run the same command to resume)",
+    )
+    .option("--csv <file>", "users from a CSV file (UPN, mail or object id column; see --column)")
+    .option("--user <upn...>", 'users by sign-in name, mail or object id; repeatable; "-" reads stdin')
+    .option("--group <name-or-id>", "the members of a group, nested groups included")
+    .option("--column <field=header...>", "which CSV column holds a field, e.g. upn=Email; repeatable")
+    .option(
+      "--display-name <name>",
+      "the passkey's name in the directory (1–30 characters)",
+      defaultDisplayName,
+    )
+    .option("--concurrency <n>", "users provisioned at once", "4")
+    .option("--dry-run", "resolve every user and say what would happen, create nothing")
+    .option("--force", "also provision users who already have a matching passkey")
+    .option(
+      "--replace-existing",
+      "delete each user's older passkeys once the new one is verified (asked first; --yes to confirm in scripts)",
+    )
+    .option("--yes", "confirm --replace-existing without asking")
+    .option("--results <file>", "results file (default results.csv; dry-run-results.csv with --dry-run)")
+    .option(
+      "--failures <file>",
+      "failures file (default failures.csv; dry-run-failures.csv with --dry-run)",
+    )
+    .option("--journal-dir <dir>", "where run journals are kept", defaultJournalDir)
+    .addOption(
+      new Option("--log-format <format>", "progress and logs on stderr: text or json")
+        .choices(["text", "json"])
+        .default("text"),
+    )
+    .option("--no-preflight", "do not check the provider's policies before the run")
+    .option("--login", "sign in interactively before the run (seed-compatible)")
+    .addOption(
+      new Option("--via <path>", "register through the provider's API, or its pages in a browser")
+        .choices(["api", "browser"])
+        .default("api"),
+    )
+    .option("--manual", "browser path: the admin adds each key in a visible window")
+    .option(
+      "--mode <mode>",
+      "browser path: headless (default) or headful, to watch; headful implies --via browser",
+    )
+    .option("--browser <path>", "browser path: Chromium, Chrome or Edge to use (found when left out)")
+    .option("--debug-dir <dir>", "browser path: where failure screenshots go (secrets masked)", "debug")
+    .addOption(
+      new Option("--automatic-provision", "seed-compatible; provisioning is automatic unless --manual")
+        .hideHelp(),
+    )
+    .addOption(new Option("--register-deeplink", "seed-compatible; not needed by this tool").hideHelp());
+  // Security keys (--authenticator hid): the key policy, as `key prepare` takes it.
+  withKeyPolicyOptions(command, "keep");
+  return withBoth(command, context).action(async (_parsed, self) => {
     const flags = self.optsWithGlobals() as unknown as ProvisionFlags & Record<string, unknown>;
     await runProvision(context, flags);
   });
