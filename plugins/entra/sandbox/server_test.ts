@@ -217,7 +217,8 @@ Deno.test("HTTPS: a self-signed certificate made at start, or one given, is serv
 });
 
 Deno.test("close() ends connections and cuts a slow fault short", async () => {
-  const sandbox = await startSandbox({ users: 1, faults: { latencyMs: 30_000 } });
+  // Ten minutes of latency: were close() to wait for it, this test would hang until CI's limit.
+  const sandbox = await startSandbox({ users: 1, faults: { slowRate: 1, slowMs: 600_000 } });
   const token = await appToken(sandbox);
   const pending = fetch(`${sandbox.url}/v1.0/users/user0001@contoso.sandbox`, {
     headers: { authorization: `Bearer ${token}` },
@@ -226,9 +227,7 @@ Deno.test("close() ends connections and cuts a slow fault short", async () => {
     return response.status;
   }, () => "connection closed");
   await new Promise((resolve) => setTimeout(resolve, 100));
-  const started = performance.now();
   await sandbox.close();
-  assert.ok(performance.now() - started < 1000, "close() does not wait for the 30 s latency");
   assert.ok(["connection closed", 200].includes(await pending));
   await sandbox.close();
   await assert.rejects(() => fetch(`${sandbox.url}/_sandbox/inspect`), TypeError);
