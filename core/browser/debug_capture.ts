@@ -24,6 +24,7 @@
  * @module
  */
 import type { Page } from "puppeteer-core/internal/puppeteer-core-browser.js";
+import { withTimeout } from "../sleep.ts";
 
 /** Options of {@link captureFailure}. */
 export interface CaptureOptions {
@@ -177,18 +178,4 @@ function callInPage<T>(page: Page, source: string, ...args: unknown[]): Promise<
 
 function safeName(text: string): string {
   return text.replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -28,7 +28,7 @@ import type {
 } from "puppeteer-core/internal/puppeteer-core-browser.js";
 import { ProvisioningError } from "../errors.ts";
 import { findBrowser } from "./find_browser.ts";
-import { sleep } from "../sleep.ts";
+import { sleep, withTimeout } from "../sleep.ts";
 
 /** Flags every launch gets: no sandbox (containers), no GPU, nothing phoning home, no first-run UI. */
 export const baseBrowserArgs: readonly string[] = [
@@ -367,20 +367,6 @@ async function orUndefinedAfter<T>(promise: Promise<T>, ms: number): Promise<T |
       promise,
       new Promise<undefined>((resolve) => {
         timer = setTimeout(() => resolve(undefined), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
       }),
     ]);
   } finally {
