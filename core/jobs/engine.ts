@@ -491,7 +491,9 @@ async function attemptUser(
     } else if (transition.state === "created") {
       await record({
         s: "created",
-        ...(transition.credentialId ? { credentialId: transition.credentialId } : {}),
+        // Records merge: an empty method id clears one an earlier, revoked attempt left behind.
+        methodId: "",
+        credentialId: transition.credentialId,
         createdAt: transition.createdAt.toISOString(),
         displayName: transition.displayName,
         existing,

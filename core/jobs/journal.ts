@@ -60,6 +60,7 @@ export const userRecordSchema = z.object({
   /** The passkeys the user had before this run created one (ids): reconciliation ignores them. */
   existing: z.array(z.string()).optional(),
   credentialId: z.string().optional(),
+  /** The provider's id of the passkey; "" once a new attempt starts (records merge field by field). */
   methodId: z.string().optional(),
   aaguid: z.string().optional(),
   displayName: z.string().optional(),
