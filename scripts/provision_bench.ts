@@ -20,9 +20,9 @@
  * Both parts take minutes with the defaults; pass smaller numbers to try it, `0` to skip one.
  *
  * Measured on two cores: 10,000 users in 351.5 s against a theoretical 350.0 s (fraction 1.00, 11
- * throttling answers in all); a 40,000-row dry run flat at 177–183 MB (578 users/s, the sandbox
- * answering two requests per user). Without the CLI's V8 flag (scripts/compile.ts) the same dry run
- * sat flat at about 245 MB.
+ * throttling answers in all); a 15,000-row dry run flat at 129–133 MB with the CLI's V8 flags
+ * (scripts/compile.ts), 177–183 MB on 40,000 rows with the old-generation limit alone, and about
+ * 245 MB with neither (the sandbox answers two requests per user, about 580 users/s).
  *
  * @module
  */
