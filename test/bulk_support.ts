@@ -29,10 +29,7 @@ export async function bulkFixture(options: Omit<SandboxOptions, "webauthn"> = {}
   const sandbox = await loopbackSandbox(options);
   const dir = await Deno.makeTempDir({ prefix: "provisioning-bulk-" });
   const env: Record<string, string> = {
-    PROVISIONING_SANDBOX: sandbox.url,
-    PROVISIONING_TENANT: sandbox.tenantId,
-    PROVISIONING_CLIENT_ID: sandbox.app.clientId,
-    PROVISIONING_CLIENT_SECRET: sandbox.app.clientSecret,
+    ...sandboxEnv(sandbox),
     PROVISIONING_VAULT: `${dir}/key.vault`,
     PROVISIONING_VAULT_PASSPHRASE: "correct horse battery",
     PROVISIONING_KEY_PIN: "482916",
@@ -108,12 +105,7 @@ export async function readOutput(path: string): Promise<Record<string, string>[]
  * process. The token cache goes to `dir` (the working folder while signing in).
  */
 export async function sandboxSession(sandbox: Sandbox, dir: string): Promise<ProviderSession> {
-  const settings: Record<string, string> = {
-    PROVISIONING_SANDBOX: sandbox.url,
-    PROVISIONING_TENANT: sandbox.tenantId,
-    PROVISIONING_CLIENT_ID: sandbox.app.clientId,
-    PROVISIONING_CLIENT_SECRET: sandbox.app.clientSecret,
-  };
+  const settings = sandboxEnv(sandbox);
   const context: PluginContext = {
     interaction: scriptedUser([]),
     env: (name) => settings[name],
@@ -137,4 +129,14 @@ export async function loopbackSandbox(options: Omit<SandboxOptions, "webauthn"> 
   });
   sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
   return sandbox;
+}
+
+/** The environment that points the Entra plugin at `sandbox` with its app's client credentials. */
+export function sandboxEnv(sandbox: Sandbox): Record<string, string> {
+  return {
+    PROVISIONING_SANDBOX: sandbox.url,
+    PROVISIONING_TENANT: sandbox.tenantId,
+    PROVISIONING_CLIENT_ID: sandbox.app.clientId,
+    PROVISIONING_CLIENT_SECRET: sandbox.app.clientSecret,
+  };
 }

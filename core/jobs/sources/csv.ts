@@ -564,6 +564,17 @@ function sniffDelimiter(line: string): string {
   return best;
 }
 
+/** How csv-parse reads a batch or one record: ragged rows and stray quotes become row failures, not crashes. */
+function parseOptions(delimiter: string) {
+  return {
+    delimiter,
+    record_delimiter: ["\r\n", "\n"],
+    relax_column_count: true,
+    relax_quotes: true,
+    bom: false,
+  };
+}
+
 const csvErrorHelp: Record<string, string> = {
   CSV_INVALID_CLOSING_QUOTE:
     'a quoted field goes on after its closing quote (write a quote inside quotes as "")',
@@ -638,13 +649,7 @@ export async function* readUsersFromCsv(
     }
     let records: string[][] | undefined;
     try {
-      records = parse(text, {
-        delimiter,
-        record_delimiter: ["\r\n", "\n"],
-        relax_column_count: true,
-        relax_quotes: true,
-        bom: false,
-      }) as string[][];
+      records = parse(text, parseOptions(delimiter)) as string[][];
     } catch {
       records = undefined;
     }
@@ -666,13 +671,7 @@ export async function* readUsersFromCsv(
       const where = ++row;
       let fields: string[][];
       try {
-        fields = parse(one, {
-          delimiter,
-          record_delimiter: ["\r\n", "\n"],
-          relax_column_count: true,
-          relax_quotes: true,
-          bom: false,
-        }) as string[][];
+        fields = parse(one, parseOptions(delimiter)) as string[][];
       } catch (error) {
         const code = (error as { code?: unknown }).code;
         if (layout === undefined) {
