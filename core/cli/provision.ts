@@ -300,7 +300,7 @@ async function runProvision(
   try {
     summary = await runBulk({
       runId: identity.runId,
-      source: sourceRows(kind, flags, session, columns, csvPath),
+      source: sourceRows(kind, flags, session, columns, csvPath, total),
       session,
       ...(authenticator ? { authenticator } : {}),
       ...(aaguid ? { authenticatorAaguid: aaguid } : {}),
@@ -417,6 +417,7 @@ function sourceRows(
   session: ProviderSession,
   columns: Record<string, string>,
   csvPath: string | undefined,
+  expectedRows: number | undefined,
 ): AsyncIterable<SourceRow> {
   if (kind === "user") return readUsersFromList(flags.user ?? []);
   if (kind === "group") return groupRows(session, flags.group!);
@@ -431,7 +432,11 @@ function sourceRows(
         { hint: "Check the path and that the file is readable", exitCode: 2, cause: error },
       );
     }
-    yield* readUsersFromCsv(file.readable, { column: columns, source: flags.csv! });
+    yield* readUsersFromCsv(file.readable, {
+      column: columns,
+      source: flags.csv!,
+      ...(expectedRows === undefined ? {} : { expectedRows }),
+    });
   })();
 }
 
@@ -568,7 +573,10 @@ async function keepEarlierOutput(path: string): Promise<void> {
   await Deno.rename(path, kept);
 }
 
-/** Lines of a file less its header: the progress display's total (a file is read twice, fast). */
+/**
+ * Lines of a file less its header (a file is read twice, fast): the progress display's total, and
+ * the size the duplicate tables are made for once (no doubling on a million rows).
+ */
 async function estimateRows(path: string): Promise<number | undefined> {
   try {
     using file = await Deno.open(path);

@@ -101,7 +101,7 @@ export interface BulkRunOptions {
   /** Cancel in-flight calls as well. */
   readonly abort?: AbortSignal;
   readonly onEvent?: JobListener;
-  /** Users the source is expected to hold, for progress. */
+  /** Users the source is expected to hold: for progress, and to size the table of claimed users. */
   readonly total?: number;
   /** Attempts per user for transient failures. @default 3 */
   readonly maxAttempts?: number;
@@ -227,7 +227,7 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
   };
   // Object ids claimed by a user of this run (seeded from the journal): one person reached by two
   // references (UPN and object id, a mail alias) is provisioned once.
-  const claimed = new SeenUsers();
+  const claimed = new SeenUsers({ expectedUsers: options.total });
   for (const record of journal?.users() ?? []) {
     if (record.userId && record.row !== undefined) claimed.admit(record.userId, record.row);
   }

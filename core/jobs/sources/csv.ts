@@ -85,6 +85,11 @@ export interface CsvSourceOptions {
   column?: Record<string, string>;
   /** The file's name, for messages. @default "the CSV input" */
   source?: string;
+  /**
+   * Rows the file is expected to hold (e.g. its line count): the duplicate table is sized for them
+   * once, rather than doubling as rows come (see seen_users.ts).
+   */
+  expectedRows?: number;
 }
 
 /** Limits beyond which a file is refused (file-level) or a row fails (row-level). */
@@ -598,7 +603,7 @@ export async function* readUsersFromCsv(
   let layout: Layout | undefined;
   let cells: Cells | undefined;
   let record: string[] = [];
-  const seen = new SeenUsers();
+  const seen = new SeenUsers({ expectedUsers: options.expectedRows });
   let delimiter: string | undefined;
   let boundaries = new Boundaries(",;\t");
   let pending = "";

@@ -6,7 +6,10 @@
  * user). This table keeps no strings: per user, a 64-bit fingerprint of the lowercased reference
  * (two independent 32-bit hashes over its UTF-16 code units, FNV-1a and MurmurHash3, each seeded)
  * and the first row number, in one `Uint32Array` of 12 bytes a slot, open addressing with linear
- * probing, kept at most 3/4 full by doubling. A million users take 24 MiB (2^21 slots).
+ * probing, kept at most 9/10 full by doubling. Sized from the number of users expected (a CSV's
+ * line count) it is allocated once, 4/5 full at that number: a million users take 15 MB, and no
+ * doubling ever holds an old and a new array at once (nor leaves the old one to fragment the
+ * allocator). Without an expectation it starts small and doubles.
  *
  * The one cost: two different references with the same 64-bit fingerprint would be taken for the
  * same user. For n users the chance that any two collide is about n² / 2^65, about 3e-8 for a
@@ -34,22 +37,32 @@ export interface SeenUsersOptions {
    * @default two random 32-bit numbers from crypto.getRandomValues
    */
   seeds?: readonly [number, number];
-  /** Slots to start with, rounded up to a power of two (at least 16). @default 1024 */
-  initialCapacity?: number;
+  /**
+   * Users the caller expects (e.g. the lines of a CSV file): the table is made 4/5 full at that
+   * number, so it never grows unless the guess was short.
+   * @default 800 (1,024 slots)
+   */
+  expectedUsers?: number | undefined;
 }
 
 /** Largest row number a slot holds (row 0 marks an empty slot). */
 export const maxRow = 0xffff_ffff;
 
-/** Fill beyond which the table doubles: 3/4. */
-const maxLoadNumerator = 3;
-const maxLoadDenominator = 4;
+/** Fill beyond which the table doubles: 9/10 (linear probing still averages a few probes). */
+const maxLoadNumerator = 9;
+const maxLoadDenominator = 10;
+
+/** Slots for `users` expected users: 5/4 of them (4/5 full), at least 16. */
+function slotsFor(users: number): number {
+  return Math.max(16, Math.ceil((Number.isFinite(users) && users > 0 ? users : 0) * 5 / 4));
+}
 
 /** See the module documentation. */
 export class SeenUsers {
   /** Slot i is `[hash1, hash2, first row]` at 3i; row 0 means empty. */
   #slots: Uint32Array;
-  #mask: number;
+  /** Number of slots (any whole number; a slot is picked by scaling hash1, not by masking). */
+  #capacity: number;
   #size = 0;
   readonly #seed1: number;
   readonly #seed2: number;
@@ -61,10 +74,8 @@ export class SeenUsers {
     const seeds = options.seeds ?? crypto.getRandomValues(new Uint32Array(2));
     this.#seed1 = (seeds[0] ?? 0) >>> 0;
     this.#seed2 = (seeds[1] ?? 0) >>> 0;
-    let capacity = 16;
-    while (capacity < (options.initialCapacity ?? 1024)) capacity *= 2;
-    this.#slots = new Uint32Array(capacity * 3);
-    this.#mask = capacity - 1;
+    this.#capacity = slotsFor(options.expectedUsers ?? 800);
+    this.#slots = new Uint32Array(this.#capacity * 3);
   }
 
   /** Users admitted so far. */
@@ -90,14 +101,14 @@ export class SeenUsers {
     this.#fingerprint(reference.toLowerCase());
     const h1 = this.#hash1, h2 = this.#hash2;
     const slots = this.#slots;
-    const mask = this.#mask;
-    for (let i = h1 & mask;; i = (i + 1) & mask) {
+    const capacity = this.#capacity;
+    for (let i = home(h1, capacity);; i = i + 1 === capacity ? 0 : i + 1) {
       const at = i * 3;
       const first = slots[at + 2]!;
       if (first === 0) break;
       if (slots[at] === h1 && slots[at + 1] === h2) return first;
     }
-    if ((this.#size + 1) * maxLoadDenominator > (mask + 1) * maxLoadNumerator) this.#grow();
+    if ((this.#size + 1) * maxLoadDenominator > capacity * maxLoadNumerator) this.#grow();
     this.#insert(h1, h2, row);
     this.#size++;
     return undefined;
@@ -106,9 +117,9 @@ export class SeenUsers {
   /** Puts a fingerprint known to be absent into the first free slot of its probe sequence. */
   #insert(h1: number, h2: number, row: number): void {
     const slots = this.#slots;
-    const mask = this.#mask;
-    let i = h1 & mask;
-    while (slots[i * 3 + 2] !== 0) i = (i + 1) & mask;
+    const capacity = this.#capacity;
+    let i = home(h1, capacity);
+    while (slots[i * 3 + 2] !== 0) i = i + 1 === capacity ? 0 : i + 1;
     slots[i * 3] = h1;
     slots[i * 3 + 1] = h2;
     slots[i * 3 + 2] = row;
@@ -116,9 +127,8 @@ export class SeenUsers {
 
   #grow(): void {
     const old = this.#slots;
-    const capacity = (this.#mask + 1) * 2;
-    this.#slots = new Uint32Array(capacity * 3);
-    this.#mask = capacity - 1;
+    this.#capacity *= 2;
+    this.#slots = new Uint32Array(this.#capacity * 3);
     for (let at = 0; at < old.length; at += 3) {
       const row = old[at + 2]!;
       if (row !== 0) this.#insert(old[at]!, old[at + 1]!, row);
@@ -161,6 +171,14 @@ export class SeenUsers {
     this.#hash1 = fmix32(a ^ length);
     this.#hash2 = fmix32(b ^ (length * 2));
   }
+}
+
+/**
+ * The slot a fingerprint starts probing at: hash1 scaled to the table (Lemire's multiply-shift
+ * range reduction), so any number of slots works and every bit of hash1 counts.
+ */
+function home(h1: number, capacity: number): number {
+  return Math.floor((h1 / 0x1_0000_0000) * capacity);
 }
 
 /** MurmurHash3's 32-bit finaliser: every input bit affects every output bit. */

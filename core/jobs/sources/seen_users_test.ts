@@ -43,9 +43,9 @@ Deno.test("property: SeenUsers answers as a Map of lowercased references, throug
     fc.property(
       fc.array(reference, { maxLength: 400 }),
       fc.tuple(fc.nat(), fc.nat()),
-      fc.constantFrom(1, 16, 64),
-      (references, seeds, initialCapacity) => {
-        const seen = new SeenUsers({ seeds, initialCapacity });
+      fc.constantFrom(0, 1, 13, 64, 500),
+      (references, seeds, expectedUsers) => {
+        const seen = new SeenUsers({ seeds, expectedUsers });
         const model = new MapModel();
         references.forEach((value, i) => {
           const row = i + 2;
@@ -70,16 +70,32 @@ Deno.test("a duplicate points at the first row, whatever the case, and is not re
   assertEquals(seen.size, 1);
 });
 
-Deno.test("a million distinct users fit in 24 MiB with no false duplicate", () => {
-  const seen = new SeenUsers();
+Deno.test("a million expected users fit in 15 MB, allocated once, with no false duplicate", () => {
+  const seen = new SeenUsers({ expectedUsers: 1_000_000 });
+  const allocated = seen.byteLength;
+  assertEquals(allocated, 1_250_000 * 12);
   for (let i = 0; i < 1_000_000; i++) {
     if (seen.admit(`user${i}@contoso.com`, i + 2) !== undefined) {
       throw new Error(`user${i}@contoso.com was taken for a duplicate`);
     }
   }
   assertEquals(seen.size, 1_000_000);
-  assertEquals(seen.byteLength, 2 ** 21 * 12);
+  assertEquals(seen.byteLength, allocated);
   assertEquals(seen.admit("USER999999@contoso.com", 5), 1_000_001);
+});
+
+Deno.test("a table given no expectation, or too small a one, doubles as users come", () => {
+  for (const expectedUsers of [undefined, 100]) {
+    const seen = new SeenUsers({ expectedUsers });
+    const start = seen.byteLength;
+    for (let i = 0; i < 20_000; i++) assertEquals(seen.admit(`user${i}@contoso.com`, i + 2), undefined);
+    assert.ok(seen.byteLength > start, `${expectedUsers}: ${seen.byteLength} bytes`);
+    assert.ok(
+      seen.byteLength <= 20_000 * 2 * 12 * 10 / 9 + 12 * 1_000,
+      `${expectedUsers}: ${seen.byteLength}`,
+    );
+    for (let i = 0; i < 20_000; i++) assertEquals(seen.admit(`USER${i}@contoso.com`, 1), i + 2);
+  }
 });
 
 Deno.test("rows outside 1 to 2^32-1 are refused", () => {
