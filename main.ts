@@ -19,6 +19,7 @@ import {
 } from "./core/cli/provider.ts";
 import { provisionCommand } from "./core/cli/provision.ts";
 import { revokeCommand } from "./core/cli/revoke.ts";
+import { batchCommand } from "./core/cli/batch.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
 import type { CliContext } from "./core/cli/context.ts";
@@ -39,6 +40,7 @@ import { entraProvider } from "./plugins/entra/plugin.ts";
 export const COMMANDS: readonly CommandFactory[] = [
   provisionCommand,
   revokeCommand,
+  batchCommand,
   doctorCommand,
   loginCommand,
   logoutCommand,

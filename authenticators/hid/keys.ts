@@ -1,12 +1,13 @@
 /**
- * Finding and opening security keys: the FIDO HID devices of this machine (Linux: hidraw), or a
- * CTAPHID Unix socket such as `provisioning key serve` offers (`unix:/path/to.sock`), which is
- * how tests and demos stand in for a USB key. Whatever the transport, an opened key is the same
- * {@link CtapHidClient} wrapped as an {@link Authenticator}: keep-alives that ask for presence
- * prompt the operator to touch the key, and the operator's Ctrl+C sends CTAPHID_CANCEL.
+ * Finding and opening security keys: the FIDO HID devices of this machine (Linux: hidraw;
+ * Windows and macOS: hidapi over Deno FFI), or a CTAPHID Unix socket such as
+ * `provisioning key serve` offers (`unix:/path/to.sock`), which is how tests and demos stand in
+ * for a USB key. Whatever the transport, an opened key is the same {@link CtapHidClient} wrapped
+ * as an {@link Authenticator}: keep-alives that ask for presence prompt the operator to touch the
+ * key, and the operator's Ctrl+C sends CTAPHID_CANCEL.
  *
- * Windows and macOS are not supported yet (see docs/hardware-keys.md for the plan: hidapi over
- * Deno FFI); asking for discovery there is an error that says so.
+ * Addresses, as `--device` takes them: `/dev/hidrawN` (Linux), `hidapi:PATH` (hidapi's device
+ * path, the default form on Windows and macOS and accepted on Linux too), `unix:PATH`.
  *
  * @example
  * ```ts ignore
@@ -23,13 +24,23 @@ import { CtapHidClient, type PacketTransport } from "../../core/ctap/hid_client.
 import { connectUnixPacketTransport } from "../../core/ctap/unix_socket.ts";
 import { ProvisioningError, UsageError } from "../../core/errors.ts";
 import type { Authenticator, UserInteraction } from "../../core/plugin.ts";
+import { enumerateHidapiFidoDevices, openHidapiTransport } from "./hidapi.ts";
 import { openHidrawTransport } from "./hidraw.ts";
 import { discoverLinuxFidoDevices, type HidDeviceDescriptor, type SkippedHidDevice } from "./linux.ts";
 
-/** Where a key is: a hidraw node, or a CTAPHID Unix socket. */
+/** Where a key is: a hidraw node, a device path of hidapi, or a CTAPHID Unix socket. */
 export type KeyAddress =
   | { readonly kind: "hidraw"; readonly path: string }
+  | { readonly kind: "hidapi"; readonly path: string }
   | { readonly kind: "unix"; readonly path: string };
+
+/** How HID devices are found and opened: Linux hidraw, or the hidapi library. */
+export type HidBackend = "hidraw" | "hidapi";
+
+/** The backend of an operating system: hidraw on Linux, hidapi everywhere else. */
+export function defaultHidBackend(os: typeof Deno.build.os = Deno.build.os): HidBackend {
+  return os === "linux" ? "hidraw" : "hidapi";
+}
 
 /** A key that can be opened: its address, and what discovery learnt about it. */
 export interface KeyLocation {
@@ -40,12 +51,26 @@ export interface KeyLocation {
   readonly label: string;
 }
 
-/** `unix:/path` is a socket; anything else is a device node path. */
+/**
+ * `unix:/path` is a socket, `hidapi:PATH` a device path of hidapi (kept as is, colons and
+ * backslashes included); anything else is a device node path.
+ *
+ * @example
+ * ```ts
+ * import { parseKeyAddress } from "./keys.ts";
+ * console.assert(parseKeyAddress("hidapi:DevSrvsID:4294969283").path === "DevSrvsID:4294969283");
+ * ```
+ */
 export function parseKeyAddress(text: string): KeyAddress {
   if (text.startsWith("unix:")) {
     const path = text.slice("unix:".length);
     if (!path) throw new UsageError(`Cannot use --device "${text}": the socket path is empty`);
     return { kind: "unix", path };
+  }
+  if (text.startsWith("hidapi:")) {
+    const path = text.slice("hidapi:".length);
+    if (!path) throw new UsageError(`Cannot use --device "${text}": the hidapi device path is empty`);
+    return { kind: "hidapi", path };
   }
   if (!text) throw new UsageError("Cannot use --device: the path is empty");
   return { kind: "hidraw", path: text };
@@ -53,15 +78,16 @@ export function parseKeyAddress(text: string): KeyAddress {
 
 /** The text form of an address, as `--device` takes it. */
 export function formatKeyAddress(address: KeyAddress): string {
-  return address.kind === "unix" ? `unix:${address.path}` : address.path;
+  return address.kind === "hidraw" ? address.path : `${address.kind}:${address.path}`;
 }
 
 /** How messages name a key. */
 export function keyLabel(address: KeyAddress, descriptor?: HidDeviceDescriptor): string {
   if (address.kind === "unix") return `security key at "unix:${address.path}"`;
+  const where = formatKeyAddress(address);
   return descriptor?.productName
-    ? `security key "${descriptor.productName}" (${address.path})`
-    : `security key "${address.path}"`;
+    ? `security key "${descriptor.productName}" (${where})`
+    : `security key "${where}"`;
 }
 
 /** Options of {@link discoverKeys}. */
@@ -70,6 +96,10 @@ export interface DiscoverOptions {
   root?: string;
   /** The operating system. @default Deno.build.os */
   os?: typeof Deno.build.os;
+  /** How to find devices. @default {@link defaultHidBackend} of `os` */
+  backend?: HidBackend | undefined;
+  /** The hidapi library file. @default $PROVISIONING_HIDAPI_LIBRARY, else the usual places */
+  hidapiLibrary?: string | undefined;
 }
 
 /** What discovery found: keys to open, and nodes it could not read (with the reason). */
@@ -79,27 +109,20 @@ export interface KeyDiscovery {
 }
 
 /**
- * Lists the FIDO keys plugged into this machine.
+ * Lists the FIDO keys plugged into this machine: through hidraw on Linux, through hidapi on
+ * Windows, macOS and the rest (or wherever `backend` says).
  *
- * @throws {ProvisioningError} `hid-unsupported-os` on Windows and macOS.
+ * @throws {ProvisioningError} `hidapi-missing` when hidapi is needed and cannot be loaded.
  */
 export async function discoverKeys(options: DiscoverOptions = {}): Promise<KeyDiscovery> {
   const os = options.os ?? Deno.build.os;
-  if (os !== "linux") {
-    throw new ProvisioningError(
-      "hid-unsupported-os",
-      `Cannot list security keys: not supported yet on ${os}: only Linux (hidraw) is implemented; ` +
-        `hidapi over Deno FFI is planned for Windows and macOS`,
-      {
-        hint: "Serve the key from a Linux machine, or use `--device unix:PATH` with a CTAPHID socket " +
-          "(docs/hardware-keys.md)",
-      },
-    );
-  }
-  const found = await discoverLinuxFidoDevices({ root: options.root ?? "/" });
+  const backend = options.backend ?? defaultHidBackend(os);
+  const found = backend === "hidraw"
+    ? await discoverLinuxFidoDevices({ root: options.root ?? "/" })
+    : await enumerateHidapiFidoDevices({ os, library: options.hidapiLibrary });
   return {
     keys: found.devices.map((descriptor) => {
-      const address: KeyAddress = { kind: "hidraw", path: descriptor.path };
+      const address: KeyAddress = { kind: backend, path: descriptor.path };
       return { address, descriptor, label: keyLabel(address, descriptor) };
     }),
     skipped: found.skipped,
@@ -123,14 +146,28 @@ export interface OpenKeyOptions {
   signal?: AbortSignal;
   /** Longest silence from the key, in ms. @default 5000 */
   timeoutMs?: number;
-  /** Opens a hidraw node (tests pass a stand-in). @default {@link openHidrawTransport} */
+  /** The hidapi library file, for `hidapi:` addresses. @default as {@link DiscoverOptions.hidapiLibrary} */
+  hidapiLibrary?: string | undefined;
+  /**
+   * Opens the transport (tests pass a stand-in). @default {@link openHidrawTransport},
+   * {@link openHidapiTransport} or a Unix socket, by the address's kind
+   */
   openTransport?: (location: KeyLocation) => Promise<PacketTransport>;
 }
 
-async function defaultTransport(location: KeyLocation): Promise<PacketTransport> {
+async function defaultTransport(
+  location: KeyLocation,
+  hidapiLibrary: string | undefined,
+): Promise<PacketTransport> {
   const { address, descriptor } = location;
-  if (address.kind === "unix") return await connectUnixPacketTransport(address.path);
-  return await openHidrawTransport({ path: address.path, reportId: descriptor?.reportId });
+  switch (address.kind) {
+    case "unix":
+      return await connectUnixPacketTransport(address.path);
+    case "hidapi":
+      return await openHidapiTransport({ path: address.path, library: hidapiLibrary });
+    case "hidraw":
+      return await openHidrawTransport({ path: address.path, reportId: descriptor?.reportId });
+  }
 }
 
 /**
@@ -138,7 +175,9 @@ async function defaultTransport(location: KeyLocation): Promise<PacketTransport>
  * keys). The returned authenticator owns the transport; dispose it to close.
  */
 export async function openKey(location: KeyLocation, options: OpenKeyOptions = {}): Promise<HidKey> {
-  const transport = await (options.openTransport ?? defaultTransport)(location);
+  const transport = options.openTransport
+    ? await options.openTransport(location)
+    : await defaultTransport(location, options.hidapiLibrary);
   let hid: CtapHidClient;
   try {
     hid = await CtapHidClient.open(transport, {
@@ -184,21 +223,26 @@ export async function openKey(location: KeyLocation, options: OpenKeyOptions = {
 
 /**
  * Picks the one key to work on: the `--device` one, else the only one plugged in. Several keys
- * without `--device`, or none, is an error that lists what there is.
+ * without `--device`, or none, is an error that lists what there is. A `--device` HID address
+ * must be one that discovery (with that address's backend) lists as a FIDO key: a keyboard is
+ * never opened.
  */
 export async function chooseKey(request: {
   device?: string | undefined;
-  discover: () => Promise<KeyDiscovery>;
+  /** Discovery; `backend` is given when `--device` names a hidraw or hidapi device. */
+  discover: (backend?: HidBackend) => Promise<KeyDiscovery>;
 }): Promise<KeyLocation> {
   if (request.device !== undefined) {
     const address = parseKeyAddress(request.device);
     if (address.kind === "unix") return { address, label: keyLabel(address) };
-    const { keys } = await request.discover();
-    const known = keys.find((k) => k.address.kind === "hidraw" && k.address.path === address.path);
+    const { keys } = await request.discover(address.kind);
+    const known = keys.find((k) => k.address.kind === address.kind && k.address.path === address.path);
     if (!known) {
       throw new ProvisioningError(
         "not-a-security-key",
-        `Cannot use "${address.path}": it is not a FIDO security key (no hidraw node of that name declares the FIDO usage page)`,
+        `Cannot use "${formatKeyAddress(address)}": it is not a FIDO security key (no ${
+          address.kind === "hidraw" ? "hidraw node" : "hidapi device"
+        } of that name declares the FIDO usage page)`,
         { hint: listHint(keys) },
       );
     }

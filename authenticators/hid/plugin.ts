@@ -1,7 +1,8 @@
 /**
- * The `hid` authenticator plugin: FIDO2 security keys over USB HID (Linux hidraw today), or any
- * CTAPHID packet transport given as `--device unix:/path/to.sock` (what `provisioning key serve`
- * offers, and what the tests use in place of a USB key).
+ * The `hid` authenticator plugin: FIDO2 security keys over USB HID (Linux hidraw; hidapi over
+ * Deno FFI on Windows and macOS), or any CTAPHID packet transport given as
+ * `--device unix:/path/to.sock` (what `provisioning key serve` offers, and what the tests use in
+ * place of a USB key).
  *
  * Beyond `open`, the plugin offers three capabilities the CLI and the bulk engine use without
  * importing this module (core never imports a plugin):
@@ -20,15 +21,18 @@ import { z } from "zod";
 import { UsageError } from "../../core/errors.ts";
 import type { AuthenticatorPlugin, PluginContext } from "../../core/plugin.ts";
 import { describeKey, type KeyDescription } from "./describe.ts";
+import { hidapiLibraryEnv } from "./hidapi.ts";
 import {
   chooseKey,
   discoverKeys,
   formatKeyAddress,
+  type HidBackend,
   type HidKey,
   type KeyDiscovery,
   keyLabel,
   type KeyLocation,
   openKey,
+  type OpenKeyOptions,
   parseKeyAddress,
 } from "./keys.ts";
 import type { SkippedHidDevice } from "./linux.ts";
@@ -43,7 +47,10 @@ export const hidSysfsRootEnv = "PROVISIONING_HID_SYSFS_ROOT";
 
 /** The options of the hid plugin, as the CLI passes them (parsed here: they come from outside). */
 export const hidOptionsSchema = z.object({
-  /** `/dev/hidrawN`, or `unix:/path` for a CTAPHID socket. @default the only key plugged in */
+  /**
+   * `/dev/hidrawN`, `hidapi:PATH` for a device hidapi lists, or `unix:/path` for a CTAPHID socket.
+   * @default the only key plugged in
+   */
   device: z.string().min(1).optional(),
   /** Longest silence from the key, in ms. @default 5000 */
   hidTimeout: z.coerce.number().int().min(100).optional(),
@@ -61,9 +68,24 @@ function parseOptions(raw: unknown): z.infer<typeof hidOptionsSchema> {
   return parsed.data;
 }
 
-function discoverer(context: PluginContext): () => Promise<KeyDiscovery> {
+function discoverer(context: PluginContext): (backend?: HidBackend) => Promise<KeyDiscovery> {
   const root = context.env(hidSysfsRootEnv);
-  return () => discoverKeys(root ? { root } : {});
+  const hidapiLibrary = context.env(hidapiLibraryEnv) || undefined;
+  return (backend) => discoverKeys({ ...(root ? { root } : {}), backend, hidapiLibrary });
+}
+
+/** The options of {@link openKey} every call of this plugin passes. */
+function openOptions(
+  context: PluginContext,
+  options: z.infer<typeof hidOptionsSchema>,
+  signal: AbortSignal | undefined,
+): OpenKeyOptions {
+  return {
+    interaction: context.interaction,
+    ...(signal ? { signal } : {}),
+    ...(options.hidTimeout === undefined ? {} : { timeoutMs: options.hidTimeout }),
+    hidapiLibrary: context.env(hidapiLibraryEnv) || undefined,
+  };
 }
 
 function deviceOf(context: PluginContext, options: z.infer<typeof hidOptionsSchema>): string | undefined {
@@ -73,11 +95,7 @@ function deviceOf(context: PluginContext, options: z.infer<typeof hidOptionsSche
 async function openChosen(context: PluginContext, raw: unknown): Promise<HidKey> {
   const options = parseOptions(raw);
   const location = await chooseKey({ device: deviceOf(context, options), discover: discoverer(context) });
-  return await openKey(location, {
-    interaction: context.interaction,
-    ...(context.signal ? { signal: context.signal } : {}),
-    ...(options.hidTimeout === undefined ? {} : { timeoutMs: options.hidTimeout }),
-  });
+  return await openKey(location, openOptions(context, options, context.signal));
 }
 
 /** One row of {@link HidAuthenticatorPlugin.listDevices}: a description, or why the key could not be read. */
@@ -138,15 +156,17 @@ export const hidAuthenticator: HidAuthenticatorPlugin = {
   kind: "authenticator",
   manifest: {
     id: "hid",
-    summary: "FIDO2 security keys over USB HID (Linux hidraw), or a CTAPHID socket (--device unix:PATH)",
+    summary:
+      "FIDO2 security keys over USB HID (Linux hidraw, hidapi on Windows and macOS), or a CTAPHID socket (--device unix:PATH)",
     hosts: [],
     files: ["/dev/hidraw*", "/sys/class/hidraw", "/sys/devices"],
-    env: [hidDeviceEnv, hidSysfsRootEnv],
+    env: [hidDeviceEnv, hidSysfsRootEnv, hidapiLibraryEnv],
     options: [
       {
         flags: "--device <path>",
         description:
-          "the security key: /dev/hidrawN, or unix:PATH for a CTAPHID socket; default: the only key plugged in",
+          "the security key: /dev/hidrawN, hidapi:PATH (Windows, macOS), or unix:PATH for a CTAPHID socket; " +
+          "default: the only key plugged in",
         env: hidDeviceEnv,
       },
       {
@@ -174,11 +194,7 @@ export const hidAuthenticator: HidAuthenticatorPlugin = {
     const devices: DeviceListing[] = [];
     for (const location of locations) {
       try {
-        await using key = await openKey(location, {
-          interaction: context.interaction,
-          ...(context.signal ? { signal: context.signal } : {}),
-          ...(options.hidTimeout === undefined ? {} : { timeoutMs: options.hidTimeout }),
-        });
+        await using key = await openKey(location, openOptions(context, options, context.signal));
         devices.push({ ok: true, description: await describeKey(key) });
       } catch (error) {
         if (context.signal?.aborted) throw error;
@@ -214,10 +230,12 @@ export const hidAuthenticator: HidAuthenticatorPlugin = {
       const address = parseKeyAddress(device);
       const all = discover;
       discover = async () => {
-        if (address.kind === "hidraw") {
-          const found = await all();
+        if (address.kind !== "unix") {
+          const found = await all(address.kind);
           return {
-            keys: found.keys.filter((k) => k.address.path === address.path),
+            keys: found.keys.filter((k) =>
+              k.address.kind === address.kind && k.address.path === address.path
+            ),
             skipped: found.skipped,
           };
         }
@@ -236,12 +254,7 @@ export const hidAuthenticator: HidAuthenticatorPlugin = {
       notify: request.notify,
       interaction: context.interaction,
       ...(request.pollIntervalMs === undefined ? {} : { pollIntervalMs: request.pollIntervalMs }),
-      open: (location, signal) =>
-        openKey(location, {
-          interaction: context.interaction,
-          ...(signal ? { signal } : {}),
-          ...(options.hidTimeout === undefined ? {} : { timeoutMs: options.hidTimeout }),
-        }),
+      open: (location, signal) => openKey(location, openOptions(context, options, signal)),
     });
   },
 };

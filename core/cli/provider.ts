@@ -142,7 +142,8 @@ export function pluginContext(context: CliContext & { readonly fetch?: typeof fe
   };
 }
 
-function withProvider<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
+/** Adds `--provider` with its plugins' options. */
+export function withProvider<C extends CommandUnknownOpts>(command: C, context: CliContext): C {
   return withPluginOptions(command, context, "provider", "entra");
 }
 

@@ -22,7 +22,6 @@ import { openJournal } from "../jobs/journal.ts";
 import { openFailuresFile } from "../jobs/output/failures.ts";
 import { openResultsFile } from "../jobs/output/results.ts";
 import { AdaptivePacer } from "../jobs/rate.ts";
-import { readUsersFromCsv, readUsersFromList, type SourceRow } from "../jobs/sources/csv.ts";
 import type { JobEvent, RunSummary } from "../jobs/events.ts";
 import type { ConnectHints, ProviderPlugin, ProviderSession } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
@@ -32,12 +31,10 @@ import { keyPinEnv, newKeyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor } from "./plugin_options.ts";
 import { defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
 import { printRunSummary, startProgress } from "./run_output.ts";
+import { chooseUserSource, connectHintsOf, estimateRows, sourceRows } from "./user_sources.ts";
 
 /** Where journals go unless `--journal-dir` says otherwise (beside the token cache). */
 export const defaultJournalDir = ".provisioning/runs";
-
-/** Words a source can be: the command refuses two at once. */
-type SourceKind = "csv" | "group" | "user";
 
 interface ProvisionFlags {
   user?: string[];
@@ -135,15 +132,7 @@ async function runProvision(
   context: CliContext,
   flags: ProvisionFlags & Record<string, unknown>,
 ): Promise<void> {
-  const sources = (["csv", "group", "user"] as const).filter((kind) => flags[kind] !== undefined);
-  if (sources.length === 0) {
-    throw new UsageError("Cannot provision: no users given", {
-      hint: "Give --csv FILE, --group NAME or --user UPN",
-    });
-  }
-  if (sources.length > 1) {
-    throw new UsageError(`Cannot provision: --${sources[0]} and --${sources[1]} are given; give one source`);
-  }
+  const source = chooseUserSource("provision", flags);
   const concurrency = Number(flags.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     throw new UsageError(
@@ -159,8 +148,6 @@ async function runProvision(
     );
   }
   if (flags.replaceExisting && !flags.yes && !(flags.dryRun)) await confirmReplace(context);
-  const columns = parseColumns(flags.column ?? []);
-  const kind: SourceKind = sources[0]!;
   const dryRun = flags.dryRun === true;
   const provider = context.registry.provider(flags.provider ?? "entra");
   const authenticatorId = flags.authenticator ?? "software";
@@ -189,9 +176,7 @@ async function runProvision(
     await provider.login(pluginContext(context), providerOptions as never);
   }
   // With no tenant configured, the provider may find it from a user's domain.
-  const hints = {
-    users: kind === "user" ? flags.user ?? [] : kind === "csv" ? await firstUsers(flags.csv!, columns) : [],
-  };
+  const hints = await connectHintsOf(source);
   if (flags.preflight && (!authenticator || !aaguid)) {
     context.stderr.write(
       "note: no preflight: each security key's AAGUID is known only when it is inserted (provisioning doctor --authenticator hid checks one)\n",
@@ -246,11 +231,11 @@ async function runProvision(
     provider: provider.manifest.id,
     tenant: session.tenant ?? providerOptions,
     authenticator: aaguid ?? authenticatorId,
-    source: kind === "csv"
-      ? { csv: await fileDigest(flags.csv!), columns }
-      : kind === "group"
-      ? { group: flags.group! }
-      : { users: [...new Set(flags.user!.map((u) => u.trim().toLowerCase()))].sort() },
+    source: source.kind === "csv"
+      ? { csv: await fileDigest(source.path), columns: source.columns }
+      : source.kind === "group"
+      ? { group: source.group }
+      : { users: [...new Set(source.users.map((u) => u.trim().toLowerCase()))].sort() },
     displayName: flags.displayName,
     force: flags.force === true,
     replaceExisting: flags.replaceExisting === true,
@@ -260,7 +245,7 @@ async function runProvision(
   const failuresPath = flags.failures ?? (dryRun ? "dry-run-failures.csv" : "failures.csv");
   const journalPath = `${flags.journalDir}/${identity.runId}.jsonl`;
   await using journal = dryRun ? undefined : await openJournal(journalPath, identity);
-  const csvPath = flags.csv;
+  const csvPath = source.kind === "csv" ? source.path : undefined;
   // The browser path: one browser for the run, a private context per user.
   const viaBrowser = flags.via === "browser" || flags.mode === "headful" || flags.manual === true;
   if (viaBrowser && !session.registerInBrowser) {
@@ -300,7 +285,7 @@ async function runProvision(
   try {
     summary = await runBulk({
       runId: identity.runId,
-      source: sourceRows(kind, flags, session, columns, csvPath, total),
+      source: sourceRows(source, session, total),
       session,
       ...(authenticator ? { authenticator } : {}),
       ...(aaguid ? { authenticatorAaguid: aaguid } : {}),
@@ -410,78 +395,6 @@ function viaBrowserFlag(flags: ProvisionFlags): "api" | "browser" {
   return flags.via === "browser" || flags.mode === "headful" || flags.manual === true ? "browser" : "api";
 }
 
-/** The rows of the chosen source. */
-function sourceRows(
-  kind: SourceKind,
-  flags: ProvisionFlags,
-  session: ProviderSession,
-  columns: Record<string, string>,
-  csvPath: string | undefined,
-  expectedRows: number | undefined,
-): AsyncIterable<SourceRow> {
-  if (kind === "user") return readUsersFromList(flags.user ?? []);
-  if (kind === "group") return groupRows(session, flags.group!);
-  return (async function* () {
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(csvPath!);
-    } catch (error) {
-      throw new ProvisioningError(
-        "csv-unreadable",
-        `Cannot read ${JSON.stringify(flags.csv)}: ${error instanceof Error ? error.message : String(error)}`,
-        { hint: "Check the path and that the file is readable", exitCode: 2, cause: error },
-      );
-    }
-    yield* readUsersFromCsv(file.readable, {
-      column: columns,
-      source: flags.csv!,
-      ...(expectedRows === undefined ? {} : { expectedRows }),
-    });
-  })();
-}
-
-/** A group's members as source rows, numbered in the order the provider lists them. */
-async function* groupRows(session: ProviderSession, group: string): AsyncGenerator<SourceRow> {
-  if (!session.listGroupMembers) {
-    throw new UsageError("Cannot read a group: this provider does not list group members");
-  }
-  let row = 0;
-  for await (const member of session.listGroupMembers(group)) {
-    yield { row: ++row, ok: true, user: { reference: member.userPrincipalName } };
-  }
-}
-
-/** The first few users of a CSV file (for the provider's tenant discovery); none when unreadable. */
-async function firstUsers(path: string, columns: Record<string, string>): Promise<string[]> {
-  const found: string[] = [];
-  try {
-    // The source cancels the stream when it stops, which closes the file.
-    const file = await Deno.open(path);
-    for await (const row of readUsersFromCsv(file.readable, { column: columns })) {
-      if (row.ok) found.push(row.user.reference);
-      if (found.length >= 3 || row.row > 50) break;
-    }
-  } catch {
-    // The run reports an unreadable file with its row; discovery just has no hint.
-  }
-  return found;
-}
-
-/** `--column upn=Email` pairs. */
-function parseColumns(pairs: readonly string[]): Record<string, string> {
-  const columns: Record<string, string> = {};
-  for (const pair of pairs) {
-    const at = pair.indexOf("=");
-    if (at <= 0 || at === pair.length - 1) {
-      throw new UsageError(`Cannot read --column ${JSON.stringify(pair)}: expected FIELD=HEADER`, {
-        hint: 'For example --column upn=Email or --column objectId="Object ID"',
-      });
-    }
-    columns[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
-  }
-  return columns;
-}
-
 /** The provider's preflight: errors stop a real run (not a dry run); warnings are printed. */
 async function preflight(
   context: CliContext,
@@ -571,27 +484,4 @@ async function keepEarlierOutput(path: string): Promise<void> {
     ? `${path.slice(0, dot)}.${stamp}${path.slice(dot)}`
     : `${path}.${stamp}`;
   await Deno.rename(path, kept);
-}
-
-/**
- * Lines of a file less its header (a file is read twice, fast): the progress display's total, and
- * the size the duplicate tables are made for once (no doubling on a million rows).
- */
-async function estimateRows(path: string): Promise<number | undefined> {
-  try {
-    using file = await Deno.open(path);
-    const buffer = new Uint8Array(1 << 20);
-    let lines = 0;
-    let last = 10;
-    while (true) {
-      const n = await file.read(buffer);
-      if (n === null) break;
-      for (let i = 0; i < n; i++) if (buffer[i] === 10) lines++;
-      last = buffer[n - 1]!;
-    }
-    if (last !== 10) lines++;
-    return Math.max(0, lines - 1);
-  } catch {
-    return undefined;
-  }
 }

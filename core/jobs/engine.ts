@@ -39,16 +39,9 @@ import type { JobListener, RunCounts, RunSummary, UserOutcome } from "./events.t
 import type { Journal, UserRecord } from "./journal.ts";
 import type { FailuresWriter } from "./output/failures.ts";
 import type { PinRecord } from "./output/pin_output.ts";
-import type { ResultsWriter } from "./output/results.ts";
-import {
-  outcomeUnknownCode,
-  type ProvisionedPasskey,
-  type ProvisionTransition,
-  provisionUser,
-} from "./provision_user.ts";
-import { toBase64Url } from "../bytes.ts";
-import { get } from "../webauthn/get.ts";
-import { verifyAssertion } from "../webauthn/verify_assertion.ts";
+import type { ResultRow, ResultsWriter } from "./output/results.ts";
+import { outcomeUnknownCode, type ProvisionTransition, provisionUser } from "./provision_user.ts";
+import { checkWithTestAssertion } from "./test_assertion.ts";
 import type { SourceRow, SourceUser } from "./sources/csv.ts";
 import { SeenUsers } from "./sources/seen_users.ts";
 
@@ -537,7 +530,15 @@ async function attemptUser(
       onTransition,
       ...(signal ? { signal } : {}),
     });
-    await testAssertion(options, registered, lent.authenticator, lent.interaction, signal);
+    await checkWithTestAssertion({
+      registration: registered.registration,
+      rpId: registered.rpId,
+      origin: registered.origin,
+      allowedRpIds: options.session.allowedRpIds,
+      authenticator: lent.authenticator,
+      interaction: lent.interaction,
+      signal,
+    });
     device = await lent.complete({
       credentialId: registered.credentialId,
       attestationObject: registered.registration.response.attestationObject,
@@ -576,41 +577,6 @@ async function attemptUser(
     older: existing,
     ...(device ? { device } : {}),
     ...(listed ? {} : { note: "registered; the provider does not list it yet" }),
-  });
-}
-
-/**
- * Signs a fresh challenge with the new credential on the key that made it and checks the
- * signature with the registered public key, before the key leaves the desk.
- */
-async function testAssertion(
-  options: BulkRunOptions,
-  registered: ProvisionedPasskey,
-  authenticator: Authenticator,
-  interaction: UserInteraction,
-  signal: AbortSignal | undefined,
-): Promise<void> {
-  const challenge = toBase64Url(crypto.getRandomValues(new Uint8Array(32)));
-  const assertion = await get({
-    options: {
-      challenge,
-      rpId: registered.rpId,
-      allowCredentials: [{ type: "public-key", id: registered.credentialId }],
-      userVerification: "preferred",
-      timeout: 120_000,
-    },
-    origin: registered.origin,
-    allowedRpIds: options.session.allowedRpIds,
-    authenticator,
-    interaction,
-    ...(signal ? { signal } : {}),
-  });
-  await verifyAssertion({
-    assertion,
-    registration: registered.registration,
-    challenge,
-    origin: registered.origin,
-    rpId: registered.rpId,
   });
 }
 
@@ -712,8 +678,8 @@ async function done(
   context.finish(row, ref, facts.reconciled ? "reconciled" : "provisioned");
 }
 
-/** The results.csv row of a finished user, from their journal record. */
-function resultRowOf(record: UserRecord) {
+/** The results.csv row of a finished user, from their journal record (batches use it too). */
+export function resultRowOf(record: UserRecord): ResultRow {
   return {
     user: record.ref ?? record.k,
     ...(record.userId ? { objectId: record.userId } : {}),

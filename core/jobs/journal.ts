@@ -44,6 +44,11 @@ const userStateSchema = z.enum([
   "skipped",
   "failed",
   "revoked",
+  // A batch of prefetched challenges (core/jobs/batch/): the challenge is stored, a key is being
+  // written, the key holds the credential (its registration stored) — then registered as above.
+  "fetched",
+  "writing",
+  "written",
 ]);
 
 /** One user's transition as journaled. Fields accumulate: the latest record carries what is known. */
@@ -78,6 +83,14 @@ export const userRecordSchema = z.object({
   serial: z.string().optional(),
   pinSet: z.boolean().optional(),
   pinMustChange: z.boolean().optional(),
+  /**
+   * Batches: the provider's creation options fetched ahead (public data: a challenge, the rp, the
+   * user handle), the origin the ceremony runs for, and when the provider stops accepting it.
+   */
+  challenge: z.object({ options: z.unknown(), origin: z.string(), expiresAt: z.string().optional() })
+    .optional(),
+  /** Batches: the key's RegistrationResponseJSON (public key and attestation; no secret). */
+  registration: z.unknown().optional(),
   /** ISO time of the transition. */
   at: z.string().optional(),
 });
@@ -91,6 +104,8 @@ const headerSchema = z.object({
   runId: z.string(),
   fingerprint: z.string(),
   createdAt: z.string(),
+  /** What the run's later steps need to know of its start (a batch: provider, tenant, rp ids). */
+  meta: z.record(z.string(), z.string()).optional(),
 });
 
 const lineSchema = z.discriminatedUnion("t", [
@@ -114,6 +129,8 @@ export interface Journal extends AsyncDisposable {
   readonly resumed: boolean;
   /** Attempts so far, this one included. */
   readonly attempt: number;
+  /** The header's `meta`, as the run's first attempt wrote it. */
+  readonly meta: Readonly<Record<string, string>>;
   /** The latest state of a user (by key), merged over all their records. */
   get(key: string): UserRecord | undefined;
   /** Every user's latest state, in the order they were first journaled. */
@@ -127,6 +144,8 @@ export interface Journal extends AsyncDisposable {
 export interface OpenJournalOptions extends JournalIdentity {
   /** @default () => new Date() */
   now?: () => Date;
+  /** Written into the header of a new journal; a resumed one keeps its own. @default {} */
+  meta?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -141,6 +160,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
   if (folder !== path) await Deno.mkdir(folder, { recursive: true, mode: 0o700 });
   const state = new Map<string, UserRecord>();
   let attempts = 0;
+  let meta: Readonly<Record<string, string>> = options.meta ?? {};
   const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
   // One process per run: a second one (a cron job overlapping, a second terminal) would pass the
   // skip checks alongside the first. The OS drops the lock when the process dies, kill -9 included.
@@ -156,7 +176,12 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
   try {
     const text = new TextDecoder().decode(await readAll(file));
     const existed = text.length > 0;
-    const validLength = existed ? replay(text, path, options, state, (n) => attempts = n) : 0;
+    const validLength = existed
+      ? replay(text, path, options, state, (n, header) => {
+        attempts = n;
+        meta = header ?? {};
+      })
+      : 0;
     await file.truncate(validLength);
     await file.seek(validLength, Deno.SeekMode.Start);
     const writer = new GroupCommit(file);
@@ -171,6 +196,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
           runId: options.runId,
           fingerprint: options.fingerprint,
           createdAt: now().toISOString(),
+          ...(options.meta ? { meta: options.meta } : {}),
         }),
       );
     }
@@ -181,6 +207,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
       runId: options.runId,
       resumed: validLength > 0,
       attempt: attempts,
+      meta,
       get: (key) => state.get(key),
       users: () => state.values(),
       async append(record) {
@@ -206,7 +233,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
  */
 export async function readJournal(
   path: string,
-): Promise<{ identity: JournalIdentity; users: Map<string, UserRecord> }> {
+): Promise<{ identity: JournalIdentity; meta: Record<string, string>; users: Map<string, UserRecord> }> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -231,7 +258,7 @@ export async function readJournal(
   const identity = { runId: header.data.runId, fingerprint: header.data.fingerprint };
   const users = new Map<string, UserRecord>();
   replay(text, path, identity, users, () => {});
-  return { identity, users };
+  return { identity, meta: header.data.meta ?? {}, users };
 }
 
 function safeJson(text: string): unknown {
@@ -248,13 +275,14 @@ function replay(
   path: string,
   identity: JournalIdentity,
   state: Map<string, UserRecord>,
-  setAttempts: (n: number) => void,
+  setAttempts: (n: number, meta: Record<string, string> | undefined) => void,
 ): number {
   const encoder = new TextEncoder();
   let offset = 0;
   let bytes = 0;
   let lineNumber = 0;
   let attempts = 0;
+  let meta: Record<string, string> | undefined;
   while (offset < text.length) {
     const end = text.indexOf("\n", offset);
     lineNumber++;
@@ -290,6 +318,7 @@ function replay(
           { hint: "Move the file away, or use another --journal-dir" },
         );
       }
+      meta = parsed.meta;
     } else if (parsed.t === "attempt") {
       attempts++;
     } else if (parsed.t === "user") {
@@ -299,7 +328,7 @@ function replay(
     bytes += encoder.encode(line).length + 1;
     offset = end + 1;
   }
-  setAttempts(attempts);
+  setAttempts(attempts, meta);
   return bytes;
 }
 

@@ -27,6 +27,7 @@ import { forGraphClient } from "./auth/token_source.ts";
 import { toAccountSummary, whoAmI } from "./auth/whoami.ts";
 import { pacerObserver } from "./graph/pacer_observer.ts";
 import { GraphClient } from "./graph/client.ts";
+import { challengeTimeoutRange } from "./graph/fido2.ts";
 import { runPreflight } from "./graph/policies.ts";
 import { startSandbox } from "./sandbox/server.ts";
 import { EntraSession } from "./session.ts";
@@ -41,6 +42,11 @@ export const entraOptionsSchema = z.object({
   account: z.string().optional(),
   signIn: z.enum(signInFlows).optional(),
   graphVersion: z.enum(["v1.0", "beta"]).optional(),
+  /**
+   * Minutes a passkey challenge stays valid (beta only, 5 to 43200): `batch fetch` asks for long
+   * ones, so keys can be written for hours or days before the batch is registered.
+   */
+  challengeTimeout: z.coerce.number().int().optional(),
   /** `provisioning sandbox`: the port to listen on (0: any free one). */
   port: z.coerce.number().int().min(0).max(65535).optional(),
   /** `provisioning sandbox`: how many users to seed. */
@@ -89,6 +95,19 @@ async function connect(
   hints: ConnectHints = {},
 ): Promise<EntraSession> {
   const options = parseOptions(raw);
+  const timeout = options.challengeTimeout;
+  if (timeout !== undefined) {
+    if ((options.graphVersion ?? "v1.0") !== "beta") {
+      throw new UsageError(
+        "Cannot use --challenge-timeout with Graph v1.0: its challenges last 5 minutes; add --graph-version beta",
+      );
+    }
+    if (timeout < challengeTimeoutRange.min || timeout > challengeTimeoutRange.max) {
+      throw new UsageError(
+        `Cannot use --challenge-timeout ${timeout}: Graph takes ${challengeTimeoutRange.min} to ${challengeTimeoutRange.max} minutes`,
+      );
+    }
+  }
   const settings = await settingsFor(context, raw);
   // With no tenant configured, the domain of the first user to provision names it (OpenID discovery).
   const tenantHint = hints.users?.find((reference) => reference.includes("@"));
@@ -110,6 +129,7 @@ async function connect(
     cloud: settings.cloud,
     ...(who.tenantId ? { tenantId: who.tenantId } : {}),
     ...(who.account?.objectId ? { signedInUserId: who.account.objectId } : {}),
+    ...(timeout === undefined ? {} : { challengeTimeoutInMinutes: timeout }),
   });
 }
 
@@ -164,6 +184,11 @@ export const entraProvider: ProviderPlugin<EntraOptions> = {
       { flags: "--account <upn>", description: "the admin account to sign in as" },
       { flags: "--sign-in <flow>", description: "device-code, browser or client-credentials" },
       { flags: "--graph-version <version>", description: "v1.0 or beta", default: "v1.0" },
+      {
+        flags: "--challenge-timeout <minutes>",
+        description:
+          "how long a passkey challenge stays valid, 5 to 43200 minutes (needs --graph-version beta)",
+      },
       { flags: "--port <n>", description: "sandbox: port to listen on (0: any)", default: "0" },
       { flags: "--users <n>", description: "sandbox: users to seed", default: "25" },
     ],
