@@ -7,10 +7,10 @@
  * written to a key.
  */
 import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
-import { bulkFixture, passkeysByUser, readOutput, writeUsersCsv } from "./bulk_support.ts";
+import { bulkFixture, passkeysByUser, readOutput, sandboxSession, writeUsersCsv } from "./bulk_support.ts";
 import { runCli } from "./cli.ts";
 import { type ServedKey, serveKey } from "../authenticators/hid/_test_support.ts";
-import { batchPhase, readBatch } from "../core/jobs/batch/batch_file.ts";
+import { batchPhase, openBatch, readBatch } from "../core/jobs/batch/batch_file.ts";
 
 /** Every host the CLI may reach, denied: only the key's socket stays open. */
 function offline(key: ServedKey): string[] {
@@ -121,8 +121,14 @@ Deno.test("batch: challenges fetched for 10 hours, keys written offline 20 minut
       assertEquals((await key.key.client.getInfo({ refresh: true })).forcePINChange, true);
     }
     const pins = (await Deno.readTextFile(`${fixture.dir}/pins.jsonl`)).trim().split("\n")
-      .map((line) => JSON.parse(line) as { user: string; pin: string; stage: string });
-    deepStrictEqual(new Set(pins.map((p) => p.user)), new Set(upns));
+      .map((line) => JSON.parse(line) as { user: string; pin: string; stage: string; device: string });
+    // Keys were given to users in the CSV's order: the first key to the first user, and so on.
+    deepStrictEqual(
+      pins.filter((p) => p.stage === "completed").map((
+        p,
+      ) => [p.user, p.device.includes(`/${"abc"[upns.indexOf(p.user)]}.sock`)]),
+      upns.map((upn) => [upn, true]),
+    );
     for (const { pin } of pins) {
       for (const file of ["results.csv", "failures.csv", "keys.batch"]) {
         assert.ok(
@@ -211,4 +217,119 @@ Deno.test("batch: an expired challenge is never written to a key, is reported, a
   const v1 = await fetch("--challenge-timeout", "60");
   assertEquals(v1.code, 2);
   assert.match(v1.stderr, /--graph-version beta/);
+});
+
+Deno.test("batch: a registration sent before a crash is found by listing, never sent twice; PINs from the CSV go to the keys, never to the batch", async () => {
+  await using fixture = await bulkFixture({ users: 4 });
+  const upns = fixture.upns(2);
+  const csvPins = ["73915428", "62048173"];
+  await Deno.writeTextFile(
+    `${fixture.dir}/users.csv`,
+    ["upn,pin", ...upns.map((upn, i) => `${upn},${csvPins[i]}`)].join("\n") + "\n",
+  );
+  const fetched = await runCli(
+    fixture.dir,
+    fixture.env,
+    [],
+    "batch",
+    "fetch",
+    "--batch",
+    "keys.batch",
+    "--csv",
+    "users.csv",
+    "--graph-version",
+    "beta",
+    "--challenge-timeout",
+    "600",
+  );
+  assertEquals(fetched.code, 0, fetched.stderr);
+  assert.match(fetched.stderr, /pin column is not kept/);
+  for (const pin of csvPins) assert.ok(!(await Deno.readTextFile(`${fixture.dir}/keys.batch`)).includes(pin));
+
+  await using a = await serveKey(fixture.dir, "a");
+  await using b = await serveKey(fixture.dir, "b");
+  for (const key of [a, b]) {
+    const written = await runCli(
+      fixture.dir,
+      {},
+      offline(key),
+      "batch",
+      "write",
+      "--batch",
+      "keys.batch",
+      "--device",
+      key.device,
+      "--pins",
+      "users.csv",
+      "--count",
+      "1",
+    );
+    assertEquals(written.code, 0, written.stderr);
+    assertEquals((await key.key.client.getInfo({ refresh: true })).options?.["clientPin"], true);
+  }
+
+  // The first user's registration went through, but the process died before journaling more than
+  // that it was sending it.
+  {
+    await using batch = await openBatch(`${fixture.dir}/keys.batch`);
+    const record = batch.journal.get(upns[0]!.toLowerCase())!;
+    await batch.journal.append({
+      k: record.k,
+      s: "created",
+      methodId: "",
+      sentAt: new Date().toISOString(),
+      existing: [],
+    });
+    await using session = await sandboxSession(fixture.sandbox, fixture.dir);
+    await session.registerPasskey(
+      { id: record.userId!, userPrincipalName: record.upn! },
+      { credential: record.registration, displayName: record.displayName! },
+    );
+  }
+  const registered = await runCli(fixture.dir, fixture.env, [], "batch", "register", "--batch", "keys.batch");
+  assertEquals(registered.code, 0, registered.stderr);
+  assert.match(registered.stdout, /1 registered, 1 found registered, 0 finished before, 0 failed/);
+  for (const upn of upns) assertEquals(passkeysByUser(fixture.sandbox).get(upn)?.length, 1, upn);
+  deepStrictEqual((await readOutput(`${fixture.dir}/results.csv`)).map((r) => r["status"]).sort(), [
+    "provisioned",
+    "reconciled",
+  ]);
+});
+
+Deno.test("batch fetch: skips users with the batch's passkey unless --force, and reads failures.csv back without emptying it", async () => {
+  await using fixture = await bulkFixture({ users: 4 });
+  const [held, free] = fixture.upns(2);
+  const provisioned = await runCli(fixture.dir, fixture.env, [], "provision", "--user", held!);
+  assertEquals(provisioned.code, 0, provisioned.stderr);
+  const fetch = (...args: string[]) =>
+    runCli(fixture.dir, fixture.env, [], "batch", "fetch", "--batch", "keys.batch", ...args);
+
+  const skipped = await fetch("--user", held!, free!, "nobody@contoso.sandbox");
+  assertEquals(skipped.code, 1);
+  assert.match(skipped.stdout, /1 fetched, 0 kept, 1 skipped, 1 failed/);
+  deepStrictEqual(
+    (await readOutput(`${fixture.dir}/failures.csv`)).map((r) => [r["user"], r["reason code"]]),
+    [
+      ["nobody@contoso.sandbox", "user-not-found"],
+    ],
+  );
+
+  // The failures file as the next input: read whole, then replaced by this run's own.
+  const retried = await fetch("--csv", "failures.csv");
+  assertEquals(retried.code, 1);
+  assert.match(retried.stdout, /0 fetched, 0 kept, 0 skipped, 1 failed/);
+  deepStrictEqual((await readOutput(`${fixture.dir}/failures.csv`)).map((r) => r["user"]), [
+    "nobody@contoso.sandbox",
+  ]);
+
+  // v1.0's five-minute challenges are short: said so, and renewed on every fetch (within the hour).
+  assert.match(skipped.stderr, /these challenges last only 5 minutes/);
+  const forced = await fetch("--user", held!, free!, "--force");
+  assertEquals(forced.code, 0, forced.stderr);
+  assert.match(forced.stdout, /2 fetched, 0 kept, 0 skipped, 0 failed/);
+  const { users } = await readBatch(`${fixture.dir}/keys.batch`);
+  deepStrictEqual(
+    users.filter((u) => u.upn !== undefined).map((u) => [u.upn, batchPhase(u), u.methodId ?? ""]).sort(),
+    [[held, "to-write", ""], [free, "to-write", ""]].sort(),
+  );
 });

@@ -21,10 +21,14 @@ import {
   type BatchPhase,
   batchPhase,
   challengeExpires,
+  challengeRpId,
+  type OpenBatch,
   openBatch,
   openBatchForFetch,
   readBatch,
 } from "../jobs/batch/batch_file.ts";
+import { AdaptivePacer } from "../jobs/rate.ts";
+import { readUsersFromCsv } from "../jobs/sources/csv.ts";
 import { type BatchUserEvent, fetchBatch } from "../jobs/batch/fetch.ts";
 import { registerBatch } from "../jobs/batch/register.ts";
 import { writeBatchKeys } from "../jobs/batch/write_keys.ts";
@@ -35,6 +39,7 @@ import type { ProviderSession } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 import { keyPolicyFrom, openPinOutputFrom, withKeyPolicyOptions } from "./key_policy.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
+import { stageOutputFiles } from "./output_files.ts";
 import { defaultDisplayName, pluginContext, withProvider } from "./provider.ts";
 import {
   chooseUserSource,
@@ -90,13 +95,15 @@ function fetchCommand(context: CliContext): CommandUnknownOpts {
     const provider = context.registry.provider(flags.provider ?? "entra");
     await using session = await connect(context, flags, await connectHintsOf(source));
     const displayName = flags.displayName;
+    const input = source.kind === "csv" ? source.path : undefined;
+    const staged = await stageOutputFiles([flags.failures], { input, keepEarlier: true });
     await using batch = await openBatchForFetch(flags.batch, {
       provider: provider.manifest.id,
       tenant: session.tenant ?? "",
       displayName,
       allowedRpIds: session.allowedRpIds,
     });
-    await using failures = await openFailuresFile(flags.failures, { fresh: true });
+    await using failures = await openFailuresFile(staged.path(flags.failures), { fresh: true });
     const expected = source.kind === "csv" ? await estimateRows(source.path) : undefined;
     context.stderr.write(`Fetching challenges into ${flags.batch}\n`);
     const counts = await fetchBatch({
@@ -110,19 +117,41 @@ function fetchCommand(context: CliContext): CommandUnknownOpts {
       onUser: userLine(context),
       stop: context.signal,
     });
-    const expiry = soonestExpiry([...batch.journal.users()], ["to-write", "to-register"]);
+    await failures.close();
+    await staged.commit();
+    if (counts.pinsIgnored) {
+      context.stderr.write(
+        "note: the CSV's pin column is not kept (a batch never holds PINs): give the same file to " +
+          `provisioning batch write --batch ${flags.batch} --pins ${input} at the station\n`,
+      );
+    }
+    const shortest = counts.shortestValidityMs;
+    if (shortest !== undefined && shortest < 60 * 60_000) {
+      context.stderr.write(
+        `warning: these challenges last only ${
+          Math.max(0, Math.round(shortest / 60_000))
+        } minutes: every key must be ` +
+          "written and registered before then. Give --graph-version beta --challenge-timeout MINUTES for longer ones\n",
+      );
+    }
+    const expiry = soonestExpiry([...batch.journal.users()], ["to-write"], Date.now());
     context.stdout.write(
       `batch ${flags.batch}: ${counts.fetched} fetched, ${counts.kept} kept, ${counts.skipped} skipped, ${counts.failed} failed` +
-        `${expiry ? `; the first challenge expires at ${expiry}` : ""}\n` +
+        (counts.voided > 0
+          ? `, ${counts.voided} written key${counts.voided === 1 ? "" : "s"} void (reset and write again)`
+          : "") +
+        `${expiry ? `; write the keys before ${expiry}` : ""}\n` +
         `next: provisioning batch write --batch ${flags.batch} --authenticator hid\n`,
     );
-    await finish(context, counts, failures.path, `batch fetch --batch ${flags.batch}`);
+    await finish(context, counts, flags.failures, `batch fetch --batch ${flags.batch}`);
   });
 }
 
 interface WriteFlags {
   batch: string;
   count?: string;
+  pins?: string;
+  column?: string[];
   authenticator?: string;
 }
 
@@ -130,7 +159,8 @@ function writeCommand(context: CliContext): CommandUnknownOpts {
   const command = new Command("write")
     .description("operator, offline: one prepared key per user of the batch, its passkey made and checked")
     .requiredOption("--batch <file>", "the batch file batch fetch wrote")
-    .option("--count <n>", "stop after writing this many keys (the keys at hand)");
+    .option("--count <n>", "stop after writing this many keys (the keys at hand)")
+    .option("--pins <file>", "pre-assigned PINs: the CSV batch fetch read, with its pin column");
   withKeyPolicyOptions(command, "keep");
   return withPluginOptions(command, context, "authenticator", "hid").action(async (_parsed, self) => {
     const flags = self.optsWithGlobals() as unknown as WriteFlags & Record<string, unknown>;
@@ -146,26 +176,26 @@ function writeCommand(context: CliContext): CommandUnknownOpts {
     const pinOutput = await openPinOutputFrom(flags, policy);
     await using _pins = pinOutput.file;
     await using batch = await openBatch(flags.batch);
+    const pins = flags.pins === undefined ? undefined : await readPins(flags.pins);
     const notify = (text: string) => context.stderr.write(`${text}\n`);
     const station = plugin.station(
       pluginContext(context),
       optionsFor(context, "authenticator", flags) as never,
-      { policy, rpId: batch.info.allowedRpIds[0] ?? "", notify },
+      // A key that already holds a passkey for this rp is refused as reused.
+      { policy, rpId: batchRpId(batch, flags.batch), notify },
     );
-    // The first Ctrl+C finishes the key in hand; a second one cancels it.
-    const abort = new AbortController();
-    const secondStop = () => context.signal.addEventListener("abort", () => abort.abort(), { once: true });
-    context.signal.addEventListener("abort", secondStop, { once: true });
+    // The first Ctrl+C finishes the key in hand and stops; a second one stops at once.
     const counts = await writeBatchKeys({
       batch,
       station,
+      pins,
       pinOutput: pinOutput.file,
       maxKeys,
       notify,
       onUser: userLine(context),
       stop: context.signal,
-      abort: abort.signal,
     });
+    const registerBy = soonestExpiry([...batch.journal.users()], ["to-register"], Date.now());
     context.stdout.write(
       `batch ${flags.batch}: ${counts.written} key${
         counts.written === 1 ? "" : "s"
@@ -174,12 +204,14 @@ function writeCommand(context: CliContext): CommandUnknownOpts {
         (counts.expired > 0
           ? `renew them: provisioning batch fetch --batch ${flags.batch} (same source)\n`
           : "") +
-        `next: provisioning batch register --batch ${flags.batch}\n`,
+        `next: provisioning batch register --batch ${flags.batch}${
+          registerBy ? ` before ${registerBy}` : ""
+        }\n`,
     );
     // Users left with an expired challenge got no key: the operator must hear about it.
     await finish(
       context,
-      { failed: counts.failed + counts.expired },
+      { failed: counts.failed + counts.expired, ...(counts.halted ? { halted: counts.halted } : {}) },
       undefined,
       `batch write --batch ${flags.batch}`,
     );
@@ -205,9 +237,11 @@ function registerCommand(context: CliContext): CommandUnknownOpts {
     const flags = self.optsWithGlobals() as unknown as RegisterFlags & Record<string, unknown>;
     const concurrency = wholeNumber(flags.concurrency, "--concurrency", 1, 64);
     await using batch = await openBatch(flags.batch);
-    const provider = context.registry.provider(flags.provider ?? "entra");
+    const provider = context.registry.provider(flags.provider ?? batch.info.provider);
     const upns = [...batch.journal.users()].flatMap((r) => r.upn ? [r.upn] : []).slice(0, 3);
-    await using session = await connect(context, flags, { users: upns });
+    await using session = await connect(context, { ...flags, provider: provider.manifest.id }, {
+      users: upns,
+    });
     if (provider.manifest.id !== batch.info.provider || (session.tenant ?? "") !== batch.info.tenant) {
       throw new ProvisioningError(
         "batch-mismatch",
@@ -217,8 +251,9 @@ function registerCommand(context: CliContext): CommandUnknownOpts {
         { hint: "Sign in to the tenant the batch was fetched from (--tenant)", exitCode: 2 },
       );
     }
-    await using results = await openResultsFile(flags.results, { fresh: true });
-    await using failures = await openFailuresFile(flags.failures, { fresh: true });
+    const staged = await stageOutputFiles([flags.results, flags.failures], { keepEarlier: true });
+    await using results = await openResultsFile(staged.path(flags.results), { fresh: true });
+    await using failures = await openFailuresFile(staged.path(flags.failures), { fresh: true });
     const counts = await registerBatch({
       batch,
       session,
@@ -232,7 +267,10 @@ function registerCommand(context: CliContext): CommandUnknownOpts {
       `batch ${flags.batch}: ${counts.registered} registered, ${counts.reconciled} found registered, ` +
         `${counts.unchanged} finished before, ${counts.failed} failed\n`,
     );
-    await finish(context, counts, failures.path, `batch register --batch ${flags.batch}`);
+    await results.close();
+    await failures.close();
+    await staged.commit();
+    await finish(context, counts, flags.failures, `batch register --batch ${flags.batch}`);
   });
 }
 
@@ -240,6 +278,7 @@ function statusCommand(context: CliContext): CommandUnknownOpts {
   return new Command("status")
     .description("where each user of a batch stands, and when its challenges expire")
     .requiredOption("--batch <file>", "the batch file")
+    .option("--users", "one line per user: phase, challenge expiry, key, last reason")
     .action(async (flags) => {
       const { info, users } = await readBatch(flags.batch);
       const now = Date.now();
@@ -249,13 +288,25 @@ function statusCommand(context: CliContext): CommandUnknownOpts {
         const phase = batchPhase(u);
         return (phase === "to-write" || phase === "to-register") && challengeExpires(u, now);
       }).length;
-      const expiry = soonestExpiry(users, ["to-write", "to-register"]);
+      const expiry = soonestExpiry(users, ["to-write", "to-register"], now);
       context.stdout.write(
         `batch ${flags.batch}: ${info.provider} tenant ${info.tenant}, passkeys named "${info.displayName}"\n` +
           phases.map((phase) => `  ${phase.padEnd(12)} ${count(phase)}\n`).join("") +
           `  expired      ${expired}\n` +
           (expiry ? `the first challenge still to use expires at ${expiry}\n` : ""),
       );
+      if (flags.users) {
+        for (const user of users) {
+          const cells = [
+            user.upn ?? user.ref ?? user.k,
+            batchPhase(user) + (user.s === "writing" ? " (stopped while writing a key)" : ""),
+            user.challenge?.expiresAt ? `expires ${user.challenge.expiresAt}` : "",
+            user.device ? `${user.device}${user.serial ? ` serial ${user.serial}` : ""}` : "",
+            user.code ? `last: ${user.code}` : "",
+          ];
+          context.stdout.write(`${cells.filter((cell) => cell !== "").join("  ")}\n`);
+        }
+      }
     });
 }
 
@@ -271,7 +322,8 @@ async function connect(
   context.signal.addEventListener("abort", cancel, { once: true });
   try {
     return await provider.connect(
-      { ...pluginContext(context), signal: calls.signal },
+      // One rate controller for the command's calls: it backs off on throttling and climbs back.
+      { ...pluginContext(context), signal: calls.signal, pacer: new AdaptivePacer() },
       optionsFor(context, "provider", flags) as never,
       hints,
     );
@@ -290,11 +342,58 @@ function userLine(context: CliContext): (event: BatchUserEvent) => void {
     );
 }
 
-/** The earliest challenge expiry among users in `phases`, ISO, if any. */
-function soonestExpiry(users: readonly UserRecord[], phases: readonly BatchPhase[]): string | undefined {
-  const times = users.filter((u) => phases.includes(batchPhase(u)))
+/** The earliest challenge expiry after `now` among users in `phases`, ISO, if any. */
+function soonestExpiry(
+  users: readonly UserRecord[],
+  phases: readonly BatchPhase[],
+  now: number,
+): string | undefined {
+  const times = users.filter((u) => phases.includes(batchPhase(u)) && !challengeExpires(u, now))
     .flatMap((u) => u.challenge?.expiresAt ? [u.challenge.expiresAt] : []).sort();
   return times[0];
+}
+
+/**
+ * The one rp id the batch's unwritten challenges are for: the station refuses a key that already
+ * holds a passkey for it.
+ */
+function batchRpId(batch: OpenBatch, path: string): string {
+  const rpIds = new Set(
+    [...batch.journal.users()].filter((u) => batchPhase(u) === "to-write").flatMap((u) =>
+      challengeRpId(u) ?? []
+    ),
+  );
+  if (rpIds.size > 1) {
+    throw new ProvisioningError(
+      "batch-invalid",
+      `Cannot write keys for batch ${path}: its challenges are for several rp ids (${[...rpIds].join(", ")})`,
+      { hint: "Fetch each rp's users into a batch of its own", exitCode: 2 },
+    );
+  }
+  return [...rpIds][0] ?? batch.info.allowedRpIds[0] ?? "";
+}
+
+/** Pre-assigned PINs by user (lowercased reference) from a CSV with a pin column. */
+async function readPins(path: string): Promise<Map<string, string>> {
+  const pins = new Map<string, string>();
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (error) {
+    throw new UsageError(
+      `Cannot read PINs from ${JSON.stringify(path)}: ${error instanceof Error ? error.message : error}`,
+    );
+  }
+  // The source closes the file when it is done.
+  for await (const row of readUsersFromCsv(file.readable, { source: path })) {
+    if (row.ok && row.user.pin !== undefined) pins.set(row.user.reference.toLowerCase(), row.user.pin);
+  }
+  if (pins.size === 0) {
+    throw new UsageError(`Cannot read PINs from ${JSON.stringify(path)}: it has no pin column with values`, {
+      hint: "Give the CSV with the users' pre-assigned PINs (a pin column), or leave --pins out",
+    });
+  }
+  return pins;
 }
 
 /** Exit: 130 after Ctrl+C, the halting reason's error, 1 when some failed, else 0. */

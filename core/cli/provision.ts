@@ -31,6 +31,7 @@ import { keyPinEnv, newKeyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor } from "./plugin_options.ts";
 import { defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
 import { printRunSummary, startProgress } from "./run_output.ts";
+import { stageOutputFiles } from "./output_files.ts";
 import { chooseUserSource, connectHintsOf, estimateRows, sourceRows } from "./user_sources.ts";
 
 /** Where journals go unless `--journal-dir` says otherwise (beside the token cache). */
@@ -261,20 +262,15 @@ async function runProvision(
       profileParent: `${flags.journalDir}/..`,
     })
     : undefined;
-  // Outputs are written beside their final names and put in place at the end of the attempt: the
-  // input stays intact while it is read (`--csv failures.csv`), and another run's files are kept.
-  const outputs = dryRun
-    ? { results: resultsPath, failures: failuresPath }
-    : { results: `${resultsPath}.partial`, failures: `${failuresPath}.partial` };
-  // A new run first keeps an earlier run's files aside (a resumed one owns what is there).
-  // The input itself (`--csv failures.csv`) stays in place until the run replaces it at its end.
-  if (!dryRun && !journal?.resumed) {
-    const input = csvPath === undefined ? undefined : await Deno.realPath(csvPath).catch(() => undefined);
-    for (const path of [resultsPath, failuresPath]) {
-      if (input !== undefined && await Deno.realPath(path).catch(() => undefined) === input) continue;
-      await keepEarlierOutput(path);
-    }
-  }
+  // Outputs are written beside their final names and put in place at the end of the attempt; a
+  // new run first keeps an earlier run's files aside (a resumed one owns what is there).
+  const staged = dryRun
+    ? undefined
+    : await stageOutputFiles([resultsPath, failuresPath], { input: csvPath, keepEarlier: !journal?.resumed });
+  const outputs = {
+    results: staged?.path(resultsPath) ?? resultsPath,
+    failures: staged?.path(failuresPath) ?? failuresPath,
+  };
   await using results = await openResultsFile(outputs.results, { fresh: true });
   await using failures = await openFailuresFile(outputs.failures, { fresh: true });
   const total = csvPath === undefined
@@ -332,11 +328,7 @@ async function runProvision(
   if (!dryRun) {
     await results.close();
     await failures.close();
-    for (
-      const [partial, final] of [[outputs.results, resultsPath], [outputs.failures, failuresPath]] as const
-    ) {
-      await Deno.rename(partial, final);
-    }
+    await staged?.commit();
     summary = { ...summary, resultsPath, failuresPath };
   }
   printRunSummary(context, summary, { format: flags.logFormat === "json" ? "json" : "text" });
@@ -465,23 +457,4 @@ async function fileDigest(path: string): Promise<string> {
   const hash = sha256.create();
   for await (const chunk of file.readable) hash.update(chunk);
   return [...hash.digest()].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/**
- * Before a new run puts its output at `path`, an earlier run's file there is kept under a name
- * with its time: `results.2026-11-23T12-40-00.csv`.
- */
-async function keepEarlierOutput(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(path);
-  } catch {
-    return;
-  }
-  const stamp = (info.mtime ?? new Date()).toISOString().slice(0, 19).replaceAll(":", "-");
-  const dot = path.lastIndexOf(".");
-  const kept = dot > path.lastIndexOf("/")
-    ? `${path.slice(0, dot)}.${stamp}${path.slice(dot)}`
-    : `${path}.${stamp}`;
-  await Deno.rename(path, kept);
 }

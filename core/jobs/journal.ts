@@ -91,6 +91,8 @@ export const userRecordSchema = z.object({
     .optional(),
   /** Batches: the key's RegistrationResponseJSON (public key and attestation; no secret). */
   registration: z.unknown().optional(),
+  /** Batches: when the registration was sent to the provider ("" once a new challenge voids it). */
+  sentAt: z.string().optional(),
   /** ISO time of the transition. */
   at: z.string().optional(),
 });

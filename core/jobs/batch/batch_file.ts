@@ -22,7 +22,9 @@
  */
 import { z } from "zod";
 import { ProvisioningError } from "../../errors.ts";
-import { type Journal, openJournal, readJournal, type UserRecord } from "../journal.ts";
+import { parseCreationOptions } from "../../webauthn/json.ts";
+import { effectiveRpId } from "../../webauthn/rp_id.ts";
+import { type Journal, type JournalIdentity, openJournal, readJournal, type UserRecord } from "../journal.ts";
 
 /** What a batch knows of where its challenges came from (the journal header's `meta`). */
 export interface BatchInfo {
@@ -72,6 +74,13 @@ export function challengeExpires(record: UserRecord, now: number, marginMs = 0):
   return expiresAt !== undefined && Date.parse(expiresAt) <= now + marginMs;
 }
 
+/** The rp id a user's stored challenge is for (what the key's passkey will be bound to). */
+export function challengeRpId(record: UserRecord): string | undefined {
+  const challenge = record.challenge;
+  if (!challenge) return undefined;
+  return effectiveRpId(parseCreationOptions(challenge.options).rp.id, challenge.origin);
+}
+
 /** An open batch: its journal (append transitions to it) and what it was fetched for. */
 export interface OpenBatch extends AsyncDisposable {
   readonly journal: Journal;
@@ -87,8 +96,10 @@ export interface OpenBatch extends AsyncDisposable {
 export async function openBatchForFetch(path: string, info: BatchInfo): Promise<OpenBatch> {
   const identity = await batchIdentity(info);
   let existing: Awaited<ReturnType<typeof readJournal>> | undefined;
+  // A file a crash left empty (before its header was written) is a new batch.
+  const empty = await Deno.stat(path).then((info) => info.size === 0, () => false);
   try {
-    existing = await readJournal(path);
+    if (!empty) existing = await readJournal(path);
   } catch (error) {
     if (!(error instanceof ProvisioningError && error.code === "journal-not-found")) throw error;
   }
@@ -100,15 +111,12 @@ export async function openBatchForFetch(path: string, info: BatchInfo): Promise<
       { hint: "Give another --batch file, or the same tenant and --display-name", exitCode: 2 },
     );
   }
-  const journal = await openJournal(path, {
-    ...identity,
-    meta: {
-      kind: "batch",
-      provider: info.provider,
-      tenant: info.tenant,
-      displayName: info.displayName,
-      rpIds: info.allowedRpIds.join(" "),
-    },
+  const journal = await openBatchJournal(path, identity, {
+    kind: "batch",
+    provider: info.provider,
+    tenant: info.tenant,
+    displayName: info.displayName,
+    rpIds: info.allowedRpIds.join(" "),
   });
   return { journal, info, [Symbol.asyncDispose]: () => journal.close() };
 }
@@ -122,7 +130,7 @@ export async function openBatchForFetch(path: string, info: BatchInfo): Promise<
 export async function openBatch(path: string): Promise<OpenBatch> {
   const { identity, meta } = await readBatchFile(path);
   const info = infoOf(meta, path);
-  const journal = await openJournal(path, identity);
+  const journal = await openBatchJournal(path, identity);
   return { journal, info, [Symbol.asyncDispose]: () => journal.close() };
 }
 
@@ -130,6 +138,26 @@ export async function openBatch(path: string): Promise<OpenBatch> {
 export async function readBatch(path: string): Promise<{ info: BatchInfo; users: UserRecord[] }> {
   const { meta, users } = await readBatchFile(path);
   return { info: infoOf(meta, path), users: [...users.values()] };
+}
+
+/** Opens the batch's journal; another process using it is named as a batch step, not a run. */
+async function openBatchJournal(
+  path: string,
+  identity: JournalIdentity,
+  meta?: Record<string, string>,
+): Promise<Journal> {
+  try {
+    return await openJournal(path, { ...identity, ...(meta ? { meta } : {}) });
+  } catch (error) {
+    if (error instanceof ProvisioningError && error.code === "run-in-progress") {
+      throw new ProvisioningError(
+        "batch-in-use",
+        `Cannot open batch ${path}: another provisioning process is working on it`,
+        { hint: "Wait for that batch step to finish (or stop it), then run this one again", exitCode: 2 },
+      );
+    }
+    throw error;
+  }
 }
 
 async function readBatchFile(path: string): ReturnType<typeof readJournal> {

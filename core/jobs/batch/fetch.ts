@@ -6,9 +6,12 @@
  *
  * Re-running adds new users and renews what needs it: a user with no challenge yet (an earlier
  * failure), or one whose challenge expires within `renewWithinMs` and whose key is not written. A
- * user whose key was written keeps their challenge (the key signed it) unless it has expired;
- * then the key's credential can never be registered, so the user gets a new challenge and the
- * key must be written again (reset first: it holds a credential for the rp).
+ * user whose key was written keeps their challenge (the key signed it) unless it has expired
+ * unsent; then the key's credential can never be registered, so the user gets a new challenge and
+ * the key is reported void (it must be reset and written again). A registration that was sent is
+ * never renewed: `batch register` settles it first (it may have got through).
+ *
+ * PINs never go into a batch: a CSV `pin` column is left for `batch write --pins FILE`.
  *
  * @module
  */
@@ -58,6 +61,12 @@ export interface FetchBatchCounts {
   skipped: number;
   /** Rows and users that could not be fetched (in the failures file). */
   failed: number;
+  /** Written keys whose challenge expired unsent: renewed, the key must be written again. */
+  voided: number;
+  /** The shortest validity of a challenge fetched now, in ms (a v1.0 challenge lasts 5 minutes). */
+  shortestValidityMs?: number;
+  /** True when rows carried PINs, which the batch does not keep. */
+  pinsIgnored: boolean;
   /** Set when the step stopped early because every user would fail the same way. */
   halted?: { code: string; message: string };
 }
@@ -72,10 +81,18 @@ export async function fetchBatch(options: FetchBatchOptions): Promise<FetchBatch
   const { journal, info } = batch;
   const now = options.now ?? Date.now;
   const renewWithinMs = options.renewWithinMs ?? 60 * 60_000;
-  const counts: FetchBatchCounts = { fetched: 0, kept: 0, skipped: 0, failed: 0 };
-  const claimed = new Map<string, number>();
+  const counts: FetchBatchCounts = {
+    fetched: 0,
+    kept: 0,
+    skipped: 0,
+    failed: 0,
+    voided: 0,
+    pinsIgnored: false,
+  };
+  // Object id → the key (reference) that holds it: one person named twice gets one key.
+  const claimed = new Map<string, string>();
   for (const record of journal.users()) {
-    if (record.userId && record.row !== undefined) claimed.set(record.userId, record.row);
+    if (record.userId) claimed.set(record.userId, record.k);
   }
   const report = (event: BatchUserEvent) => options.onUser?.(event);
   const iterator = options.source[Symbol.asyncIterator]();
@@ -86,13 +103,19 @@ export async function fetchBatch(options: FetchBatchOptions): Promise<FetchBatch
     const prior = journal.get(key);
     if (prior) {
       const phase = batchPhase(prior);
-      const expired = challengeExpires(prior, now());
-      const keep = phase === "done" || phase === "skipped" ||
-        (phase === "to-register" && !expired) ||
+      const keep = phase === "done" ||
+        (phase === "skipped" && !options.force) ||
+        // Sent: it may have got through; `batch register` settles it before anything is renewed.
+        (phase === "to-register" && (!!prior.sentAt || !challengeExpires(prior, now()))) ||
         (phase === "to-write" && !challengeExpires(prior, now(), renewWithinMs));
       if (keep) {
         counts.kept++;
-        report({ user: ref, row, outcome: "kept", detail: phase });
+        report({
+          user: ref,
+          row,
+          outcome: "kept",
+          detail: phase === "to-register" && prior.sentAt ? "sent: run batch register first" : phase,
+        });
         return;
       }
     }
@@ -101,15 +124,18 @@ export async function fetchBatch(options: FetchBatchOptions): Promise<FetchBatch
       user = { id: prior.userId, userPrincipalName: prior.upn };
     } else {
       user = await session.resolveUser(ref);
-      const first = claimed.get(user.id);
-      if (first !== undefined && first !== row) {
+      const other = claimed.get(user.id);
+      if (other !== undefined && other !== key) {
+        const first = journal.get(other);
         throw new ProvisioningError(
           "duplicate",
-          `Cannot fetch a challenge for ${ref} (row ${row}): it is the same user as row ${first} (${user.userPrincipalName})`,
+          `Cannot fetch a challenge for ${ref} (row ${row}): it is the same user (${user.userPrincipalName}) as ${
+            first?.ref ?? other
+          }${first?.row === undefined ? "" : ` (row ${first.row})`}, who already has one in this batch`,
           { hint: "Each user gets one key; remove one of the rows" },
         );
       }
-      claimed.set(user.id, row);
+      claimed.set(user.id, key);
     }
     const displayName = session.checkDisplayName?.(info.displayName, user) ?? info.displayName;
     const methods = await session.listPasskeys(user);
@@ -149,18 +175,33 @@ export async function fetchBatch(options: FetchBatchOptions): Promise<FetchBatch
         origin: challenge.origin,
         ...(challenge.expiresAt ? { expiresAt: challenge.expiresAt.toISOString() } : {}),
       },
-      // A renewed challenge voids a key written for the old one; earlier failures are over.
+      // A renewed challenge voids a key written for the old one (and a skip that --force
+      // overrides); earlier failures are over.
       registration: null,
       credentialId: "",
+      methodId: "",
+      sentAt: "",
       code: "",
       message: "",
     });
     counts.fetched++;
+    if (challenge.expiresAt) {
+      const validity = challenge.expiresAt.getTime() - now();
+      counts.shortestValidityMs = Math.min(counts.shortestValidityMs ?? validity, validity);
+    }
+    const voided = prior !== undefined && batchPhase(prior) === "to-register";
+    if (voided) counts.voided++;
     report({
       user: ref,
       row,
-      outcome: prior && batchPhase(prior) === "to-register" ? "renewed (write the key again)" : "fetched",
-      detail: challenge.expiresAt ? `valid until ${challenge.expiresAt.toISOString()}` : undefined,
+      outcome: voided ? "renewed: the key written for the old challenge is void" : "fetched",
+      detail: voided
+        ? `reset ${prior.device ?? "that key"}${
+          prior.serial ? ` (serial ${prior.serial})` : ""
+        } and write it again`
+        : challenge.expiresAt
+        ? `valid until ${challenge.expiresAt.toISOString()}`
+        : undefined,
     });
   };
 
@@ -180,38 +221,43 @@ export async function fetchBatch(options: FetchBatchOptions): Promise<FetchBatch
         report({ user: source.reference ?? "", row: source.row, outcome: "failed", detail: source.code });
         continue;
       }
+      if (source.user.pin !== undefined) counts.pinsIgnored = true;
       const ref = source.user.reference;
       try {
         await fetchOne(source.row, ref);
       } catch (error) {
-        if (!(error instanceof ProvisioningError)) {
-          stopped = true;
-          throw error;
-        }
+        if (!(error instanceof ProvisioningError)) throw error;
         counts.failed++;
+        const message = error.hint ? `${error.message}. ${error.hint}` : error.message;
         await journal.append({
           k: ref.toLowerCase(),
           s: "failed",
           row: source.row,
           ref,
           code: error.code,
-          message: error.message,
+          message,
         });
-        await options.failures.write({
-          user: ref,
-          row: source.row,
-          code: error.code,
-          message: error.message,
-        });
+        await options.failures.write({ user: ref, row: source.row, code: error.code, message });
         report({ user: ref, row: source.row, outcome: "failed", detail: error.code });
         if (haltingReasons.has(error.code) && counts.fetched + counts.kept + counts.skipped === 0) {
-          counts.halted = { code: error.code, message: error.message };
+          counts.halted = { code: error.code, message };
         }
       }
     }
   };
+  // A worker that fails (a bug, a journal that cannot be written) stops the others' intake; they
+  // finish the user in hand before the error is rethrown, so nothing is cut off mid-append.
+  const guarded = () =>
+    worker().catch((error) => {
+      stopped = true;
+      throw error;
+    });
   try {
-    await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 4) }, worker));
+    const settled = await Promise.allSettled(
+      Array.from({ length: Math.max(1, options.concurrency ?? 4) }, guarded),
+    );
+    const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
+    if (failed) throw failed.reason;
   } finally {
     await iterator.return?.();
   }

@@ -47,8 +47,11 @@ export interface RegisterBatchCounts {
   halted?: { code: string; message: string };
 }
 
-/** Clock skew allowed when matching a listed passkey to a registration sent earlier. */
-const reconcileSkewMs = 5 * 60_000;
+/**
+ * Clock skew allowed between us and the provider: when matching a listed passkey to a registration
+ * sent earlier, and before a challenge is judged expired without asking the provider.
+ */
+const skewMs = 5 * 60_000;
 
 /**
  * Registers every written key of the batch and writes the outputs.
@@ -59,12 +62,18 @@ export async function registerBatch(options: RegisterBatchOptions): Promise<Regi
   const { journal } = options.batch;
   const now = options.now ?? Date.now;
   const counts: RegisterBatchCounts = { registered: 0, reconciled: 0, unchanged: 0, failed: 0 };
-  const queue = [...journal.users()];
+  const queue: UserRecord[] = [];
   let stopped = false;
 
-  const fail = async (record: UserRecord, code: string, message: string, journaled: boolean) => {
+  const fail = async (
+    record: UserRecord,
+    code: string,
+    message: string,
+    journaled: boolean,
+    extra: Partial<UserRecord> = {},
+  ) => {
     counts.failed++;
-    if (journaled) await journal.append({ k: record.k, s: "failed", code, message });
+    if (journaled) await journal.append({ k: record.k, s: "failed", code, message, ...extra });
     await options.failures.write({
       user: record.ref ?? record.k,
       ...(record.row === undefined ? {} : { row: record.row }),
@@ -77,11 +86,6 @@ export async function registerBatch(options: RegisterBatchOptions): Promise<Regi
   const registerOne = async (record: UserRecord): Promise<void> => {
     const ref = record.ref ?? record.k;
     const phase = batchPhase(record);
-    if (phase === "done" || phase === "skipped") {
-      counts.unchanged++;
-      await options.results.write(resultRowOf(record));
-      return;
-    }
     if (phase === "unresolved") {
       return await fail(
         record,
@@ -111,24 +115,28 @@ export async function registerBatch(options: RegisterBatchOptions): Promise<Regi
     const user: DirectoryUser = { id: record.userId!, userPrincipalName: upn };
     const displayName = record.displayName ?? options.batch.info.displayName;
     const methods = await options.session.listPasskeys(user);
-    // An earlier attempt sent this registration (its `created` set a method id, "" until known):
-    // did it get through?
-    if (record.methodId !== undefined) {
+    // An earlier attempt sent this registration: did it get through?
+    if (record.sentAt) {
       const known = new Set(record.existing ?? []);
-      const since = record.createdAt ? Date.parse(record.createdAt) - reconcileSkewMs : -Infinity;
+      const since = Date.parse(record.sentAt) - skewMs;
       const found = methods.find((m) => record.methodId && m.id === record.methodId) ??
         methods.find((m) =>
           !known.has(m.id) && m.displayName === displayName &&
           (m.createdDateTime === undefined || Date.parse(m.createdDateTime) >= since)
-        );
+        ) ??
+        // The provider confirmed this method id: a listing that lags behind does not undo that.
+        (record.methodId ? { id: record.methodId } : undefined);
       if (found) return await verified(record, found, true);
     }
-    if (challengeExpires(record, now())) {
+    // Clearly expired (beyond any clock skew): the provider would refuse it; say what to do.
+    if (challengeExpires(record, now() - skewMs)) {
       return await fail(
         record,
         "challenge-expired",
-        `Cannot register the key written for ${upn}: its challenge expired at ${record.challenge?.expiresAt}; run batch fetch again (it renews the challenge), reset the key and write it again`,
-        true,
+        `Cannot register the key written for ${upn}: its challenge expired at ${record.challenge?.expiresAt}; run batch fetch again (it renews the challenge), reset ${
+          record.device ?? "the key"
+        } and write it again`,
+        false,
       );
     }
     const existing = methods.map((m) => m.id);
@@ -136,7 +144,7 @@ export async function registerBatch(options: RegisterBatchOptions): Promise<Regi
       k: record.k,
       s: "created",
       methodId: "",
-      createdAt: new Date(now()).toISOString(),
+      sentAt: new Date(now()).toISOString(),
       existing,
     });
     let method: PasskeyMethod;
@@ -188,6 +196,18 @@ export async function registerBatch(options: RegisterBatchOptions): Promise<Regi
     });
   };
 
+  // Users the batch finished before are written first: whatever stops this run, results.csv
+  // lists them.
+  for (const record of journal.users()) {
+    const phase = batchPhase(record);
+    if (phase === "done" || phase === "skipped") {
+      counts.unchanged++;
+      await options.results.write(resultRowOf(record));
+    } else {
+      queue.push(record);
+    }
+  }
+
   const worker = async (): Promise<void> => {
     while (!stopped && !options.stop?.aborted && !counts.halted) {
       const record = queue.shift();
@@ -195,17 +215,37 @@ export async function registerBatch(options: RegisterBatchOptions): Promise<Regi
       try {
         await registerOne(record);
       } catch (error) {
-        if (!(error instanceof ProvisioningError)) {
-          stopped = true;
-          throw error;
-        }
-        await fail(record, error.code, error.message, true);
+        if (!(error instanceof ProvisioningError)) throw error;
+        const message = error.hint ? `${error.message}. ${error.hint}` : error.message;
+        // A refusal (a policy, the attestation, a used challenge) is final for this registration:
+        // the user goes back to "to write" (a new challenge and key). A lost answer, throttling or
+        // a server error keeps it for the next run, which reconciles before sending again.
+        const final = !error.retryable && error.code !== outcomeUnknownCode &&
+          !haltingReasons.has(error.code);
+        await fail(
+          record,
+          error.code,
+          final
+            ? `${message}; the key's passkey cannot be registered: fetch a new challenge, reset the key and write it again`
+            : message,
+          true,
+          final ? { registration: null, credentialId: "", sentAt: "" } : {},
+        );
         if (haltingReasons.has(error.code) && counts.registered + counts.reconciled === 0) {
-          counts.halted = { code: error.code, message: error.message };
+          counts.halted = { code: error.code, message };
         }
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 4) }, worker));
+  const guarded = () =>
+    worker().catch((error) => {
+      stopped = true;
+      throw error;
+    });
+  const settled = await Promise.allSettled(
+    Array.from({ length: Math.max(1, options.concurrency ?? 4) }, guarded),
+  );
+  const failed = settled.find((result): result is PromiseRejectedResult => result.status === "rejected");
+  if (failed) throw failed.reason;
   return counts;
 }

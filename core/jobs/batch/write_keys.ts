@@ -17,6 +17,7 @@ import type { AuthenticatorStation } from "../../plugin.ts";
 import { create } from "../../webauthn/create.ts";
 import { parseCreationOptions } from "../../webauthn/json.ts";
 import { effectiveRpId } from "../../webauthn/rp_id.ts";
+import { haltingReasons } from "../engine.ts";
 import type { PinRecord } from "../output/pin_output.ts";
 import { checkWithTestAssertion } from "../test_assertion.ts";
 import { batchPhase, challengeExpires, type OpenBatch } from "./batch_file.ts";
@@ -27,6 +28,11 @@ export interface WriteBatchOptions {
   readonly batch: OpenBatch;
   /** Lends one prepared key per user (`--authenticator hid`). */
   readonly station: AuthenticatorStation;
+  /**
+   * Pre-assigned PINs by user reference (lowercased), from the admin's CSV `pin` column
+   * (`batch write --pins FILE`): the station sets or uses that PIN on the user's key.
+   */
+  readonly pins?: ReadonlyMap<string, string> | undefined;
   /** Where the PINs the station sets go (`--pin-output`); never anywhere else. */
   readonly pinOutput?: { write(record: PinRecord): Promise<void> } | undefined;
   /** Tells the operator what is going on (which user is next, a warning). */
@@ -34,8 +40,6 @@ export interface WriteBatchOptions {
   readonly onUser?: (event: BatchUserEvent) => void;
   /** Take no more users (Ctrl+C); the key in use is finished first. */
   readonly stop?: AbortSignal | undefined;
-  /** Cancel the key in use too (second Ctrl+C). */
-  readonly abort?: AbortSignal | undefined;
   /** Stop after this many keys (the operator's box holds that many). @default no limit */
   readonly maxKeys?: number | undefined;
   /** Users whose challenge expires within this many ms are left out. @default one minute */
@@ -52,7 +56,18 @@ export interface WriteBatchCounts {
   failed: number;
   /** Users with no key to write: already written, registered, skipped or unresolved. */
   other: number;
+  /** Set when the step stopped because the first keys failed in a way every key would. */
+  halted?: { code: string; message: string };
 }
+
+/** Reasons that belong to one key, not to the batch: the next key may well do. */
+const oneKeyReasons: ReadonlySet<string> = new Set([
+  "pin-blocked",
+  "pin-auth-blocked",
+  "pin-invalid",
+  "key-store-full",
+  "key-already-used",
+]);
 
 /**
  * Writes a key for every user of the batch that needs one.
@@ -76,7 +91,7 @@ export async function writeBatchKeys(options: WriteBatchOptions): Promise<WriteB
       counts.other++;
       continue;
     }
-    if (options.stop?.aborted || options.abort?.aborted) break;
+    if (options.stop?.aborted || counts.halted) break;
     if (options.maxKeys !== undefined && counts.written >= options.maxKeys) break;
     const ref = record.ref ?? record.k;
     const upn = record.upn ?? ref;
@@ -95,10 +110,11 @@ export async function writeBatchKeys(options: WriteBatchOptions): Promise<WriteB
       );
     }
     options.notify(`Next: ${upn} (${position} of ${pending})`);
+    const pin = options.pins?.get(record.k) ?? options.pins?.get(upn.toLowerCase());
     try {
       await using lent = await options.station.next(
-        { reference: upn },
-        AbortSignal.any([options.stop, options.abort].filter((s): s is AbortSignal => s !== undefined)),
+        { reference: upn, ...(pin ? { pin } : {}) },
+        options.stop,
       );
       if (lent.pin && lent.pinSet) {
         // Before the passkey exists: a crash from here on never loses the PIN the key now has.
@@ -111,13 +127,13 @@ export async function writeBatchKeys(options: WriteBatchOptions): Promise<WriteB
         });
       }
       await journal.append({ k: record.k, s: "writing", device: lent.authenticator.label });
+      // From here on the ceremony runs to its end: the first Ctrl+C finishes this key.
       const registration = await create({
         options: challenge.options,
         origin: challenge.origin,
         allowedRpIds: info.allowedRpIds,
         authenticator: lent.authenticator,
         interaction: lent.interaction,
-        ...(options.abort ? { signal: options.abort } : {}),
       });
       await checkWithTestAssertion({
         registration,
@@ -126,25 +142,44 @@ export async function writeBatchKeys(options: WriteBatchOptions): Promise<WriteB
         allowedRpIds: info.allowedRpIds,
         authenticator: lent.authenticator,
         interaction: lent.interaction,
-        signal: options.abort,
       });
-      const device = await lent.complete({
-        credentialId: registration.id,
-        attestationObject: registration.response.attestationObject,
-      });
+      // Journaled as soon as it is proven: whatever happens to the key next, the passkey is real.
       await journal.append({
         k: record.k,
         s: "written",
         credentialId: registration.id,
         registration,
         createdAt: new Date(now()).toISOString(),
+        device: lent.authenticator.label,
+        code: "",
+        message: "",
+      });
+      let device;
+      try {
+        device = await lent.complete({
+          credentialId: registration.id,
+          attestationObject: registration.response.attestationObject,
+        });
+      } catch (error) {
+        if (!(error instanceof ProvisioningError)) throw error;
+        // The passkey stays (it will be registered); the key missed its last step.
+        counts.written++;
+        counts.failed++;
+        const message =
+          `The passkey for ${upn} is written, but finishing ${lent.authenticator.label} failed: ${error.message}; ` +
+          "apply the PIN policy by hand (provisioning key prepare)";
+        await journal.append({ k: record.k, s: "written", code: error.code, message });
+        options.onUser?.({ user: ref, row: record.row, outcome: "written, not finished", detail: message });
+        continue;
+      }
+      await journal.append({
+        k: record.k,
+        s: "written",
         aaguid: device.aaguid,
         device: device.device,
         ...(device.serial ? { serial: device.serial } : {}),
         pinSet: device.pinSet,
         pinMustChange: device.pinMustChange,
-        code: "",
-        message: "",
       });
       if (lent.pin && device.pinSet) {
         await options.pinOutput?.write({
@@ -159,18 +194,23 @@ export async function writeBatchKeys(options: WriteBatchOptions): Promise<WriteB
       counts.written++;
       options.onUser?.({ user: ref, row: record.row, outcome: "written", detail: device.device });
     } catch (error) {
-      // Ctrl+C while waiting for a key, or a second one during a ceremony: the user stays to write.
-      if (options.stop?.aborted || options.abort?.aborted) break;
+      // Ctrl+C while waiting for a key: the user stays to write.
+      if (options.stop?.aborted) break;
       if (!(error instanceof ProvisioningError)) throw error;
-      // One key's trouble (its PIN blocked, no PIN support): the next user gets another key.
       counts.failed++;
-      await journal.append({ k: record.k, s: "failed", code: error.code, message: error.message });
+      const message = error.hint ? `${error.message}. ${error.hint}` : error.message;
+      await journal.append({ k: record.k, s: "failed", code: error.code, message });
       options.onUser?.({
         user: ref,
         row: record.row,
         outcome: "failed",
-        detail: `${error.code}: ${error.message}`,
+        detail: `${error.code}: ${message}`,
       });
+      // A failure every key would hit (a PIN the policy cannot meet, an rp id not allowed) stops
+      // the station before it asks for key after key; one key's trouble does not.
+      if (counts.written === 0 && haltingReasons.has(error.code) && !oneKeyReasons.has(error.code)) {
+        counts.halted = { code: error.code, message };
+      }
     }
   }
   return counts;
