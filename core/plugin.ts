@@ -141,6 +141,11 @@ export interface StationRequest {
   readonly policy: KeyPreparationPolicy;
   /** The provider's rp id: a device that already holds a passkey for it is refused (reused). */
   readonly rpId: string;
+  /**
+   * Further rp ids the provider's passkeys may be for (when the run does not know which one its
+   * challenges will carry): a device with a passkey for any of them is refused too.
+   */
+  readonly otherRpIds?: readonly string[];
   /** Tells the operator what to do (insert the next key, touch it). */
   readonly notify: (text: string) => void;
 }

@@ -147,7 +147,13 @@ export interface HidAuthenticatorPlugin extends AuthenticatorPlugin<HidOptions> 
   station(
     context: PluginContext,
     options: HidOptions,
-    request: { policy: PolicyRequest; rpId: string; notify: (text: string) => void; pollIntervalMs?: number },
+    request: {
+      policy: PolicyRequest;
+      rpId: string;
+      otherRpIds?: readonly string[];
+      notify: (text: string) => void;
+      pollIntervalMs?: number;
+    },
   ): KeyStation;
 }
 
@@ -251,6 +257,7 @@ export const hidAuthenticator: HidAuthenticatorPlugin = {
       discover,
       policy: policyOf(request.policy),
       rpId: request.rpId,
+      ...(request.otherRpIds ? { otherRpIds: request.otherRpIds } : {}),
       notify: request.notify,
       interaction: context.interaction,
       ...(request.pollIntervalMs === undefined ? {} : { pollIntervalMs: request.pollIntervalMs }),

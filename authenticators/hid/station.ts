@@ -73,6 +73,8 @@ export interface KeyStationOptions {
   readonly policy: KeyPolicy;
   /** The provider's rp id: a key that holds a credential for it is refused. */
   readonly rpId: string;
+  /** Further rp ids of the provider, checked the same way. @default [] */
+  readonly otherRpIds?: readonly string[];
   /** Tells the operator what to do: which user is next, insert a key, touch it, put it aside. */
   readonly notify: (text: string) => void;
   /** Touch prompts. */
@@ -363,29 +365,32 @@ export class KeyStation {
     key: HidKey,
     knownPin: SecretPin | undefined,
   ): Promise<{ code: string; message: string } | undefined> {
-    const { rpId, policy } = this.#options;
+    const { policy } = this.#options;
+    const rpIds = [this.#options.rpId, ...(this.#options.otherRpIds ?? [])];
     const ctap = key.ctap;
     const info = await ctap.getInfo({ refresh: true });
-    const found = await silentProbe(ctap, rpId, []);
-    if (found) {
-      return { code: "key-already-used", message: `it already holds a passkey for "${rpId}"` };
-    }
     const batch = Math.max(1, info.maxCredentialCountInList ?? 1);
-    for (let i = 0; i < this.#created.length; i += batch) {
-      const chunk = this.#created.slice(i, i + batch);
-      const hit = await silentProbe(
-        ctap,
-        rpId,
-        chunk.map((c) => ({ type: "public-key", id: c.credentialId })),
-      );
-      if (hit) {
-        const owner = this.#created.find((c) => toBase64Url(c.credentialId) === toBase64Url(hit));
-        return {
-          code: "key-already-used",
-          message: `it already holds the passkey for "${rpId}" made for ${
-            owner?.user ?? "another user"
-          } in this run`,
-        };
+    for (const rpId of rpIds) {
+      const found = await silentProbe(ctap, rpId, []);
+      if (found) {
+        return { code: "key-already-used", message: `it already holds a passkey for "${rpId}"` };
+      }
+      for (let i = 0; i < this.#created.length; i += batch) {
+        const chunk = this.#created.slice(i, i + batch);
+        const hit = await silentProbe(
+          ctap,
+          rpId,
+          chunk.map((c) => ({ type: "public-key", id: c.credentialId })),
+        );
+        if (hit) {
+          const owner = this.#created.find((c) => toBase64Url(c.credentialId) === toBase64Url(hit));
+          return {
+            code: "key-already-used",
+            message: `it already holds the passkey for "${rpId}" made for ${
+              owner?.user ?? "another user"
+            } in this run`,
+          };
+        }
       }
     }
     if (info.options?.["clientPin"] !== true) return undefined;
@@ -423,12 +428,12 @@ export class KeyStation {
         }
         throw error;
       }
-      const mine = credentials.filter((c) => c.rpId === rpId);
+      const mine = credentials.filter((c) => rpIds.includes(c.rpId));
       if (mine.length > 0) {
         const names = mine.map((c) => c.user.name ?? "unnamed").join(", ");
         return {
           code: "key-already-used",
-          message: `it already holds ${mine.length} passkey(s) for "${rpId}" (${names})`,
+          message: `it already holds ${mine.length} passkey(s) for "${mine[0]!.rpId}" (${names})`,
         };
       }
       return undefined;

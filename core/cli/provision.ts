@@ -292,7 +292,9 @@ async function runProvision(
             authenticatorOptions as never,
             {
               policy,
+              // Which of the provider's rp ids the challenges will carry is known only per user.
               rpId: session.allowedRpIds[0] ?? "",
+              otherRpIds: session.allowedRpIds.slice(1),
               notify: (text) => context.stderr.write(`${text}\n`),
             },
           ),
