@@ -31,6 +31,7 @@
 import { z } from "zod";
 import { CTAPHID_PACKET_SIZE } from "../../core/ctap/hid.ts";
 import type { PacketTransport } from "../../core/ctap/hid_client.ts";
+import { PacketQueue } from "../../core/ctap/packet_queue.ts";
 import { ProvisioningError } from "../../core/errors.ts";
 import type { HidDeviceDescriptor, HidDiscovery, SkippedHidDevice } from "./linux.ts";
 import { FIDO_USAGE_CTAPHID, FIDO_USAGE_PAGE } from "./report_descriptor.ts";
@@ -547,17 +548,9 @@ export async function openHidapiTransport(options: HidapiTransportOptions): Prom
     }
   };
 
-  const queue: Uint8Array[] = [];
-  const waiters = new Set<{ resolve: (p: Uint8Array) => void; reject: (e: unknown) => void }>();
-  let ended: Error | undefined;
+  const inbox = new PacketQueue();
   let closed = false;
-
-  const end = (error: Error) => {
-    if (ended) return;
-    ended = error;
-    for (const waiter of waiters) waiter.reject(error);
-    waiters.clear();
-  };
+  const end = (error: Error) => inbox.end(error);
 
   const reading = (async () => {
     const buffer = new Uint8Array(CTAPHID_PACKET_SIZE);
@@ -572,13 +565,7 @@ export async function openHidapiTransport(options: HidapiTransportOptions): Prom
       // hidapi strips report id 0, so a read is the 64-byte packet (zero-padded if shorter).
       const packet = new Uint8Array(CTAPHID_PACKET_SIZE);
       packet.set(buffer.subarray(0, Math.min(n, CTAPHID_PACKET_SIZE)));
-      const waiter = waiters.values().next().value;
-      if (waiter) {
-        waiters.delete(waiter);
-        waiter.resolve(packet);
-      } else {
-        queue.push(packet);
-      }
+      inbox.push(packet);
     }
     end(closedError(path));
   })().catch((error: unknown) => end(unplugged(path, "receive from", describe(error))));
@@ -622,30 +609,7 @@ export async function openHidapiTransport(options: HidapiTransportOptions): Prom
       if (closed) return Promise.reject(closedError(path));
       return write(packet);
     },
-    receive(signal) {
-      const packet = queue.shift();
-      if (packet) return Promise.resolve(packet);
-      if (ended) return Promise.reject(ended);
-      if (signal?.aborted) return Promise.reject(signal.reason);
-      return new Promise((resolve, reject) => {
-        const onAbort = () => {
-          waiters.delete(waiter);
-          reject(signal?.reason);
-        };
-        const waiter = {
-          resolve: (p: Uint8Array) => {
-            signal?.removeEventListener("abort", onAbort);
-            resolve(p);
-          },
-          reject: (e: unknown) => {
-            signal?.removeEventListener("abort", onAbort);
-            reject(e);
-          },
-        };
-        waiters.add(waiter);
-        signal?.addEventListener("abort", onAbort, { once: true });
-      });
-    },
+    receive: (signal) => inbox.take(signal),
     close,
     [Symbol.asyncDispose]: close,
   };

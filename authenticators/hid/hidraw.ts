@@ -28,6 +28,7 @@ import {
   fragmentMessage,
 } from "../../core/ctap/hid.ts";
 import type { PacketTransport } from "../../core/ctap/hid_client.ts";
+import { PacketQueue } from "../../core/ctap/packet_queue.ts";
 import { ProvisioningError } from "../../core/errors.ts";
 
 /** The part of `Deno.FsFile` the transport uses; a test passes a stand-in for the device node. */
@@ -85,17 +86,9 @@ export async function openHidrawTransport(options: HidrawOptions): Promise<Hidra
 
   const reportId = options.reportId;
   const inputSize = CTAPHID_PACKET_SIZE + (reportId === undefined ? 0 : 1);
-  const queue: Uint8Array[] = [];
-  const waiters = new Set<{ resolve: (p: Uint8Array) => void; reject: (e: unknown) => void }>();
-  let ended: Error | undefined;
+  const inbox = new PacketQueue();
   let closed = false;
-
-  const end = (error: Error) => {
-    if (ended) return;
-    ended = error;
-    for (const waiter of waiters) waiter.reject(error);
-    waiters.clear();
-  };
+  const end = (error: Error) => inbox.end(error);
 
   let readingDone = false;
   const reading = (async () => {
@@ -130,13 +123,7 @@ export async function openHidrawTransport(options: HidrawOptions): Promise<Hidra
       if (reportId !== undefined && buffer[0] !== reportId) continue;
       const packet = new Uint8Array(CTAPHID_PACKET_SIZE);
       packet.set(buffer.subarray(start, Math.min(n, start + CTAPHID_PACKET_SIZE)));
-      const waiter = waiters.values().next().value;
-      if (waiter) {
-        waiters.delete(waiter);
-        waiter.resolve(packet);
-      } else {
-        queue.push(packet);
-      }
+      inbox.push(packet);
     }
   })().finally(() => readingDone = true);
 
@@ -201,30 +188,7 @@ export async function openHidrawTransport(options: HidrawOptions): Promise<Hidra
         );
       });
     },
-    receive(signal) {
-      const packet = queue.shift();
-      if (packet) return Promise.resolve(packet);
-      if (ended) return Promise.reject(ended);
-      if (signal?.aborted) return Promise.reject(signal.reason);
-      return new Promise((resolve, reject) => {
-        const onAbort = () => {
-          waiters.delete(waiter);
-          reject(signal?.reason);
-        };
-        const waiter = {
-          resolve: (p: Uint8Array) => {
-            signal?.removeEventListener("abort", onAbort);
-            resolve(p);
-          },
-          reject: (e: unknown) => {
-            signal?.removeEventListener("abort", onAbort);
-            reject(e);
-          },
-        };
-        waiters.add(waiter);
-        signal?.addEventListener("abort", onAbort, { once: true });
-      });
-    },
+    receive: (signal) => inbox.take(signal),
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { PacketQueue } from "./packet_queue.ts";
 import { ProvisioningError } from "../errors.ts";
 import type { CtapDevice } from "./device.ts";
 import { CTAPHID_PACKET_SIZE } from "./hid.ts";
@@ -57,55 +58,6 @@ function isClosedError(error: unknown): boolean {
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
-}
-
-/** Packets that arrived before anyone asked, and receivers waiting for packets. */
-class PacketQueue {
-  readonly #packets: Uint8Array[] = [];
-  readonly #waiters = new Set<{ resolve: (packet: Uint8Array) => void; reject: (error: unknown) => void }>();
-  #ended: Error | undefined;
-
-  push(packet: Uint8Array): void {
-    const waiter = this.#waiters.values().next().value;
-    if (waiter) {
-      this.#waiters.delete(waiter);
-      waiter.resolve(packet);
-    } else {
-      this.#packets.push(packet);
-    }
-  }
-
-  end(error: Error): void {
-    if (this.#ended) return;
-    this.#ended = error;
-    for (const waiter of this.#waiters) waiter.reject(error);
-    this.#waiters.clear();
-  }
-
-  take(signal: AbortSignal | undefined): Promise<Uint8Array> {
-    const packet = this.#packets.shift();
-    if (packet) return Promise.resolve(packet);
-    if (this.#ended) return Promise.reject(this.#ended);
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        this.#waiters.delete(waiter);
-        reject(signal?.reason);
-      };
-      const waiter = {
-        resolve: (packet: Uint8Array) => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve(packet);
-        },
-        reject: (error: unknown) => {
-          signal?.removeEventListener("abort", onAbort);
-          reject(error);
-        },
-      };
-      this.#waiters.add(waiter);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
-  }
 }
 
 /**
