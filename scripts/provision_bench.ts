@@ -20,9 +20,11 @@
  * Both parts take minutes with the defaults; pass smaller numbers to try it, `0` to skip one.
  *
  * Measured on two cores: 10,000 users in 351.5 s against a theoretical 350.0 s (fraction 1.00, 11
- * throttling answers in all); a 15,000-row dry run flat at 129–133 MB with the CLI's V8 flags
- * (scripts/compile.ts), 177–183 MB on 40,000 rows with the old-generation limit alone, and about
- * 245 MB with neither (the sandbox answers two requests per user, about 580 users/s).
+ * throttling answers in all); a 1,000,000-row dry run flat at 180–181 MB (RSS at each quarter),
+ * peak 184 MB, 450 users/s with other work on the machine (547 users/s idle). Before the
+ * duplicate tables were sized from the CSV's line count, the same run stepped 149 → 173 → 197 MB
+ * with a 221 MB peak as the tables doubled. A 15,000-row dry run stays at 129–133 MB; without the
+ * CLI's V8 flags (scripts/compile.ts) about 245 MB.
  *
  * @module
  */

@@ -7,7 +7,14 @@
  * written to a key.
  */
 import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
-import { bulkFixture, passkeysByUser, readOutput, sandboxSession, writeUsersCsv } from "./bulk_support.ts";
+import {
+  type BulkFixture,
+  bulkFixture,
+  passkeysByUser,
+  readOutput,
+  sandboxSession,
+  writeUsersCsv,
+} from "./bulk_support.ts";
 import { runCli } from "./cli.ts";
 import { type ServedKey, serveKey } from "../authenticators/hid/_test_support.ts";
 import { batchPhase, openBatch, readBatch } from "../core/jobs/batch/batch_file.ts";
@@ -18,6 +25,25 @@ function offline(key: ServedKey): string[] {
     "--deny-net=127.0.0.1,localhost,login.microsoftonline.com,graph.microsoft.com",
     `--allow-net=unix:${key.location.address.path}`,
   ];
+}
+
+/** `batch fetch` of users.csv into keys.batch with ten-hour challenges (Graph beta). */
+function fetchLongChallenges(fixture: BulkFixture) {
+  return runCli(
+    fixture.dir,
+    fixture.env,
+    [],
+    "batch",
+    "fetch",
+    "--batch",
+    "keys.batch",
+    "--csv",
+    "users.csv",
+    "--graph-version",
+    "beta",
+    "--challenge-timeout",
+    "600",
+  );
 }
 
 /** `batch write` of one key for the next user, offline. */
@@ -48,21 +74,7 @@ Deno.test("batch: challenges fetched for 10 hours, keys written offline 20 minut
   const upns = fixture.upns(3);
   await writeUsersCsv(fixture, upns);
 
-  const fetched = await runCli(
-    fixture.dir,
-    fixture.env,
-    [],
-    "batch",
-    "fetch",
-    "--batch",
-    "keys.batch",
-    "--csv",
-    "users.csv",
-    "--graph-version",
-    "beta",
-    "--challenge-timeout",
-    "600",
-  );
+  const fetched = await fetchLongChallenges(fixture);
   assertEquals(fetched.code, 0, fetched.stderr);
   assert.match(fetched.stdout, /3 fetched, 0 kept, 0 skipped, 0 failed/);
   const { info, users } = await readBatch(`${fixture.dir}/keys.batch`);
@@ -227,21 +239,7 @@ Deno.test("batch: a registration sent before a crash is found by listing, never 
     `${fixture.dir}/users.csv`,
     ["upn,pin", ...upns.map((upn, i) => `${upn},${csvPins[i]}`)].join("\n") + "\n",
   );
-  const fetched = await runCli(
-    fixture.dir,
-    fixture.env,
-    [],
-    "batch",
-    "fetch",
-    "--batch",
-    "keys.batch",
-    "--csv",
-    "users.csv",
-    "--graph-version",
-    "beta",
-    "--challenge-timeout",
-    "600",
-  );
+  const fetched = await fetchLongChallenges(fixture);
   assertEquals(fetched.code, 0, fetched.stderr);
   assert.match(fetched.stderr, /pin column is not kept/);
   for (const pin of csvPins) assert.ok(!(await Deno.readTextFile(`${fixture.dir}/keys.batch`)).includes(pin));
