@@ -259,6 +259,11 @@ export interface ProviderSession extends AsyncDisposable {
     user: DirectoryUser,
     options: BrowserRegistrationOptions,
   ): Promise<{ method: PasskeyMethod; credentialId: string }>;
+  /**
+   * Deletes a one-time sign-in pass the browser path created (by the id it reported through
+   * {@link BrowserRegistrationOptions.onPassIssued}); a pass already gone is not an error.
+   */
+  deleteSignInPass?(user: DirectoryUser, passId: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** What {@link ProviderSession.registerInBrowser} needs besides the user. */
@@ -273,6 +278,12 @@ export interface BrowserRegistrationOptions {
   /** Where failure screenshots (secrets masked) go; `false` for none. */
   readonly debugDir?: string | false;
   readonly signal?: AbortSignal;
+  /**
+   * Told the id of a one-time sign-in pass as soon as the flow has created it, before the pass is
+   * used: a run journals it, so a pass a crash leaves behind is deleted at the user's next attempt
+   * ({@link ProviderSession.deleteSignInPass}). The flow deletes the pass itself when it ends.
+   */
+  readonly onPassIssued?: (passId: string) => Promise<void>;
 }
 
 /** What a command knows that may help a provider sign in. */

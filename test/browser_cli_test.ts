@@ -36,4 +36,17 @@ Deno.test("bulk --via browser: three users through the sign-in pages, one passke
   const results = await readOutput(`${fixture.dir}/results.csv`);
   assertEquals(results.length, 3);
   for (const row of results) assert.match(row["credential id"]!, /^[A-Za-z0-9_-]{16,}$/);
+  // Each pass's id was journaled before the pass was used (never the pass), and cleared once the
+  // flow deleted it.
+  const [journal] = [...Deno.readDirSync(`${fixture.dir}/.provisioning/runs`)].filter((e) =>
+    e.name.endsWith(".jsonl")
+  );
+  const lines = Deno.readTextFileSync(`${fixture.dir}/.provisioning/runs/${journal!.name}`).trim().split("\n")
+    .map((line) => JSON.parse(line) as { k?: string; passId?: string });
+  for (const upn of upns) {
+    const ids = lines.filter((l) => l.k === upn.toLowerCase() && l.passId !== undefined).map((l) => l.passId);
+    assertEquals(ids.length, 2, `${upn}: ${JSON.stringify(ids)}`);
+    assert.match(ids[0]!, /^[0-9a-f-]{36}$/);
+    assertEquals(ids[1], "");
+  }
 });

@@ -15,6 +15,7 @@ import { provisionUser } from "../core/jobs/provision_user.ts";
 import { readUsersFromList } from "../core/jobs/sources/csv.ts";
 import type { ProviderSession } from "../core/plugin.ts";
 import type { Sandbox } from "../plugins/entra/sandbox/server.ts";
+import type { EntraSession } from "../plugins/entra/session.ts";
 import { loopbackSandbox, passkeysByUser, readOutput, sandboxSession } from "./bulk_support.ts";
 
 const pin = "482916";
@@ -189,4 +190,41 @@ Deno.test("engine: --replace-existing leaves each user with only the new passkey
     const held = passkeysByUser(w.sandbox).get(upn)!;
     deepStrictEqual(held.map((p) => p.displayName), ["New key"]);
   }
+});
+
+Deno.test("engine: a sign-in pass an interrupted browser attempt left is deleted at the user's next attempt", async () => {
+  await using w = await world();
+  const [upn] = w.upns;
+  const user = await w.session.resolveUser(upn!);
+  // The earlier attempt created a one-time pass, journaled its id, and died in the middle of the flow.
+  const entra = w.session as EntraSession;
+  const pass = await entra.createTemporaryAccessPass(user, { isUsableOnce: true });
+  {
+    await using journal = await openJournal(`${w.dir}/run.jsonl`, {
+      runId: "0123456789ab",
+      fingerprint: "f",
+    });
+    await journal.append({
+      k: upn!,
+      s: "created",
+      ref: upn!,
+      userId: user.id,
+      upn: user.userPrincipalName,
+      existing: [],
+      createdAt: new Date().toISOString(),
+      displayName: "Security key",
+      passId: pass.id,
+    });
+  }
+  assertEquals(w.sandbox.tenant.temporaryAccessPasses().length, 1);
+
+  const resumed = await run(w, [upn!]);
+  assertEquals(resumed.summary.counts.provisioned, 1, JSON.stringify(resumed.failures));
+  assertEquals(w.sandbox.tenant.temporaryAccessPasses().length, 0, "the leftover pass is gone");
+  assert.ok(
+    resumed.events.some((e) => e.type === "user-state" && e.detail?.includes("sign-in pass")),
+    "the deletion is reported",
+  );
+  const lines = (await Deno.readTextFile(`${w.dir}/run.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+  assertEquals(lines.filter((l) => l.k === upn && "passId" in l).at(-1)?.passId, "");
 });

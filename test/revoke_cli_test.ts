@@ -4,7 +4,8 @@
  * finds nothing left to fail on.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { bulkFixture, passkeysByUser, writeUsersCsv } from "./bulk_support.ts";
+import { bulkFixture, passkeysByUser, sandboxSession, writeUsersCsv } from "./bulk_support.ts";
+import type { EntraSession } from "../plugins/entra/session.ts";
 import { runCli } from "./cli.ts";
 
 Deno.test("revoke --run and --csv delete the passkeys a run created, and only those", async () => {
@@ -84,4 +85,46 @@ Deno.test("revoke --run also finds the passkey of a user whose attempt stopped a
   assertEquals(revoke.code, 0, revoke.stderr);
   assert.match(revoke.stdout, /Revoked 1 of 1 passkeys/);
   assertEquals(passkeysByUser(fixture.sandbox).get(upn!), undefined);
+});
+
+Deno.test("revoke --run also deletes a sign-in pass an interrupted browser attempt left", async () => {
+  await using fixture = await bulkFixture({ users: 4 });
+  const [upn] = fixture.upns(1);
+  const user = fixture.sandbox.tenant.user(upn!)!;
+  {
+    await using session = await sandboxSession(fixture.sandbox, fixture.dir) as EntraSession;
+    const pass = await session.createTemporaryAccessPass({ id: user.id, userPrincipalName: upn! }, {
+      isUsableOnce: true,
+    });
+    const runId = "0123456789ab";
+    await Deno.mkdir(`${fixture.dir}/.provisioning/runs`, { recursive: true });
+    const at = new Date().toISOString();
+    await Deno.writeTextFile(
+      `${fixture.dir}/.provisioning/runs/${runId}.jsonl`,
+      [
+        { t: "run", v: 1, runId, fingerprint: "sha256:test", createdAt: at },
+        { t: "attempt", at },
+        {
+          t: "user",
+          k: upn,
+          s: "created",
+          row: 2,
+          userId: user.id,
+          upn,
+          existing: [],
+          createdAt: at,
+          passId: pass.id,
+        },
+      ].map((line) => JSON.stringify(line)).join("\n") + "\n",
+    );
+  }
+  assertEquals(fixture.sandbox.tenant.temporaryAccessPasses().length, 1);
+  const dry = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", "0123456789ab", "--dry-run");
+  assertEquals(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /would delete the sign-in pass/);
+  assertEquals(fixture.sandbox.tenant.temporaryAccessPasses().length, 1);
+  const revoke = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", "0123456789ab");
+  assertEquals(revoke.code, 0, revoke.stderr);
+  assert.match(revoke.stdout, /Deleted the sign-in pass an interrupted attempt left/);
+  assertEquals(fixture.sandbox.tenant.temporaryAccessPasses().length, 0);
 });

@@ -78,6 +78,9 @@ export function revokeCommand(context: CliContext): CommandUnknownOpts {
       for (const t of targets) {
         context.stdout.write(`would delete ${t.methodId} of ${t.user.userPrincipalName}\n`);
       }
+      for (const record of fromRun?.passes ?? []) {
+        context.stdout.write(`would delete the sign-in pass ${record.passId} of ${record.upn}\n`);
+      }
       context.stdout.write(`${targets.length} passkey${targets.length === 1 ? "" : "s"} would be deleted\n`);
       return;
     }
@@ -94,6 +97,12 @@ export function revokeCommand(context: CliContext): CommandUnknownOpts {
     if (fromRun) targets.push(...await findUncertain(session, fromRun.uncertain));
     const identity = journalPath === undefined ? undefined : (await readJournal(journalPath)).identity;
     await using journal = identity && journalPath ? await openJournal(journalPath, identity) : undefined;
+    for (const record of fromRun?.passes ?? []) {
+      if (!session.deleteSignInPass) break;
+      await session.deleteSignInPass({ id: record.userId!, userPrincipalName: record.upn! }, record.passId!);
+      await journal?.append({ k: record.k, s: record.s, passId: "" });
+      context.stdout.write(`Deleted the sign-in pass an interrupted attempt left for ${record.upn}\n`);
+    }
     const failed = await revokeAll(context, session, targets, async (target) => {
       await journal?.append({ k: target.key, s: "revoked", methodId: target.methodId });
     });
@@ -139,10 +148,14 @@ async function revokeAll(
 }
 
 /** The passkeys the run created and did not revoke yet. */
-async function fromJournal(path: string): Promise<{ known: Revocation[]; uncertain: UserRecord[] }> {
+async function fromJournal(
+  path: string,
+): Promise<{ known: Revocation[]; uncertain: UserRecord[]; passes: UserRecord[] }> {
   const { users } = await readJournal(path);
   const known: Revocation[] = [];
   const uncertain: UserRecord[] = [];
+  // One-time sign-in passes an interrupted browser attempt left (deleted too).
+  const passes = [...users.values()].filter((record) => record.passId && record.userId && record.upn);
   for (const record of users.values()) {
     if (record.s === "skipped" || record.s === "revoked" || !record.userId || !record.upn) continue;
     if (record.methodId && (record.s === "verified" || record.s === "registered" || record.existing)) {
@@ -156,7 +169,7 @@ async function fromJournal(path: string): Promise<{ known: Revocation[]; uncerta
       uncertain.push(record);
     }
   }
-  return { known, uncertain };
+  return { known, uncertain, passes };
 }
 
 /**

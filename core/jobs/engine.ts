@@ -395,6 +395,18 @@ async function attemptUser(
     await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName });
   }
   emit({ type: "user-state", row, user: ref, state: "resolved", detail: `id ${user.id}` });
+  // A one-time sign-in pass an interrupted browser attempt left: deleted before anything else.
+  if (prior?.passId && options.session.deleteSignInPass) {
+    await options.session.deleteSignInPass(user, prior.passId, signal);
+    await record({ s: prior.s, passId: "" });
+    emit({
+      type: "user-state",
+      row,
+      user: ref,
+      state: "resolved",
+      detail: "deleted the sign-in pass an interrupted attempt left",
+    });
+  }
 
   // 2. What they have: reconcile an interrupted registration, or apply the skip policy.
   const methods = await options.session.listPasskeys(user, signal);
@@ -504,7 +516,12 @@ async function attemptUser(
   let device: LentDeviceRecord | undefined;
   let result: { methodId: string; credentialId: string; aaguid: string | undefined; reconciled: boolean };
   if (options.browser) {
-    result = await registerInBrowser(context, user, onTransition);
+    result = await registerInBrowser(
+      context,
+      user,
+      onTransition,
+      (passId) => record({ s: "created", passId }),
+    );
   } else if (options.station) {
     emit({ type: "user-state", row, user: ref, state: "options", detail: "waiting for a security key" });
     // Waiting for a key ends at the first Ctrl+C too: no key is in use yet.
@@ -589,6 +606,7 @@ async function registerInBrowser(
   context: UserContext,
   user: DirectoryUser,
   onTransition: (transition: ProvisionTransition) => Promise<void>,
+  journalPass: (passId: string) => Promise<void>,
 ): Promise<{ methodId: string; credentialId: string; aaguid: string | undefined; reconciled: boolean }> {
   const { options } = context;
   if (!options.session.registerInBrowser || !options.browser) {
@@ -608,13 +626,31 @@ async function registerInBrowser(
     createdAt: new Date(),
     displayName: options.displayName,
   });
-  const { method, credentialId } = await options.session.registerInBrowser(user, {
-    ...options.browser,
-    authenticator: options.authenticator!,
-    interaction: options.interaction,
-    displayName: options.displayName,
-    ...(options.abort ? { signal: options.abort } : {}),
-  });
+  // The pass's id is journaled before the pass is used; once the flow has deleted it, the id is
+  // cleared. A crash in between leaves the id for the user's next attempt to delete the pass.
+  let issued = false;
+  let registration: { method: PasskeyMethod; credentialId: string };
+  try {
+    registration = await options.session.registerInBrowser(user, {
+      ...options.browser,
+      authenticator: options.authenticator!,
+      interaction: options.interaction,
+      displayName: options.displayName,
+      ...(options.abort ? { signal: options.abort } : {}),
+      onPassIssued: async (passId) => {
+        await journalPass(passId);
+        issued = true;
+      },
+    });
+  } catch (error) {
+    // The flow deletes its pass whatever happened, and says so when it could not.
+    if (issued && !(error instanceof ProvisioningError && error.code === "tap-delete-failed")) {
+      await journalPass("");
+    }
+    throw error;
+  }
+  if (issued) await journalPass("");
+  const { method, credentialId } = registration;
   await onTransition({ state: "registered", methodId: method.id, aaguid: method.aaguid, reconciled: false });
   return { methodId: method.id, credentialId, aaguid: method.aaguid, reconciled: false };
 }

@@ -91,6 +91,11 @@ export const userRecordSchema = z.object({
     .optional(),
   /** Batches: the key's RegistrationResponseJSON (public key and attestation; no secret). */
   registration: z.unknown().optional(),
+  /**
+   * The browser path: the id of the one-time sign-in pass the flow created (never the pass
+   * itself); "" once it is deleted. A pass left by a crash is deleted at the user's next attempt.
+   */
+  passId: z.string().optional(),
   /** Batches: when the registration was sent to the provider ("" once a new challenge voids it). */
   sentAt: z.string().optional(),
   /** ISO time of the transition. */

@@ -163,6 +163,11 @@ export class EntraSession implements ProviderSession {
     return await deleteTemporaryAccessPass(this.client, user, methodId, signal ? { signal } : {});
   }
 
+  /** Deletes a Temporary Access Pass the browser path left (ProviderSession.deleteSignInPass). */
+  async deleteSignInPass(user: DirectoryUser, passId: string, signal?: AbortSignal): Promise<void> {
+    await this.deleteTemporaryAccessPass(user, passId, signal);
+  }
+
   /** Reads the policies and says what will fail (`provisioning doctor`). */
   async preflight(options: RunPreflightOptions): Promise<PreflightFinding[]> {
     return await runPreflight(this.client, options);

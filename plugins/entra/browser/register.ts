@@ -65,6 +65,8 @@ export interface RegisterInBrowserOptions {
   manualSignIn?: "tool" | "admin";
   /** Manual mode with `manualSignIn: "admin"`: shows the admin the pass to sign in with. */
   showTemporaryAccessPass?: (pass: { userPrincipalName: string; reveal(): string }) => void;
+  /** Told the pass's id once it exists, before it is used (the run journals it). */
+  onPassIssued?: (passId: string) => Promise<void>;
   /** Called with each page the flow opens, before it navigates (tests, a UI that shows progress). */
   onPage?: (page: Page) => void | Promise<void>;
   /** Told when each step starts. */
@@ -109,6 +111,15 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
       ...(signal ? { signal } : {}),
     })
     : undefined;
+  if (tap && options.onPassIssued) {
+    try {
+      await options.onPassIssued(tap.id);
+    } catch (error) {
+      // Not recorded, so no later attempt would find it: it must not outlive this call.
+      await deletePass(session, user, tap);
+      throw error;
+    }
+  }
   if (tap && !toolSignsIn) {
     options.showTemporaryAccessPass?.({
       userPrincipalName: upn,
