@@ -32,6 +32,7 @@
  * @module
  */
 import { z } from "zod";
+import { concatBytes } from "../bytes.ts";
 import { ProvisioningError } from "../errors.ts";
 
 const userStateSchema = z.enum([
@@ -181,14 +182,10 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
     );
   }
   try {
-    const text = new TextDecoder().decode(await readAll(file));
-    const existed = text.length > 0;
-    const validLength = existed
-      ? replay(text, path, options, state, (n, header) => {
-        attempts = n;
-        meta = header ?? {};
-      })
-      : 0;
+    const replayed = await replay(file, path, options, state);
+    attempts = replayed.attempts;
+    if (replayed.header) meta = replayed.header.meta ?? {};
+    const validLength = replayed.bytes;
     await file.truncate(validLength);
     await file.seek(validLength, Deno.SeekMode.Start);
     const writer = new GroupCommit(file);
@@ -241,9 +238,9 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
 export async function readJournal(
   path: string,
 ): Promise<{ identity: JournalIdentity; meta: Record<string, string>; users: Map<string, UserRecord> }> {
-  let text: string;
+  let file: Deno.FsFile;
   try {
-    text = await Deno.readTextFile(path);
+    file = await Deno.open(path, { read: true });
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
     throw new ProvisioningError(
@@ -255,58 +252,64 @@ export async function readJournal(
       },
     );
   }
-  const first = text.slice(0, Math.max(0, text.indexOf("\n")));
-  const header = headerSchema.safeParse(safeJson(first));
-  if (!header.success) {
+  using _file = file;
+  const users = new Map<string, UserRecord>();
+  const { header } = await replay(file, path, undefined, users);
+  if (!header) {
     throw new ProvisioningError("journal-corrupt", `Cannot read journal ${path}: it has no header`, {
       hint: "Give the journal of a provision run",
     });
   }
-  const identity = { runId: header.data.runId, fingerprint: header.data.fingerprint };
-  const users = new Map<string, UserRecord>();
-  replay(text, path, identity, users, () => {});
-  return { identity, meta: header.data.meta ?? {}, users };
+  return {
+    identity: { runId: header.runId, fingerprint: header.fingerprint },
+    meta: header.meta ?? {},
+    users,
+  };
 }
 
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
+/** What {@link replay} found in a journal. */
+interface Replayed {
+  /** Length in bytes of the valid part (a torn last line is not part of it). */
+  readonly bytes: number;
+  readonly attempts: number;
+  readonly header: z.infer<typeof headerSchema> | undefined;
 }
 
-/** Reads an existing journal into `state`; returns the length of its valid part (in bytes). */
-function replay(
-  text: string,
+/**
+ * Reads a journal line by line into `state`, streamed: a journal of a million users (hundreds of
+ * MB) is never one string. The first line must be the header of the run `identity` names (any
+ * run's when undefined). A torn last line (the process died while writing it) ends the valid part;
+ * an unreadable line with anything after it is corruption.
+ */
+async function replay(
+  file: Deno.FsFile,
   path: string,
-  identity: JournalIdentity,
+  identity: JournalIdentity | undefined,
   state: Map<string, UserRecord>,
-  setAttempts: (n: number, meta: Record<string, string> | undefined) => void,
-): number {
-  const encoder = new TextEncoder();
-  let offset = 0;
+): Promise<Replayed> {
+  const decoder = new TextDecoder();
   let bytes = 0;
   let lineNumber = 0;
   let attempts = 0;
-  let meta: Record<string, string> | undefined;
-  while (offset < text.length) {
-    const end = text.indexOf("\n", offset);
+  let header: z.infer<typeof headerSchema> | undefined;
+  let bad: { lineNumber: number; error: unknown } | undefined;
+  const corrupt = (at: { lineNumber: number; error: unknown }) =>
+    new ProvisioningError(
+      "journal-corrupt",
+      `Cannot resume from journal ${path}: line ${at.lineNumber} cannot be read (${
+        at.error instanceof Error ? at.error.message.split("\n")[0] : String(at.error)
+      })`,
+      { hint: "Move the file away to start this run over, or restore it from a backup", cause: at.error },
+    );
+  const handle = (lineBytes: Uint8Array) => {
     lineNumber++;
-    if (end < 0) break; // a torn last line: the process died while writing it
-    const line = text.slice(offset, end);
+    if (bad) throw corrupt(bad); // the unreadable line was not the last one
     let parsed: z.infer<typeof lineSchema>;
     try {
-      parsed = lineSchema.parse(JSON.parse(line));
+      parsed = lineSchema.parse(JSON.parse(decoder.decode(lineBytes)));
     } catch (error) {
-      if (text.indexOf("\n", end + 1) < 0 && end + 1 >= text.length) break; // torn, then a newline
-      throw new ProvisioningError(
-        "journal-corrupt",
-        `Cannot resume from journal ${path}: line ${lineNumber} cannot be read (${
-          error instanceof Error ? error.message.split("\n")[0] : String(error)
-        })`,
-        { hint: "Move the file away to start this run over, or restore it from a backup", cause: error },
-      );
+      bad = { lineNumber, error };
+      return;
     }
     if (lineNumber === 1) {
       if (parsed.t !== "run") {
@@ -318,25 +321,44 @@ function replay(
           },
         );
       }
-      if (parsed.runId !== identity.runId || parsed.fingerprint !== identity.fingerprint) {
+      if (identity && (parsed.runId !== identity.runId || parsed.fingerprint !== identity.fingerprint)) {
         throw new ProvisioningError(
           "journal-mismatch",
           `Cannot resume from journal ${path}: it belongs to run ${parsed.runId}, not to this one`,
           { hint: "Move the file away, or use another --journal-dir" },
         );
       }
-      meta = parsed.meta;
+      header = parsed;
     } else if (parsed.t === "attempt") {
       attempts++;
     } else if (parsed.t === "user") {
       const { t: _t, ...record } = parsed;
       state.set(record.k, { ...state.get(record.k), ...record });
     }
-    bytes += encoder.encode(line).length + 1;
-    offset = end + 1;
+    bytes += lineBytes.length + 1;
+  };
+
+  await file.seek(0, Deno.SeekMode.Start);
+  const buffer = new Uint8Array(1 << 16);
+  let carry: Uint8Array[] = [];
+  while (true) {
+    const n = await file.read(buffer);
+    if (n === null) break;
+    let start = 0;
+    for (let i = 0; i < n; i++) {
+      if (buffer[i] !== 10) continue;
+      const piece = buffer.subarray(start, i);
+      handle(carry.length === 0 ? piece : concatBytes(...carry, piece));
+      carry = [];
+      start = i + 1;
+    }
+    if (start < n) {
+      if (bad) throw corrupt(bad);
+      carry.push(buffer.slice(start, n));
+    }
   }
-  setAttempts(attempts, meta);
-  return bytes;
+  // What is left in `carry` is a torn last line, and `bad` an unreadable last one: both cut off.
+  return { bytes, attempts, header };
 }
 
 /** fsync of a folder (its entries), where the platform allows it; best effort elsewhere. */
@@ -348,27 +370,6 @@ async function syncFolder(folder: string): Promise<void> {
   } catch {
     // Some file systems refuse fsync on a folder; the file itself is still synced.
   }
-}
-
-/** The whole file, from its start. */
-async function readAll(file: Deno.FsFile): Promise<Uint8Array> {
-  await file.seek(0, Deno.SeekMode.Start);
-  const chunks: Uint8Array[] = [];
-  const buffer = new Uint8Array(1 << 16);
-  let total = 0;
-  while (true) {
-    const n = await file.read(buffer);
-    if (n === null) break;
-    chunks.push(buffer.slice(0, n));
-    total += n;
-  }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
 
 /** Appends lines; concurrent writes share one write and one fsync. */

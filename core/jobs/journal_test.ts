@@ -110,3 +110,29 @@ Deno.test("journal: a second process (or handle) cannot open a run that is open"
     await using again = await openJournal(path, identity);
     assertEquals(again.resumed, true);
   }));
+
+Deno.test("journal: read back in pieces: lines longer than a read, characters split between reads, a bad last line cut", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/run.jsonl`;
+    const long = "é€😀".repeat(30_000); // 270 KB of UTF-8: spans several reads, splitting characters
+    {
+      await using journal = await openJournal(path, identity);
+      for (let i = 0; i < 3000; i++) {
+        await journal.append({ k: `user${i}@contoso.com`, s: "resolved", row: i + 2 });
+      }
+      await journal.append({ k: "alice@contoso.com", s: "created", displayName: long });
+    }
+    // A crash after a whole line of garbage was written (and its newline): cut, like a torn line.
+    await Deno.writeTextFile(path, '{"t":"user","k":"bob@contoso.com","s":"bogus"}\n', { append: true });
+    {
+      await using journal = await openJournal(path, identity);
+      assertEquals(journal.get("alice@contoso.com")?.displayName, long);
+      assertEquals(journal.get("user2999@contoso.com")?.row, 3001);
+      assertEquals(journal.get("bob@contoso.com"), undefined);
+      await journal.append({ k: "bob@contoso.com", s: "resolved" });
+    }
+    const { users } = await readJournal(path);
+    assertEquals(users.size, 3002);
+    assertEquals(users.get("bob@contoso.com")?.s, "resolved");
+    for (const line of (await Deno.readTextFile(path)).trimEnd().split("\n")) JSON.parse(line);
+  }));
