@@ -29,7 +29,7 @@
  * @module
  */
 import { z } from "zod";
-import { CTAPHID_PACKET_SIZE } from "../../core/ctap/hid.ts";
+import { CTAPHID_PACKET_SIZE, wrongPacketSize } from "../../core/ctap/hid.ts";
 import type { PacketTransport } from "../../core/ctap/hid_client.ts";
 import { PacketQueue } from "../../core/ctap/packet_queue.ts";
 import { ProvisioningError } from "../../core/errors.ts";
@@ -599,13 +599,8 @@ export async function openHidapiTransport(options: HidapiTransportOptions): Prom
   return {
     path,
     send(packet) {
-      if (packet.length !== CTAPHID_PACKET_SIZE) {
-        return Promise.reject(
-          new RangeError(
-            `Cannot send CTAPHID packet: it is ${packet.length} bytes, expected ${CTAPHID_PACKET_SIZE}`,
-          ),
-        );
-      }
+      const wrong = wrongPacketSize(packet);
+      if (wrong) return Promise.reject(wrong);
       if (closed) return Promise.reject(closedError(path));
       return write(packet);
     },

@@ -26,6 +26,7 @@ import {
   CTAPHID_PACKET_SIZE,
   CtapHidCommand,
   fragmentMessage,
+  wrongPacketSize,
 } from "../../core/ctap/hid.ts";
 import type { PacketTransport } from "../../core/ctap/hid_client.ts";
 import { PacketQueue } from "../../core/ctap/packet_queue.ts";
@@ -172,13 +173,8 @@ export async function openHidrawTransport(options: HidrawOptions): Promise<Hidra
   return {
     path,
     send(packet) {
-      if (packet.length !== CTAPHID_PACKET_SIZE) {
-        return Promise.reject(
-          new RangeError(
-            `Cannot send CTAPHID packet: it is ${packet.length} bytes, expected ${CTAPHID_PACKET_SIZE}`,
-          ),
-        );
-      }
+      const wrong = wrongPacketSize(packet);
+      if (wrong) return Promise.reject(wrong);
       if (closed) return Promise.reject(closedError(path));
       return write(packet).catch((error: unknown) => {
         throw new ProvisioningError(

@@ -21,6 +21,13 @@
 
 /** Size of every HID report a FIDO key exchanges (§11.2.4; full-speed USB maximum). */
 export const CTAPHID_PACKET_SIZE = 64;
+
+/** The error a transport's `send` rejects with when `packet` is not one 64-byte report; else undefined. */
+export function wrongPacketSize(packet: Uint8Array): RangeError | undefined {
+  return packet.length === CTAPHID_PACKET_SIZE ? undefined : new RangeError(
+    `Cannot send CTAPHID packet: it is ${packet.length} bytes, expected ${CTAPHID_PACKET_SIZE}`,
+  );
+}
 /** Bytes of message data in an initialization packet: 64 minus CID(4), CMD(1), BCNT(2). */
 export const CTAPHID_INIT_DATA_SIZE = CTAPHID_PACKET_SIZE - 7;
 /** Bytes of message data in a continuation packet: 64 minus CID(4), SEQ(1). */

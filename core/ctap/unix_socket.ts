@@ -22,7 +22,7 @@
 import { PacketQueue } from "./packet_queue.ts";
 import { ProvisioningError } from "../errors.ts";
 import type { CtapDevice } from "./device.ts";
-import { CTAPHID_PACKET_SIZE } from "./hid.ts";
+import { CTAPHID_PACKET_SIZE, wrongPacketSize } from "./hid.ts";
 import type { PacketTransport } from "./hid_client.ts";
 import { CtapHidDevice, type CtapHidDeviceOptions } from "./hid_device.ts";
 
@@ -112,13 +112,8 @@ export async function connectUnixPacketTransport(path: string): Promise<PacketTr
   };
   return {
     send(packet) {
-      if (packet.length !== CTAPHID_PACKET_SIZE) {
-        return Promise.reject(
-          new RangeError(
-            `Cannot send CTAPHID packet: it is ${packet.length} bytes, expected ${CTAPHID_PACKET_SIZE}`,
-          ),
-        );
-      }
+      const wrong = wrongPacketSize(packet);
+      if (wrong) return Promise.reject(wrong);
       if (closed) {
         return Promise.reject(
           new ProvisioningError(
