@@ -5,7 +5,14 @@
  * with exactly one passkey, or in failures.csv with the right reason; none twice, none lost.
  */
 import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
-import { bulkFixture, passkeysByUser, readOutput, spawnCli, writeUsersCsv } from "./bulk_support.ts";
+import {
+  bulkFixture,
+  passkeysByUser,
+  readOutput,
+  spawnCli,
+  spawnCliWith,
+  writeUsersCsv,
+} from "./bulk_support.ts";
 import { runCli } from "./cli.ts";
 
 /** A seeded random source, so a failing run can be replayed (the seed is in the test's output). */
@@ -165,4 +172,28 @@ Deno.test("bulk --group: a dry run then a run over a group's members, nested gro
   const unknown = await runCli(fixture.dir, fixture.env, [], "--group", "No such group", "--no-preflight");
   assertEquals(unknown.code, 2, unknown.stderr);
   assert.match(unknown.stderr, /group-not-found|no group has this/);
+});
+
+Deno.test("bulk --user -: the first Ctrl+C stops a run waiting on stdin, after the users it has", async () => {
+  await using fixture = await bulkFixture({ users: 4 });
+  const [first] = fixture.upns(1);
+  const child = spawnCliWith(fixture, { stdin: "piped" }, "provision", "--user", "-");
+  const stdin = child.stdin.getWriter();
+  await stdin.write(new TextEncoder().encode(`${first}\n`));
+  // The run provisions what it was given, then waits for the next line that never comes.
+  while (!passkeysByUser(fixture.sandbox).has(first!)) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  child.kill("SIGINT");
+  // Guard against a hang (what this test is about): stdin is never closed.
+  const guard = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const output = await child.output();
+  clearTimeout(guard);
+  await stdin.close().catch(() => {});
+  const stderr = new TextDecoder().decode(output.stderr);
+  assertEquals(output.code, 130, stderr);
+  assert.match(new TextDecoder().decode(output.stdout), /provisioned\s+1\n/);
+  assert.match(stderr, /Ctrl\+C/);
+  assertEquals(passkeysByUser(fixture.sandbox).get(first!)?.length, 1);
 });

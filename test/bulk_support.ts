@@ -57,6 +57,15 @@ export async function writeUsersCsv(fixture: BulkFixture, upns: readonly string[
 
 /** The CLI as a child process in the fixture's folder, to kill at will. */
 export function spawnCli(fixture: BulkFixture, ...args: string[]): Deno.ChildProcess {
+  return spawnCliWith(fixture, {}, ...args);
+}
+
+/** {@link spawnCli} with a stdin to write to (`"piped"`), for `--user -`. */
+export function spawnCliWith(
+  fixture: BulkFixture,
+  io: { stdin?: "piped" | "null" },
+  ...args: string[]
+): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -71,6 +80,7 @@ export function spawnCli(fixture: BulkFixture, ...args: string[]): Deno.ChildPro
     cwd: fixture.dir,
     env: fixture.env,
     clearEnv: true,
+    stdin: io.stdin ?? "inherit",
     stdout: "piped",
     stderr: "piped",
   }).spawn();

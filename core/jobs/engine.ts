@@ -245,10 +245,26 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     emit({ type: "stopping", reason: "interrupt" });
   };
   options.stop?.addEventListener("abort", onStop, { once: true });
+  // A worker waiting for the source (stdin a person types into, a slow group listing) stops
+  // waiting at Ctrl+C; the row it would have got is left for the next attempt.
+  const stopSignals = [options.stop, options.abort].filter((signal): signal is AbortSignal => !!signal);
+  const stopped = stopSignals.length === 0 ? undefined : new Promise<undefined>((resolve) => {
+    const any = AbortSignal.any(stopSignals);
+    if (any.aborted) resolve(undefined);
+    else any.addEventListener("abort", () => resolve(undefined), { once: true });
+  });
+  let abandoned = false;
+  const nextRow = async (): Promise<IteratorResult<SourceRow> | undefined> => {
+    const next = iterator.next();
+    if (!stopped) return await next;
+    const first = await Promise.race([next, stopped]);
+    if (first === undefined) abandoned = true;
+    return first;
+  };
   const worker = async () => {
     while (!options.stop?.aborted && !options.abort?.aborted && !halted) {
-      const next = await iterator.next();
-      if (next.done) return;
+      const next = await nextRow();
+      if (next === undefined || next.done) return;
       // A Ctrl+C (or a halt) while this worker waited for the source: take no more users.
       if (options.stop?.aborted || options.abort?.aborted || halted) return;
       const row = next.value;
@@ -282,7 +298,9 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     await Promise.all(Array.from({ length: concurrency }, guarded));
   } finally {
     options.stop?.removeEventListener("abort", onStop);
-    await iterator.return?.();
+    // Ending the source waits for a read in progress: not for one abandoned at Ctrl+C (stdin).
+    if (abandoned) iterator.return?.().catch(() => {});
+    else await iterator.return?.();
     await options.results.sync();
     await options.failures.sync();
   }
