@@ -4,7 +4,13 @@
  * finds nothing left to fail on.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { bulkFixture, passkeysByUser, sandboxSession, writeUsersCsv } from "./bulk_support.ts";
+import {
+  type BulkFixture,
+  bulkFixture,
+  passkeysByUser,
+  sandboxSession,
+  writeUsersCsv,
+} from "./bulk_support.ts";
 import type { EntraSession } from "../plugins/entra/session.ts";
 import { runCli } from "./cli.ts";
 
@@ -61,26 +67,17 @@ Deno.test("revoke --run also finds the passkey of a user whose attempt stopped a
   assertEquals(made.code, 0, made.stderr);
   const user = fixture.sandbox.tenant.user(upn!)!;
   const runId = "0123456789ab";
-  await Deno.mkdir(`${fixture.dir}/.provisioning/runs`, { recursive: true });
   const at = new Date(Date.now() - 60_000).toISOString();
-  await Deno.writeTextFile(
-    `${fixture.dir}/.provisioning/runs/${runId}.jsonl`,
-    [
-      { t: "run", v: 1, runId, fingerprint: "sha256:test", createdAt: at },
-      { t: "attempt", at },
-      {
-        t: "user",
-        k: upn,
-        s: "created",
-        row: 2,
-        userId: user.id,
-        upn,
-        existing: [],
-        displayName: "Stopped run",
-        createdAt: at,
-      },
-    ].map((line) => JSON.stringify(line)).join("\n") + "\n",
-  );
+  await writeStoppedRun(fixture, runId, at, {
+    k: upn,
+    s: "created",
+    row: 2,
+    userId: user.id,
+    upn,
+    existing: [],
+    displayName: "Stopped run",
+    createdAt: at,
+  });
   const revoke = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", runId);
   assertEquals(revoke.code, 0, revoke.stderr);
   assert.match(revoke.stdout, /Revoked 1 of 1 passkeys/);
@@ -96,27 +93,17 @@ Deno.test("revoke --run also deletes a sign-in pass an interrupted browser attem
     const pass = await session.createTemporaryAccessPass({ id: user.id, userPrincipalName: upn! }, {
       isUsableOnce: true,
     });
-    const runId = "0123456789ab";
-    await Deno.mkdir(`${fixture.dir}/.provisioning/runs`, { recursive: true });
     const at = new Date().toISOString();
-    await Deno.writeTextFile(
-      `${fixture.dir}/.provisioning/runs/${runId}.jsonl`,
-      [
-        { t: "run", v: 1, runId, fingerprint: "sha256:test", createdAt: at },
-        { t: "attempt", at },
-        {
-          t: "user",
-          k: upn,
-          s: "created",
-          row: 2,
-          userId: user.id,
-          upn,
-          existing: [],
-          createdAt: at,
-          passId: pass.id,
-        },
-      ].map((line) => JSON.stringify(line)).join("\n") + "\n",
-    );
+    await writeStoppedRun(fixture, "0123456789ab", at, {
+      k: upn,
+      s: "created",
+      row: 2,
+      userId: user.id,
+      upn,
+      existing: [],
+      createdAt: at,
+      passId: pass.id,
+    });
   }
   assertEquals(fixture.sandbox.tenant.temporaryAccessPasses().length, 1);
   const dry = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", "0123456789ab", "--dry-run");
@@ -128,3 +115,21 @@ Deno.test("revoke --run also deletes a sign-in pass an interrupted browser attem
   assert.match(revoke.stdout, /Deleted the sign-in pass an interrupted attempt left/);
   assertEquals(fixture.sandbox.tenant.temporaryAccessPasses().length, 0);
 });
+
+/** The journal a run stopped by kill -9 left: its header, one attempt, and one user's record. */
+async function writeStoppedRun(
+  fixture: BulkFixture,
+  runId: string,
+  at: string,
+  user: Record<string, unknown>,
+): Promise<void> {
+  await Deno.mkdir(`${fixture.dir}/.provisioning/runs`, { recursive: true });
+  await Deno.writeTextFile(
+    `${fixture.dir}/.provisioning/runs/${runId}.jsonl`,
+    [
+      { t: "run", v: 1, runId, fingerprint: "sha256:test", createdAt: at },
+      { t: "attempt", at },
+      { t: "user", ...user },
+    ].map((line) => JSON.stringify(line)).join("\n") + "\n",
+  );
+}

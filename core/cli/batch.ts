@@ -28,7 +28,6 @@ import {
   readBatch,
 } from "../jobs/batch/batch_file.ts";
 import { AdaptivePacer } from "../jobs/rate.ts";
-import { readUsersFromCsv } from "../jobs/sources/csv.ts";
 import { type BatchUserEvent, fetchBatch } from "../jobs/batch/fetch.ts";
 import { registerBatch } from "../jobs/batch/register.ts";
 import { writeBatchKeys } from "../jobs/batch/write_keys.ts";
@@ -40,10 +39,11 @@ import type { CliContext } from "./context.ts";
 import { keyPolicyFrom, openPinOutputFrom, withKeyPolicyOptions } from "./key_policy.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
 import { stageOutputFiles } from "./output_files.ts";
-import { defaultDisplayName, pluginContext, withProvider } from "./provider.ts";
+import { connectForCalls, defaultDisplayName, pluginContext, withProvider } from "./provider.ts";
 import {
   chooseUserSource,
   connectHintsOf,
+  csvRows,
   estimateRows,
   sourceRows,
   type UserSourceFlags,
@@ -317,19 +317,16 @@ async function connect(
   hints: { users: string[] },
 ): Promise<ProviderSession> {
   const provider = context.registry.provider((flags["provider"] as string | undefined) ?? "entra");
-  const calls = new AbortController();
-  const cancel = () => calls.abort(context.signal.reason);
-  context.signal.addEventListener("abort", cancel, { once: true });
-  try {
-    return await provider.connect(
-      // One rate controller for the command's calls: it backs off on throttling and climbs back.
-      { ...pluginContext(context), signal: calls.signal, pacer: new AdaptivePacer() },
-      optionsFor(context, "provider", flags) as never,
-      hints,
-    );
-  } finally {
-    context.signal.removeEventListener("abort", cancel);
-  }
+  // One rate controller for the command's calls: it backs off on throttling and climbs back.
+  const pacer = new AdaptivePacer();
+  const { session } = await connectForCalls(
+    context,
+    provider,
+    optionsFor(context, "provider", flags),
+    hints,
+    pacer,
+  );
+  return session;
 }
 
 /** One line per user on stderr. */
@@ -376,16 +373,7 @@ function batchRpId(batch: OpenBatch, path: string): string {
 /** Pre-assigned PINs by user (lowercased reference) from a CSV with a pin column. */
 async function readPins(path: string): Promise<Map<string, string>> {
   const pins = new Map<string, string>();
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path);
-  } catch (error) {
-    throw new UsageError(
-      `Cannot read PINs from ${JSON.stringify(path)}: ${error instanceof Error ? error.message : error}`,
-    );
-  }
-  // The source closes the file when it is done.
-  for await (const row of readUsersFromCsv(file.readable, { source: path })) {
+  for await (const row of csvRows(path)) {
     if (row.ok && row.user.pin !== undefined) pins.set(row.user.reference.toLowerCase(), row.user.pin);
   }
   if (pins.size === 0) {

@@ -10,7 +10,14 @@ import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { formatAaguid } from "../aaguid.ts";
 import { Ctap2Client } from "../ctap/client.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
-import type { AccountSummary, PluginContext, ProviderPlugin } from "../plugin.ts";
+import type {
+  AccountSummary,
+  ConnectHints,
+  PluginContext,
+  ProviderPlugin,
+  ProviderSession,
+  RequestPacer,
+} from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
 
@@ -140,6 +147,33 @@ export function pluginContext(context: CliContext & { readonly fetch?: typeof fe
     notify: (text) => context.stderr.write(`${text}\n`),
     ...(context.fetch ? { fetch: context.fetch } : {}),
   };
+}
+
+/**
+ * Signs in for a long command. The session's calls get a signal of their own, linked to Ctrl+C
+ * only while signing in: afterwards the first Ctrl+C lets calls in flight finish (the command
+ * stops taking work), and the returned `calls` controller is what cancels them.
+ */
+export async function connectForCalls(
+  context: CliContext,
+  provider: ProviderPlugin<never>,
+  providerOptions: Record<string, unknown>,
+  hints: ConnectHints,
+  pacer: RequestPacer,
+): Promise<{ session: ProviderSession; calls: AbortController }> {
+  const calls = new AbortController();
+  const cancelSignIn = () => calls.abort(context.signal.reason);
+  context.signal.addEventListener("abort", cancelSignIn, { once: true });
+  try {
+    const session = await provider.connect(
+      { ...pluginContext(context), signal: calls.signal, pacer },
+      providerOptions as never,
+      hints,
+    );
+    return { session, calls };
+  } finally {
+    context.signal.removeEventListener("abort", cancelSignIn);
+  }
 }
 
 /** Adds `--provider` with its plugins' options. */

@@ -23,13 +23,13 @@ import { openFailuresFile } from "../jobs/output/failures.ts";
 import { openResultsFile } from "../jobs/output/results.ts";
 import { AdaptivePacer } from "../jobs/rate.ts";
 import type { JobEvent, RunSummary } from "../jobs/events.ts";
-import type { ConnectHints, ProviderPlugin, ProviderSession } from "../plugin.ts";
+import type { ConnectHints, ProviderPlugin } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 import { keyPolicyFrom, openPinOutputFrom, withKeyPolicyOptions } from "./key_policy.ts";
 import { isSecretName } from "../log.ts";
 import { keyPinEnv, newKeyPinEnv, pinFromEnvironment } from "./pin.ts";
 import { optionsFor } from "./plugin_options.ts";
-import { defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
+import { connectForCalls, defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
 import { printRunSummary, startProgress } from "./run_output.ts";
 import { stageOutputFiles } from "./output_files.ts";
 import { chooseUserSource, connectHintsOf, estimateRows, sourceRows } from "./user_sources.ts";
@@ -208,21 +208,14 @@ async function runProvision(
     onThrottled: ({ retryAfterMs, ratePerSecond }) =>
       emit({ type: "throttled", retryAfterMs, ratePerSecond }),
   });
-  // In-flight calls must not see the first Ctrl+C (they finish); the plugin gets its own signal,
-  // linked to Ctrl+C only while signing in.
-  const callsController = new AbortController();
-  const cancelSignIn = () => callsController.abort(context.signal.reason);
-  context.signal.addEventListener("abort", cancelSignIn, { once: true });
-  let session: ProviderSession;
-  try {
-    session = await provider.connect(
-      { ...pluginContext(context), signal: callsController.signal, pacer },
-      providerOptions as never,
-      hints,
-    );
-  } finally {
-    context.signal.removeEventListener("abort", cancelSignIn);
-  }
+  // In-flight calls must not see the first Ctrl+C (they finish).
+  const { session, calls: callsController } = await connectForCalls(
+    context,
+    provider,
+    providerOptions,
+    hints,
+    pacer,
+  );
   await using _session = session;
 
   // The run's identity: where it writes (the tenant), with what (the key model), for whom (the

@@ -61,25 +61,31 @@ export function sourceRows(
 ): AsyncIterable<SourceRow> {
   if (source.kind === "user") return readUsersFromList(source.users);
   if (source.kind === "group") return groupRows(session, source.group);
-  return (async function* () {
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(source.path);
-    } catch (error) {
-      throw new ProvisioningError(
-        "csv-unreadable",
-        `Cannot read ${JSON.stringify(source.path)}: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-        { hint: "Check the path and that the file is readable", exitCode: 2, cause: error },
-      );
-    }
-    yield* readUsersFromCsv(file.readable, {
-      column: source.columns,
-      source: source.path,
-      ...(expectedRows === undefined ? {} : { expectedRows }),
-    });
-  })();
+  return csvRows(source.path, source.columns, expectedRows);
+}
+
+/** The rows of a CSV file, opened when the first row is asked for (a file that cannot be opened is a usage error). */
+export async function* csvRows(
+  path: string,
+  columns: Record<string, string> = {},
+  expectedRows?: number | undefined,
+): AsyncGenerator<SourceRow, void, undefined> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path);
+  } catch (error) {
+    throw new ProvisioningError(
+      "csv-unreadable",
+      `Cannot read ${JSON.stringify(path)}: ${error instanceof Error ? error.message : String(error)}`,
+      { hint: "Check the path and that the file is readable", exitCode: 2, cause: error },
+    );
+  }
+  // The source closes the file when it is done.
+  yield* readUsersFromCsv(file.readable, {
+    column: columns,
+    source: path,
+    ...(expectedRows === undefined ? {} : { expectedRows }),
+  });
 }
 
 /**
