@@ -9,7 +9,9 @@ import {
   verifyRegistrationResponse,
 } from "@simplewebauthn/server";
 import { assert, assertEquals, rejects } from "./assert.ts";
-import { fromBase64Any } from "../core/bytes.ts";
+import { fromBase64Any, toBase64, toBase64Url } from "../core/bytes.ts";
+import { toBase64UrlPaddingDigit } from "../core/webauthn/credential_id_text.ts";
+import recordedResponse from "./fixtures/graph-creation-options-recorded.json" with { type: "json" };
 import { create } from "../core/webauthn/create.ts";
 import { get } from "../core/webauthn/get.ts";
 import { WebAuthnError } from "../core/webauthn/errors.ts";
@@ -303,4 +305,52 @@ Deno.test("excludeCredentials still refuses a second passkey when the first was 
     WebAuthnError,
   );
   assertEquals(error.code, "credential-excluded");
+});
+
+Deno.test("an exclude list holding this key's credential in any of Graph's three id encodings is refused by the key, never duplicated", async () => {
+  // Creation options shaped like the response recorded from a real tenant
+  // (test/fixtures/graph-creation-options-recorded.json): rp login.microsoft.com, origin
+  // https://login.microsoft.com, a 5 KB JWE challenge, ids in padded standard base64.
+  const recorded = structuredClone(recordedResponse) as { publicKey: Record<string, unknown> };
+  const graphOrigin = "https://login.microsoft.com";
+  const graphRpIds = ["login.microsoft.com"];
+  await using key = await newTestKey({ pin: "482916" });
+  const first = await create({
+    options: { ...recorded, publicKey: { ...recorded.publicKey, excludeCredentials: [] } },
+    origin: graphOrigin,
+    allowedRpIds: graphRpIds,
+    authenticator: key,
+    interaction: scriptedUser(["482916"]),
+  });
+  const credentialId = fromBase64Any(first.id);
+  const encodings = {
+    "base64url": toBase64Url(credentialId),
+    "padded standard base64": toBase64(credentialId),
+    "base64url with a padding digit": toBase64UrlPaddingDigit(credentialId),
+  };
+  for (const [name, id] of Object.entries(encodings)) {
+    const error = await rejects(
+      () =>
+        create({
+          options: {
+            ...recorded,
+            publicKey: {
+              ...recorded.publicKey,
+              // The recorded ids first (other keys' credentials), then this key's in `name`.
+              excludeCredentials: [
+                ...(recorded.publicKey["excludeCredentials"] as unknown[]),
+                { type: "public-key", id, transports: ["usb"] },
+              ],
+            },
+          },
+          origin: graphOrigin,
+          allowedRpIds: graphRpIds,
+          authenticator: key,
+          interaction: scriptedUser(["482916"]),
+        }),
+      WebAuthnError,
+    );
+    assertEquals(error.code, "credential-excluded", name);
+    assertEquals(key.store.read().credentials.length, 1, `${name}: still one credential on the key`);
+  }
 });

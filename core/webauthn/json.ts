@@ -12,15 +12,21 @@
  *   the field reads as absent, so the default applies, as WebAuthn §5.4 asks of clients;
  * - unknown extensions are kept (as `unknown`), unknown top-level members are dropped.
  *
- * Binary fields are strings on the wire. Servers disagree on the alphabet (Microsoft Graph has
- * sent `excludeCredentials` ids both as base64url and as padded standard base64), so options
- * accept both; responses are always written, and read, as unpadded base64url.
+ * Binary fields are strings on the wire. Servers disagree on the encoding: options accept
+ * base64url and padded standard base64 everywhere, and credential ids also in Graph's
+ * "padding number suffix" form (see credential_id_text.ts, which reads all three and says how
+ * the one ambiguous case is handled); responses are always written, and read, as unpadded
+ * base64url.
+ *
+ * A `timeout` of 0 (Graph beta's documented example sends one) reads as absent: the client's own
+ * default applies, as WebAuthn L3 §5.1.3 lets a client choose the timeout.
  *
  * @module
  */
 import { z } from "zod";
 import { fromBase64Any } from "../bytes.ts";
 import { ProvisioningError } from "../errors.ts";
+import { readCredentialIdText } from "./credential_id_text.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Limits: generous for any real server, small enough that hostile options cannot make the
@@ -33,8 +39,14 @@ export const maxCredentialDescriptors = 1000;
 export const maxCredentialParameters = 64;
 /** Longest credential id, in bytes (WebAuthn L3 §4 "Credential ID": at most 1023 bytes). */
 export const maxCredentialIdBytes = 1023;
-/** Longest challenge accepted, in bytes. */
-export const maxChallengeBytes = 1024;
+/**
+ * Longest challenge accepted, in bytes. WebAuthn sets no upper bound (only 16 bytes at least, as
+ * advice to servers, §13.4.3). Entra's challenge is the base64url of a compact JWE whose header
+ * carries a certificate chain: the response recorded from a real tenant (webauthn-interop,
+ * MicrosoftGraphWebauthnCredentialCreationOptionsTester.cs) has a 6,931-character challenge,
+ * about 5 KB decoded. 64 KiB leaves room for a chain ten times as long and still refuses the absurd.
+ */
+export const maxChallengeBytes = 64 * 1024;
 /** Longest text accepted in a name, id or enum-like string, in UTF-16 code units. */
 export const maxTextLength = 1024;
 /** Longest binary field accepted in a response (an attestation with its certificate chain fits). */
@@ -120,6 +132,37 @@ function base64Any(limits: ByteLimits) {
   });
 }
 
+/**
+ * A credential id in options: any of the three encodings credential_id_text.ts reads, each
+ * reading 1 to {@link maxCredentialIdBytes} bytes long.
+ */
+const credentialIdText = z.string().superRefine((value, ctx) => {
+  if (value.length > Math.ceil(maxCredentialIdBytes / 3) * 4 + 2) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        `is ${value.length} characters long; a credential id must be at most ${maxCredentialIdBytes} bytes`,
+    });
+    return;
+  }
+  const readings = readCredentialIdText(value);
+  if (readings.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      message: `is neither base64url, padded base64 nor base64url with a padding digit: ${preview(value)}`,
+    });
+    return;
+  }
+  if (!readings.some((r) => r.bytes.length >= 1 && r.bytes.length <= maxCredentialIdBytes)) {
+    ctx.addIssue({
+      code: "custom",
+      message: `is ${
+        readings[0]!.bytes.length
+      } bytes long; a credential id must be 1 to ${maxCredentialIdBytes} bytes`,
+    });
+  }
+});
+
 /** Binary data in responses: unpadded base64url only. */
 const base64Url = z.string().superRefine((value, ctx) => {
   const problem = base64Problem(value, { max: maxResponseFieldBytes, what: "a response field" }, true);
@@ -130,11 +173,20 @@ const base64Url = z.string().superRefine((value, ctx) => {
 // Options (server -> client)
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * `timeout` in ms; 0 reads as absent ("no timeout given": Graph beta's creationOptions example
+ * sends `"timeout": 0`, https://learn.microsoft.com/en-us/graph/api/fido2authenticationmethod-creationoptions?view=graph-rest-beta),
+ * so the client's default applies instead of an immediate time-out.
+ */
+const timeoutSchema = z.number().nonnegative().optional().transform((value) =>
+  value === 0 ? undefined : value
+);
+
 /** PublicKeyCredentialDescriptorJSON (WebAuthn L3 §5.10.3), for excludeCredentials and allowCredentials. */
 export const credentialDescriptorJSONSchema = z.object({
   /** Clients skip descriptors of a type they do not know; the caller filters on `"public-key"`. */
   type: text,
-  id: base64Any({ min: 1, max: maxCredentialIdBytes, what: "a credential id" }),
+  id: credentialIdText,
   transports: lenientEnumList(enumValues.transports).optional(),
 });
 /** A credential descriptor as the server sent it (id still base64). */
@@ -187,7 +239,7 @@ export const creationOptionsJSONSchema = z.object({
   }),
   challenge: base64Any({ max: maxChallengeBytes, what: "a challenge" }),
   pubKeyCredParams: z.array(credentialParametersSchema).max(maxCredentialParameters),
-  timeout: z.number().nonnegative().optional(),
+  timeout: timeoutSchema,
   excludeCredentials: z.array(credentialDescriptorJSONSchema).max(maxCredentialDescriptors).optional(),
   authenticatorSelection: authenticatorSelectionSchema.optional(),
   hints: lenientEnumList(enumValues.hints).optional(),
@@ -204,7 +256,7 @@ export type PublicKeyCredentialCreationOptionsJSON = z.infer<typeof creationOpti
  */
 export const requestOptionsJSONSchema = z.object({
   challenge: base64Any({ max: maxChallengeBytes, what: "a challenge" }),
-  timeout: z.number().nonnegative().optional(),
+  timeout: timeoutSchema,
   rpId: text.optional(),
   allowCredentials: z.array(credentialDescriptorJSONSchema).max(maxCredentialDescriptors).optional(),
   userVerification: lenientEnum(enumValues.userVerification).optional(),
@@ -286,7 +338,7 @@ export function parseCreationOptions(input: unknown): CreationOptions {
     pubKeyCredParams: pubKeyCredParams.length > 0
       ? pubKeyCredParams
       : defaultCredentialParameters.map((p) => ({ ...p })),
-    ...(excludeCredentials ? { excludeCredentials: excludeCredentials.map(decodeDescriptor) } : {}),
+    ...(excludeCredentials ? { excludeCredentials: excludeCredentials.flatMap(decodeDescriptor) } : {}),
   };
 }
 
@@ -312,7 +364,7 @@ export function parseRequestOptions(input: unknown): RequestOptions {
   return {
     ...rest,
     challenge: decode(challenge),
-    ...(allowCredentials ? { allowCredentials: allowCredentials.map(decodeDescriptor) } : {}),
+    ...(allowCredentials ? { allowCredentials: allowCredentials.flatMap(decodeDescriptor) } : {}),
   };
 }
 
@@ -321,12 +373,19 @@ function decode(value: string): Uint8Array<ArrayBuffer> {
   return new Uint8Array(fromBase64Any(value));
 }
 
-function decodeDescriptor(descriptor: PublicKeyCredentialDescriptorJSON): CredentialDescriptor {
-  return {
-    type: descriptor.type,
-    id: decode(descriptor.id),
-    ...(descriptor.transports ? { transports: descriptor.transports } : {}),
-  };
+/**
+ * One descriptor per reading of its id: one, or two for the one text two encodings share (see
+ * credential_id_text.ts). A second candidate id costs the key one lookup; a missing one would
+ * let it create a second passkey.
+ */
+function decodeDescriptor(descriptor: PublicKeyCredentialDescriptorJSON): CredentialDescriptor[] {
+  return readCredentialIdText(descriptor.id)
+    .filter((reading) => reading.bytes.length >= 1 && reading.bytes.length <= maxCredentialIdBytes)
+    .map((reading) => ({
+      type: descriptor.type,
+      id: reading.bytes,
+      ...(descriptor.transports ? { transports: descriptor.transports } : {}),
+    }));
 }
 
 /** Unwraps `{ publicKey: {...} }` (when the object is not itself the options), then parses. */

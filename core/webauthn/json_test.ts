@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import graphResponse from "../../test/fixtures/graph-creation-options.json" with { type: "json" };
+import recordedResponse from "../../test/fixtures/graph-creation-options-recorded.json" with { type: "json" };
 import { fromBase64Any, toBase64, toBase64Url, utf8 } from "../bytes.ts";
+import { toBase64UrlPaddingDigit } from "./credential_id_text.ts";
 import { ProvisioningError } from "../errors.ts";
 import {
+  maxChallengeBytes,
   maxCredentialDescriptors,
   parseAuthenticationResponse,
   parseCreationOptions,
@@ -98,6 +101,81 @@ Deno.test("decodes excludeCredentials ids sent as base64url or as padded standar
   assert.deepStrictEqual(fixture, fromBase64Any("-vf08e7r6OXi39zZ1tPQzQ"));
 });
 
+Deno.test("reads the creationOptions response recorded from a real tenant, 5 KB JWE challenge and all", () => {
+  // test/fixtures/graph-creation-options-recorded.json: from MichaelGrafnetter/webauthn-interop.
+  const options = parseCreationOptions(recordedResponse);
+  assert.equal(recordedResponse.publicKey.challenge.length, 6931);
+  assert.equal(options.challenge.length, 5198);
+  // The challenge is the base64url of a compact JWE (RSA-OAEP-256 / A256GCM with an x5c chain).
+  const jwe = new TextDecoder().decode(options.challenge);
+  assert.equal(jwe.split(".").length, 5);
+  assert.match(
+    JSON.stringify(JSON.parse(atob(jwe.split(".")[0]!))),
+    /"alg":"RSA-OAEP-256","enc":"A256GCM","x5c"/,
+  );
+  // clientDataJSON carries it re-encoded: byte for byte what the server sent.
+  assert.equal(toBase64Url(options.challenge), recordedResponse.publicKey.challenge);
+  // An opaque 51-byte user handle, not the sign-in name.
+  assert.equal(options.user.id.length, 51);
+  assert.equal(options.rp.id, "login.microsoft.com");
+  assert.equal(options.timeout, 60000);
+  assert.deepStrictEqual(options.excludeCredentials?.map((c) => c.id.length), [32, 32, 16, 32]);
+  assert.deepStrictEqual(options.excludeCredentials?.[2]?.transports, ["usb", "nfc"]);
+});
+
+Deno.test("a timeout of 0 (Graph beta's example) reads as no timeout, so the client's default applies", () => {
+  assert.equal(parseCreationOptions(withChange((o) => o["timeout"] = 0)).timeout, undefined);
+  assert.equal(parseCreationOptions(withChange((o) => delete o["timeout"])).timeout, undefined);
+  assert.equal(parseCreationOptions(withChange((o) => o["timeout"] = 60000)).timeout, 60000);
+  assert.equal(parseRequestOptions({ challenge: "AAAA", timeout: 0 }).timeout, undefined);
+});
+
+Deno.test("accepts any challenge up to the documented cap and refuses one byte more", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: maxChallengeBytes }),
+      fc.boolean(),
+      (length, padded) => {
+        const challenge = new Uint8Array(length).map((_, i) => (i * 131 + length) & 0xff);
+        const options = parseCreationOptions(withChange((o) => {
+          o["challenge"] = padded ? toBase64(challenge) : toBase64Url(challenge);
+        }));
+        assert.equal(options.challenge.length, length);
+        assert.deepStrictEqual(options.challenge, challenge);
+      },
+    ),
+    { numRuns: 60 },
+  );
+  parseCreationOptions(withChange((o) => o["challenge"] = toBase64Url(new Uint8Array(maxChallengeBytes))));
+  assertRefused(
+    () =>
+      parseCreationOptions(
+        withChange((o) => o["challenge"] = toBase64Url(new Uint8Array(maxChallengeBytes + 1))),
+      ),
+    `Cannot read creation options: "challenge" is ${
+      maxChallengeBytes + 1
+    } bytes long; a challenge must be at most ${maxChallengeBytes} bytes`,
+  );
+});
+
+Deno.test("decodes excludeCredentials ids in all three encodings to the same id (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 1, maxLength: 256 }),
+      fc.constantFrom(toBase64Url, toBase64, toBase64UrlPaddingDigit),
+      (id, encode) => {
+        const options = parseCreationOptions(withChange((o) => {
+          o["excludeCredentials"] = [{ type: "public-key", id: encode(id), transports: [] }];
+        }));
+        const ids = options.excludeCredentials?.map((c) => c.id) ?? [];
+        assert.equal(ids.filter((candidate) => toBase64(candidate) === toBase64(id)).length, 1);
+        assert.ok(ids.length === 1 || ids.length === 2);
+      },
+    ),
+    { numRuns: 1000 },
+  );
+});
+
 Deno.test("keeps Graph's @odata.type and unknown extensions as unknown, harmless values", () => {
   const options = parseCreationOptions(withChange((o) => {
     o["extensions"] = { ...record(o["extensions"]), prf: { eval: { first: "AAAA" } }, credProps: true };
@@ -167,7 +245,7 @@ const brokenCreationOptions: [string, (options: Record<string, unknown>) => void
   [
     "huge challenge",
     (o) => o["challenge"] = "A".repeat(1_000_000),
-    '"challenge" is 1000000 characters long; a challenge must be at most 1024 bytes',
+    '"challenge" is 1000000 characters long; a challenge must be at most 65536 bytes',
   ],
   ["missing rp", (o) => delete o["rp"], '"rp" is missing'],
   ["rp without a name", (o) => o["rp"] = { id: "login.microsoft.com" }, '"rp.name" is missing'],
@@ -227,7 +305,7 @@ const brokenCreationOptions: [string, (options: Record<string, unknown>) => void
   [
     "excludeCredentials id not base64",
     (o) => record(record(o["excludeCredentials"])[1])["id"] = "%%%",
-    '"excludeCredentials[1].id" is not base64url: "%%%"',
+    '"excludeCredentials[1].id" is neither base64url, padded base64 nor base64url with a padding digit: "%%%"',
   ],
   [
     "excludeCredentials id over 1023 bytes",

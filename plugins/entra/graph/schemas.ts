@@ -12,6 +12,7 @@
  */
 import type * as Graph from "@microsoft/microsoft-graph-types";
 import { z } from "zod";
+import { maxChallengeBytes } from "../../../core/webauthn/json.ts";
 
 /** Longest string accepted in an ordinary Graph field (names, ids, dates). */
 const maxText = 2048;
@@ -113,13 +114,15 @@ export type Fido2MethodJson =
  * Only what this plugin reads is checked here (the expiry and `publicKey.rp.id`); the whole
  * `publicKey` is kept as sent (`looseObject`) and validated field by field by the WebAuthn client
  * (`parseCreationOptions` in core/webauthn/json.ts), which also reads the excludeCredentials ids in
- * both base64url and padded standard base64.
+ * the three encodings Graph has used (core/webauthn/credential_id_text.ts).
  */
 export const creationOptionsResponseSchema = z.looseObject({
   challengeTimeoutDateTime: nullable(timestamp),
   publicKey: z.looseObject({
     rp: z.looseObject({ id: nullable(text), name: nullable(text) }),
-    challenge: z.string().min(1).max(8192),
+    // The WebAuthn client enforces the byte limit (maxChallengeBytes, 64 KiB); real challenges are
+    // multi-kilobyte JWEs (see core/webauthn/json.ts), so only the absurd is cut here.
+    challenge: z.string().min(1).max(Math.ceil(maxChallengeBytes / 3) * 4 + 2),
     user: z.looseObject({ id: z.string().min(1).max(1024) }),
   }),
 });
