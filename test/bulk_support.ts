@@ -1,6 +1,7 @@
 /**
  * What the bulk end-to-end tests share: an Entra sandbox served the way `provisioning sandbox`
- * serves it (rp id 127.0.0.1, so `--sandbox URL` alone sets the allow-list), a working folder with
+ * serves it (Entra's real shapes: rp id login.microsoft.com, JWE challenges, every id encoding,
+ * timeouts 60000 and 0; pages for the browser path on its own loopback origin), a working folder with
  * a software key in it, the CLI as a child process that can be killed, and readers of the
  * sandbox's inspection and of results.csv / failures.csv.
  *
@@ -26,7 +27,7 @@ export interface BulkFixture extends AsyncDisposable {
 
 /** Starts a sandbox with `users` users and makes a software key with a PIN in a fresh folder. */
 export async function bulkFixture(options: Omit<SandboxOptions, "webauthn"> = {}): Promise<BulkFixture> {
-  const sandbox = await loopbackSandbox(options);
+  const sandbox = await cliSandbox(options);
   const dir = await Deno.makeTempDir({ prefix: "provisioning-bulk-" });
   const env: Record<string, string> = {
     ...sandboxEnv(sandbox),
@@ -131,14 +132,9 @@ export async function sandboxSession(sandbox: Sandbox, dir: string): Promise<Pro
   }
 }
 
-/** A sandbox served as `provisioning sandbox` serves it: rp id 127.0.0.1, its own origin allowed. */
-export async function loopbackSandbox(options: Omit<SandboxOptions, "webauthn"> = {}): Promise<Sandbox> {
-  const sandbox = await startSandbox({
-    ...options,
-    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
-  });
-  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
-  return sandbox;
+/** A sandbox served as `provisioning sandbox` serves it: Entra's real shapes, production's rp id and origin. */
+export async function cliSandbox(options: Omit<SandboxOptions, "webauthn"> = {}): Promise<Sandbox> {
+  return await startSandbox(options);
 }
 
 /** The environment that points the Entra plugin at `sandbox` with its app's client credentials. */

@@ -16,7 +16,7 @@ import { readUsersFromList } from "../core/jobs/sources/csv.ts";
 import type { ProviderSession } from "../core/plugin.ts";
 import type { Sandbox } from "../plugins/entra/sandbox/server.ts";
 import type { EntraSession } from "../plugins/entra/session.ts";
-import { loopbackSandbox, passkeysByUser, readOutput, sandboxSession } from "./bulk_support.ts";
+import { cliSandbox, passkeysByUser, readOutput, sandboxSession } from "./bulk_support.ts";
 
 const pin = "482916";
 
@@ -28,7 +28,7 @@ interface World extends AsyncDisposable {
 }
 
 async function world(): Promise<World> {
-  const sandbox = await loopbackSandbox({ users: 12 });
+  const sandbox = await cliSandbox({ users: 12 });
   const dir = await Deno.makeTempDir({ prefix: "engine-test-" });
   const session = await sandboxSession(sandbox, dir);
   const upns = sandbox.tenant.users().map((u) => u.userPrincipalName).filter((u) => /^user\d+@/.test(u));

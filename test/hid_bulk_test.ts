@@ -6,7 +6,7 @@
  * state; no PIN reaches the results, the journal or the failures.
  */
 import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
-import { bulkFixture, loopbackSandbox, passkeysByUser, readOutput, sandboxSession } from "./bulk_support.ts";
+import { bulkFixture, cliSandbox, passkeysByUser, readOutput, sandboxSession } from "./bulk_support.ts";
 import { runCli } from "./cli.ts";
 import { scriptedUser } from "./software_key.ts";
 import { serveKey } from "../authenticators/hid/_test_support.ts";
@@ -20,7 +20,7 @@ import { openResultsFile } from "../core/jobs/output/results.ts";
 import { readUsersFromList } from "../core/jobs/sources/csv.ts";
 
 Deno.test("bulk over security keys: one prepared key per user, random PINs only in the PIN file, forced change flagged", async () => {
-  await using sandbox = await loopbackSandbox({ users: 6 });
+  await using sandbox = await cliSandbox({ users: 6 });
   const dir = await Deno.makeTempDir({ prefix: "hid-bulk-" });
   try {
     await using session = await sandboxSession(sandbox, dir);
@@ -32,7 +32,7 @@ Deno.test("bulk over security keys: one prepared key per user, random PINs only 
     const station = new KeyStation({
       discover: () => Promise.resolve({ keys: plugged, skipped: [] }),
       policy: { pin: { kind: "random", length: 8 }, forcePinChange: true },
-      rpId: "127.0.0.1",
+      rpId: "login.microsoft.com",
       notify: (text) => notes.push(text),
       interaction: scriptedUser(),
       pollIntervalMs: 1,

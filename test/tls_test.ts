@@ -52,12 +52,7 @@ Deno.test("tlsFetch: an untrusted certificate is an error naming the host and th
 });
 
 Deno.test("CLI over HTTPS: refuses the sandbox's self-signed certificate by default; --ca-file and --disable-ssl-verify (with its warning) provision", async () => {
-  await using sandbox = await startSandbox({
-    tls: true,
-    users: 3,
-    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
-  });
-  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
+  await using sandbox = await startSandbox({ tls: true, users: 3 });
   const host = new URL(sandbox.url).host;
   const dir = await Deno.makeTempDir({ prefix: "provisioning-tls-cli-" });
   try {

@@ -138,18 +138,21 @@ export function cloudByName(name: string): EntraCloud {
 
 /** What {@link cloudFromSandbox} may add to what it reads from the URL. */
 export interface SandboxCloudOptions {
-  /**
-   * rp ids accepted besides the sandbox's own host, for a sandbox configured to answer like the
-   * public cloud (e.g. `["login.microsoftonline.com"]`).
-   */
+  /** rp ids accepted besides the public cloud's and the sandbox's host. */
   extraRpIds?: readonly string[];
 }
 
 /**
  * A cloud whose every endpoint is one sandbox URL (`--sandbox URL`): the token endpoint is
- * `{url}/{tenant}/oauth2/v2.0/token`, Graph is `{url}/v1.0/...`, and the allowed rp id is the
- * URL's host. The origin for that rp id is the URL's own origin (plain http is fine on loopback,
- * see core/webauthn/rp_id.ts); any other allowed rp id gets `https://<rp id>`.
+ * `{url}/{tenant}/oauth2/v2.0/token`, Graph is `{url}/v1.0/...`. Its WebAuthn rules are the
+ * public cloud's, with no special case: the sandbox answers as Entra does (rp id
+ * `login.microsoft.com`) and the origin is `https://<rp id>`, exactly as in production, so the
+ * production origin rule is what every sandbox run exercises.
+ *
+ * The sandbox's own host is also on the allow-list, for one case only: a browser-path test
+ * whose pages the sandbox serves on its loopback host (`relyingParty: "loopback"` in
+ * sandbox/server.ts). There the origin is the page's own, which the browser bridge reads from the
+ * page; {@link EntraCloud.originFor} never yields it.
  *
  * @throws {UsageError} when the URL is not an http(s) URL without query or fragment.
  * @example
@@ -157,8 +160,8 @@ export interface SandboxCloudOptions {
  * import { cloudFromSandbox } from "./cloud.ts";
  * const cloud = cloudFromSandbox("http://127.0.0.1:8443/");
  * console.assert(cloud.graphBase === "http://127.0.0.1:8443");
- * console.assert(cloud.allowedRpIds[0] === "127.0.0.1");
- * console.assert(cloud.originFor("127.0.0.1") === "http://127.0.0.1:8443");
+ * console.assert(cloud.allowedRpIds.includes("login.microsoft.com"));
+ * console.assert(cloud.originFor("login.microsoft.com") === "https://login.microsoft.com");
  * ```
  */
 export function cloudFromSandbox(url: string | URL, options: SandboxCloudOptions = {}): EntraCloud {
@@ -177,15 +180,17 @@ export function cloudFromSandbox(url: string | URL, options: SandboxCloudOptions
     });
   }
   const base = `${parsed.origin}${parsed.pathname.replace(/\/+$/, "")}`;
-  const host = parsed.hostname;
+  const allowedRpIds = [
+    ...new Set([...publicCloud.allowedRpIds, parsed.hostname, ...(options.extraRpIds ?? [])]),
+  ];
   return {
     name: "sandbox",
     label: `sandbox at ${base}`,
     loginBase: base,
     graphBase: base,
     graphDefaultScope: "https://graph.microsoft.com/.default",
-    allowedRpIds: [host, ...(options.extraRpIds ?? []).filter((id) => id !== host)],
+    allowedRpIds,
     provisioningApi: true,
-    originFor: (rpId) => (rpId === undefined || rpId === host ? parsed.origin : `https://${rpId}`),
+    originFor: publicCloud.originFor,
   };
 }

@@ -234,11 +234,9 @@ export const entraProvider: ProviderPlugin<EntraOptions> = {
     const sandbox = await startSandbox({
       port: options.port ?? 0,
       users: options.users ?? 25,
-      // Served for `--sandbox URL`: the rp id is the sandbox's own host, as a page served from it
-      // would have, so the URL alone sets the allow-list (cloudFromSandbox).
-      webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
+      // Entra's real shapes (rp id login.microsoft.com, origin https://login.microsoft.com, JWE
+      // challenges, three id encodings): `--sandbox URL` runs exactly what production runs.
     });
-    sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
     return {
       url: sandbox.url,
       instructions: sandboxInstructions(sandbox),

@@ -18,8 +18,12 @@
  */
 import { z } from "zod";
 import { fromBase64Any, randomBytes, toBase64, toBase64Url } from "../../../core/bytes.ts";
+import {
+  type CredentialIdEncoding,
+  toBase64UrlPaddingDigit,
+} from "../../../core/webauthn/credential_id_text.ts";
 import type { Principal } from "./oauth.ts";
-import { RegistrationRefused, verifyRegistration } from "./registration.ts";
+import { graphAttestationFormats, RegistrationRefused, verifyRegistration } from "./registration.ts";
 import {
   authenticationAdminRoles,
   type DirectoryMember,
@@ -171,22 +175,33 @@ const requirements = {
     roles: [...authenticationAdminRoles, "Global Reader"],
     denied: methodsDenied,
   },
-  // https://learn.microsoft.com/en-us/graph/api/authentication-post-temporaryaccesspassmethods
+  // https://learn.microsoft.com/en-us/graph/api/authentication-post-temporaryaccesspassmethods:
+  // UserAuthMethod-TAP.ReadWrite.All is the least privileged permission the page lists.
   tapWrite: {
-    permissions: ["UserAuthenticationMethod.ReadWrite.All"],
+    permissions: ["UserAuthMethod-TAP.ReadWrite.All", "UserAuthenticationMethod.ReadWrite.All"],
     roles: authenticationAdminRoles,
     denied: methodsDenied,
   },
   // https://learn.microsoft.com/en-us/graph/api/authentication-list-temporaryaccesspassmethods
   tapRead: {
-    permissions: ["UserAuthenticationMethod.Read.All", "UserAuthenticationMethod.ReadWrite.All"],
+    permissions: [
+      "UserAuthMethod-TAP.Read.All",
+      "UserAuthMethod-TAP.ReadWrite.All",
+      "UserAuthenticationMethod.Read.All",
+      "UserAuthenticationMethod.ReadWrite.All",
+    ],
     roles: [...authenticationAdminRoles, "Global Reader"],
     denied: methodsDenied,
   },
-  // https://learn.microsoft.com/en-us/graph/api/fido2authenticationmethodconfiguration-get
-  // (the sandbox checks the permission only, not the policy-reader roles)
+  // https://learn.microsoft.com/en-us/graph/api/fido2authenticationmethodconfiguration-get: the
+  // least privileged permission is Policy.Read.AuthenticationMethod (the sandbox checks the
+  // permission only, not the policy-reader roles).
   readPolicy: {
-    permissions: ["Policy.Read.All", "Policy.ReadWrite.AuthenticationMethod"],
+    permissions: [
+      "Policy.Read.AuthenticationMethod",
+      "Policy.Read.All",
+      "Policy.ReadWrite.AuthenticationMethod",
+    ],
     roles: [],
     denied: directoryDenied,
   },
@@ -239,6 +254,10 @@ function matchPath(url: URL, principal: Principal | undefined): Match | { badSeg
   } catch {
     return { badSegment: raw.join("/") };
   }
+  // `/users('{userPrincipalName}')` is `/users/{userPrincipalName}`: the key syntax the user-get
+  // page asks for when a UPN begins with `$` (https://learn.microsoft.com/en-us/graph/api/user-get).
+  const keyed = /^users\('((?:[^']|'')*)'\)$/i.exec(segments[0] ?? "");
+  if (keyed) segments = ["users", keyed[1]!.replaceAll("''", "'"), ...segments.slice(1)];
   // `/me/...` is `/users/{signed-in user}/...` (https://learn.microsoft.com/en-us/graph/api/user-get).
   let viaMe = false;
   if (segments[0]?.toLowerCase() === "me") {
@@ -764,9 +783,6 @@ function atobSafe(text: string): string {
 /** Challenge timeout of creationOptions, in minutes: fixed in v1.0, 5–43200 in beta. */
 export const challengeTimeout = { defaultMinutes: 5, minMinutes: 5, maxMinutes: 43200 } as const;
 
-/** `publicKey.timeout` of creation options, as the documented example shows it (ms). */
-const publicKeyTimeoutMs = 60_000;
-
 /**
  * Refuses the passkey provisioning API when the FIDO2 policy does not let it run: method disabled,
  * user not targeted, or "Allow self-service setup" off — the documented known issue
@@ -799,21 +815,28 @@ function checkFido2Policy(api: Api, user: SandboxUser): void {
 }
 
 /**
- * The provisioning API is for admins acting on other users: self-service is not supported, and
- * Graph answers 405 (https://learn.microsoft.com/en-us/graph/api/fido2authenticationmethod-creationoptions
- * "Self-service operations aren't supported"; the body is the one Graph sends for an unsupported
- * method, as reported in https://github.com/microsoftgraph/msgraph-beta-sdk-dotnet/issues/941).
+ * Self-service on beta. The v1.0 pages now list `GET /me/authentication/fido2Methods/creationOptions`
+ * and `POST /me/authentication/fido2Methods` and no longer say self-service is unsupported
+ * (https://learn.microsoft.com/en-us/graph/api/fido2authenticationmethod-creationoptions?view=graph-rest-1.0),
+ * so v1.0 lets a user act on themselves. The beta pages still say "Self-service operations aren't
+ * supported" (…?view=graph-rest-beta) without documenting the answer: status and body here are
+ * the sandbox's own (405, as for an unsupported method), and the client must not match on them.
  */
 function refuseSelfService(ctx: Ctx, user: SandboxUser): void {
+  if (ctx.version !== "beta") return;
   if (ctx.principal.kind === "user" && ctx.principal.objectId === user.id) {
     throw new GraphFailure(405, "methodNotAllowed", "The method is not supported for this URL.");
   }
 }
 
-function encodeExcludeId(api: Api, credentialId: string): string {
-  return api.tenant.webauthn.excludeCredentialsEncoding === "base64"
-    ? toBase64(fromBase64Any(credentialId))
-    : credentialId;
+/** A stored (base64url) credential id in the encoding this answer uses. */
+function encodeExcludeId(credentialId: string, encoding: CredentialIdEncoding): string {
+  const bytes = fromBase64Any(credentialId);
+  return encoding === "base64"
+    ? toBase64(bytes)
+    : encoding === "base64url-padding-digit"
+    ? toBase64UrlPaddingDigit(bytes)
+    : toBase64Url(bytes);
 }
 
 /**
@@ -826,7 +849,7 @@ function encodeExcludeId(api: Api, credentialId: string): string {
  * publicKey members follow the documented example, with the pubKeyCredParams, attachment and
  * extensions that Microsoft's published provisioning samples receive.
  */
-function creationOptions(this: Api, ctx: Ctx): Response {
+async function creationOptions(this: Api, ctx: Ctx): Promise<Response> {
   const user = findUser(this, ctx);
   authorize(ctx.principal, requirements.passkeyOptions, user);
   refuseSelfService(ctx, user);
@@ -856,7 +879,10 @@ function creationOptions(this: Api, ctx: Ctx): Response {
     }
     minutes = value;
   }
-  const pending = this.tenant.issueChallenge(user.id, minutes);
+  // Real shapes, varied call by call: a JWE challenge of about 2, 5 or 24 KB, timeout 60000 or 0,
+  // excludeCredentials ids in each of Graph's three encodings (tenant.ts cites each).
+  const variant = this.tenant.nextCreationOptionsVariant();
+  const pending = await this.tenant.sealChallenge(user.id, minutes, variant.challengePaddingBytes);
   const webauthn = this.tenant.webauthn;
   const existing = this.tenant.fido2Methods(user.id);
   return json({
@@ -872,8 +898,8 @@ function creationOptions(this: Api, ctx: Ctx): Response {
       },
       user: {
         "@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialUserEntity",
-        // The documented example's user handle is the base64url of the sign-in name.
-        id: toBase64Url(new TextEncoder().encode(user.userPrincipalName)),
+        // An opaque 51-byte handle, as in the recorded real response (tenant.userHandle).
+        id: toBase64Url(this.tenant.userHandle(user.id)),
         displayName: user.displayName,
         name: user.userPrincipalName,
       },
@@ -883,11 +909,11 @@ function creationOptions(this: Api, ctx: Ctx): Response {
         type: "public-key",
         alg,
       })),
-      timeout: publicKeyTimeoutMs,
+      timeout: variant.timeout,
       excludeCredentials: existing.map((m) => ({
         "@odata.type": "#microsoft.graph.webauthnPublicKeyCredentialDescriptor",
         type: "public-key",
-        id: encodeExcludeId(this, m.credentialId),
+        id: encodeExcludeId(m.credentialId, variant.encoding),
         transports: [],
       })),
       authenticatorSelection: {
@@ -902,7 +928,6 @@ function creationOptions(this: Api, ctx: Ctx): Response {
         credentialProtectionPolicy: "userVerificationOptional",
         enforceCredentialProtectionPolicy: true,
         hmacCreateSecret: true,
-        credProps: true,
       },
     },
   });
@@ -995,6 +1020,7 @@ async function createFido2(this: Api, ctx: Ctx): Promise<Response> {
     method = await verifyRegistration(this.tenant, user, { displayName, credential: publicKeyCredential }, {
       origins: this.tenant.webauthn.origins,
       rpId: this.tenant.webauthn.rpId,
+      attestationFormats: graphAttestationFormats,
     });
   } catch (error) {
     if (error instanceof RegistrationRefused) throw new GraphFailure(400, "badRequest", error.message);

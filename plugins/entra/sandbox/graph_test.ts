@@ -3,7 +3,9 @@
  * (client credentials for apps, the device code flow for the admin accounts).
  */
 import assert from "node:assert/strict";
-import { fromBase64Any } from "../../../core/bytes.ts";
+import { decode as decodeCbor, encode as encodeCbor } from "cborg";
+import { fromBase64Any, toBase64, toBase64Url } from "../../../core/bytes.ts";
+import { toBase64UrlPaddingDigit } from "../../../core/webauthn/credential_id_text.ts";
 import { create } from "../../../core/webauthn/create.ts";
 import { newTestKey, scriptedUser, type TestKey } from "../../../test/software_key.ts";
 import { missingFido2EntityMessage } from "./graph.ts";
@@ -329,7 +331,25 @@ Deno.test("a passkey made from creationOptions with a software key is verified, 
   assert.equal(publicKey.rp.name, "Microsoft");
   assert.equal(publicKey.user.name, upn);
   assert.equal(publicKey.user.displayName, user.displayName);
-  assert.match(publicKey.challenge, /^[A-Za-z0-9_-]{43}$/);
+  // An opaque 51-byte handle beginning "OF:", as in the recorded real response; never the UPN.
+  const handle = fromBase64Any(publicKey.user.id);
+  assert.equal(handle.length, 51);
+  assert.equal(new TextDecoder().decode(handle.slice(0, 3)), "OF:");
+  // The challenge is the base64url of a compact JWE (RSA-OAEP-256, A256GCM, x5c), about the
+  // recorded response's 5 KB on the first call.
+  assert.match(publicKey.challenge, /^[A-Za-z0-9_-]+$/);
+  const jwe = new TextDecoder().decode(fromBase64Any(publicKey.challenge));
+  const [header, ...rest] = jwe.split(".");
+  assert.equal(rest.length, 4);
+  const protectedHeader = JSON.parse(new TextDecoder().decode(fromBase64Any(header!)));
+  assert.deepEqual([protectedHeader.alg, protectedHeader.enc, protectedHeader.x5c.length], [
+    "RSA-OAEP-256",
+    "A256GCM",
+    1,
+  ]);
+  const size = fromBase64Any(publicKey.challenge).length;
+  assert.ok(size > 4000 && size < 7000, `challenge of ${size} bytes`);
+  assert.equal(publicKey.timeout, 60000);
   assert.deepEqual(publicKey.pubKeyCredParams.map((p: { alg: number }) => p.alg), [-7, -257]);
   assert.deepEqual(publicKey.excludeCredentials, []);
   assert.equal(publicKey.authenticatorSelection.authenticatorAttachment, "cross-platform");
@@ -367,10 +387,21 @@ Deno.test("a passkey made from creationOptions with a software key is verified, 
   const one = await graph("GET", `/v1.0/users/${upn}/authentication/fido2Methods/${created.body.id}`);
   assert.equal(one.body.id, created.body.id);
 
+  // The next answers rotate through the other id encodings, timeouts and challenge sizes.
   const again = await graph("GET", `/v1.0/users/${upn}/authentication/fido2Methods/creationOptions`);
-  assert.deepEqual(again.body.publicKey.excludeCredentials.map((c: { id: string }) => c.id), [
-    body.publicKeyCredential.id,
-  ]);
+  const registeredId = fromBase64Any(body.publicKeyCredential.id);
+  const paddedBase64 = again.body.publicKey.excludeCredentials[0].id;
+  assert.deepEqual(again.body.publicKey.excludeCredentials.length, 1);
+  assert.match(paddedBase64, /^[A-Za-z0-9+/]+={0,2}$/);
+  assert.equal(paddedBase64.length % 4, 0);
+  assert.deepEqual(fromBase64Any(paddedBase64), registeredId);
+  assert.equal(again.body.publicKey.timeout, 0);
+  assert.ok(fromBase64Any(again.body.publicKey.challenge).length < 4000);
+  const third = await graph("GET", `/v1.0/users/${upn}/authentication/fido2Methods/creationOptions`);
+  const suffixed: string = third.body.publicKey.excludeCredentials[0].id;
+  assert.match(suffixed, /^[A-Za-z0-9_-]+[012]$/);
+  assert.equal(toBase64UrlPaddingDigit(registeredId), suffixed);
+  assert.ok(fromBase64Any(third.body.publicKey.challenge).length > 20_000);
 
   const inspection = sandbox.inspect().users.find((u) => u.id === user.id)!;
   assert.deepEqual(inspection.passkeys.map((p) => [p.id, p.verified]), [[created.body.id, true]]);
@@ -489,16 +520,20 @@ Deno.test("key restrictions refuse an AAGUID missing from the allow list or on t
   assert.equal((await register(graph, upn, await newTestKey({ pin, aaguid: other }))).status, 201);
 });
 
-Deno.test("creationOptions and POST for one's own account answer 405", async () => {
+Deno.test("self-service: v1.0 lets an admin act on their own account (the v1.0 docs list /me), beta answers 405", async () => {
   const { sandbox } = await setup();
   await using _ = sandbox;
   const admin = graphClient(sandbox, await userToken(sandbox, sandbox.seeded.admin));
   const own = sandbox.seeded.admin.objectId;
-  for (const path of [`/v1.0/users/${own}`, "/v1.0/me", "/beta/me"]) {
+  for (const path of [`/v1.0/users/${own}`, "/v1.0/me"]) {
     const options = await admin("GET", `${path}/authentication/fido2Methods/creationOptions`);
-    assertGraphError(options, 405, "methodNotAllowed", "The method is not supported for this URL.");
+    assert.equal(options.status, 200, JSON.stringify(options.body));
   }
-  const post = await admin("POST", "/v1.0/me/authentication/fido2Methods", {
+  // Beta still says self-service is unsupported, without documenting the answer: the sandbox's
+  // own 405, which no client may match on.
+  const beta = await admin("GET", "/beta/me/authentication/fido2Methods/creationOptions");
+  assertGraphError(beta, 405, "methodNotAllowed");
+  const post = await admin("POST", "/beta/me/authentication/fido2Methods", {
     displayName: "x",
     publicKeyCredential: {},
   });
@@ -776,4 +811,128 @@ Deno.test("unknown segments and methods answer Graph's 400 and 405", async () =>
     "Request_BadRequest",
     "Specified HTTP method is not allowed for the request target.",
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Fidelity to real tenants (issue 11)
+// ---------------------------------------------------------------------------------------------
+
+Deno.test("an exclude list holding the key's credential in each of Graph's three encodings is refused by the key: never a second passkey", async () => {
+  const { sandbox, graph } = await setup();
+  await using _ = sandbox;
+  const upn = "user0003@contoso.sandbox";
+  const key = await newTestKey({ pin });
+  assert.equal((await register(graph, upn, key)).status, 201);
+  const seen = new Set<string>();
+  for (let i = 0; i < 3; i++) {
+    const options = await graph("GET", `/v1.0/users/${upn}/authentication/fido2Methods/creationOptions`);
+    const id: string = options.body.publicKey.excludeCredentials[0].id;
+    seen.add(id);
+    await assert.rejects(
+      () =>
+        create({
+          options: options.body,
+          origin,
+          allowedRpIds: ["login.microsoft.com"],
+          authenticator: key,
+          interaction: scriptedUser([pin]),
+        }),
+      (error: unknown) => (error as { code?: string }).code === "credential-excluded",
+      `exclude id ${id}`,
+    );
+  }
+  // Three answers, the same id in each of the three encodings, in turn.
+  const registered = fromBase64Any(key.store.read().credentials[0]!.id);
+  assert.deepEqual(
+    seen,
+    new Set([toBase64Url(registered), toBase64(registered), toBase64UrlPaddingDigit(registered)]),
+  );
+  assert.equal(key.store.read().credentials.length, 1);
+  assert.equal(sandbox.inspect().users.find((u) => u.userPrincipalName === upn)?.passkeys.length, 1);
+});
+
+Deno.test("Graph takes the bare token in Authorization as well as 'Bearer <token>' (msgraph-sdk-php-core PR #194)", async () => {
+  const { sandbox } = await setup();
+  await using _ = sandbox;
+  const token = await appToken(sandbox);
+  for (const authorization of [token, `Bearer ${token}`, `bearer ${token}`]) {
+    const response = await fetch(`${sandbox.url}/v1.0/users/user0001@contoso.sandbox`, {
+      headers: { authorization },
+    });
+    assert.equal(response.status, 200, await response.text());
+  }
+});
+
+Deno.test("/users('{upn}') addresses a user as /users/{upn} does", async () => {
+  const { sandbox, graph } = await setup();
+  await using _ = sandbox;
+  const byKey = await graph("GET", "/v1.0/users('user0001@contoso.sandbox')");
+  assert.equal(byKey.status, 200, JSON.stringify(byKey.body));
+  assert.equal(byKey.body.userPrincipalName, "user0001@contoso.sandbox");
+  const options = await graph(
+    "GET",
+    "/v1.0/users('user0001@contoso.sandbox')/authentication/fido2Methods/creationOptions",
+  );
+  assert.equal(options.status, 200);
+});
+
+Deno.test("the least privileged permissions the docs list are accepted: UserAuthMethod-TAP.ReadWrite.All and Policy.Read.AuthenticationMethod", async () => {
+  const apps = [
+    { displayName: "tap only", permissions: ["UserAuthMethod-TAP.ReadWrite.All"] },
+    { displayName: "policy reader", permissions: ["Policy.Read.AuthenticationMethod"] },
+  ].map((a) => ({
+    clientId: crypto.randomUUID(),
+    displayName: a.displayName,
+    secret: crypto.randomUUID(),
+    redirectUris: [],
+    applicationPermissions: a.permissions,
+  }));
+  const { sandbox } = await setup({ oauth: { apps } });
+  await using _ = sandbox;
+  const tapApp = graphClient(sandbox, await appToken(sandbox, apps[0]!));
+  const target = "/v1.0/users/user0001@contoso.sandbox/authentication/temporaryAccessPassMethods";
+  const created = await tapApp("POST", target, { lifetimeInMinutes: 60 });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  assert.equal((await tapApp("GET", target)).status, 200);
+  const policyApp = graphClient(sandbox, await appToken(sandbox, apps[1]!));
+  const fido2 = await policyApp(
+    "GET",
+    "/v1.0/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2",
+  );
+  assert.equal(fido2.status, 200, JSON.stringify(fido2.body));
+});
+
+Deno.test("POST fido2Methods refuses attestation formats other than packed and none, and names an undecodable attestation object", async () => {
+  const { sandbox, graph } = await setup();
+  await using _ = sandbox;
+  const upn = "user0006@contoso.sandbox";
+  const key = await newTestKey({ pin });
+  const body = await makeCredential(graph, upn, key);
+  const attestation = decodeCbor(
+    fromBase64Any(body.publicKeyCredential.response.attestationObject),
+  ) as Record<
+    string,
+    unknown
+  >;
+  assert.equal(attestation["fmt"], "packed");
+  const asTpm = structuredClone(body);
+  asTpm.publicKeyCredential.response.attestationObject = toBase64Url(
+    encodeCbor({ ...attestation, fmt: "tpm" }),
+  );
+  assertGraphError(
+    await graph("POST", `/v1.0/users/${upn}/authentication/fido2Methods`, asTpm),
+    400,
+    "badRequest",
+    /attestation format 'tpm' is not supported.*'packed', 'none'/,
+  );
+  const garbled = structuredClone(body);
+  garbled.publicKeyCredential.response.attestationObject = "AAAA";
+  assertGraphError(
+    await graph("POST", `/v1.0/users/${upn}/authentication/fido2Methods`, garbled),
+    400,
+    "badRequest",
+    /attestationObject could not be decoded/,
+  );
+  // The untouched registration still goes through (its challenge was not used up by the refusals).
+  assert.equal((await graph("POST", `/v1.0/users/${upn}/authentication/fido2Methods`, body)).status, 201);
 });

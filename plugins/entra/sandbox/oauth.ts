@@ -1489,7 +1489,10 @@ ${message ? `<p role="alert">${escapeHtml(message)}</p>` : ""}
     },
 
     async verifyAccessToken(authorization) {
-      const match = authorization?.match(/^Bearer[ ]+(\S+)\s*$/i);
+      // Graph takes the bare token as well as `Bearer <token>`: a Microsoft Graph SDK maintainer
+      // confirmed both work (microsoftgraph/msgraph-sdk-php-core PR #194, review of README.md),
+      // and YubicoLabs' provisioning script sends the bare token. The sandbox is as lenient.
+      const match = authorization?.match(/^(?:Bearer[ ]+)?([^\s]+)\s*$/i);
       if (!authorization || !match) throw new OAuthTokenError("Access token is empty.");
       const accessToken = match[1]!;
       const key = await signingKey;

@@ -35,7 +35,20 @@ export interface RegistrationInput {
 export interface ExpectedRelyingParty {
   origins: string[];
   rpId: string;
+  /**
+   * Attestation statement formats accepted; others are refused before verification. Graph's
+   * POST takes only `packed` and `none` (see {@link graphAttestationFormats}). @default any
+   */
+  attestationFormats?: readonly string[];
 }
+
+/**
+ * The attestation formats `POST /users/{id}/authentication/fido2Methods` supports: the beta page
+ * says only `packed` and `none`
+ * (https://learn.microsoft.com/en-us/graph/api/authentication-post-fido2methods?view=graph-rest-beta,
+ * request body, publicKeyCredential). The refusal's wording is not documented; the sandbox's own.
+ */
+export const graphAttestationFormats: readonly string[] = ["packed", "none"];
 
 /**
  * Verifies a registration for `user` and stores the passkey.
@@ -49,6 +62,16 @@ export async function verifyRegistration(
   expected: ExpectedRelyingParty,
 ): Promise<StoredFido2Method> {
   const { displayName, credential } = input;
+  // Decoded first, so that an attestation object that is not CBOR gets a readable 400 naming it
+  // rather than the verifier's internal message.
+  const fmt = attestationFormatOf(credential.response.attestationObject);
+  if (expected.attestationFormats && !expected.attestationFormats.includes(fmt)) {
+    throw new RegistrationRefused(
+      `The attestation format '${fmt}' is not supported. Supported formats: ${
+        expected.attestationFormats.map((f) => `'${f}'`).join(", ")
+      }.`,
+    );
+  }
   const challenge = challengeOf(credential.response.clientDataJSON);
   const pending = challenge === undefined ? undefined : tenant.takeChallenge(challenge);
   if (!pending || pending.userId !== user.id) {
@@ -142,6 +165,29 @@ export async function verifyRegistration(
 function normalizeAaguid(text: string): string {
   const hex = text.replaceAll("-", "").toLowerCase();
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** The attestation object's `fmt`, or a readable refusal when it is not a CBOR map with one. */
+function attestationFormatOf(attestationObject: string): string {
+  let decoded: unknown;
+  try {
+    decoded = decodeCbor(fromBase64Any(attestationObject));
+  } catch (error) {
+    throw new RegistrationRefused(
+      `publicKeyCredential.response.attestationObject could not be decoded: it is not base64url-encoded CBOR (${
+        describe(error)
+      }).`,
+    );
+  }
+  const fmt = typeof decoded === "object" && decoded !== null
+    ? (decoded as { fmt?: unknown }).fmt
+    : undefined;
+  if (typeof fmt !== "string") {
+    throw new RegistrationRefused(
+      "publicKeyCredential.response.attestationObject could not be decoded: it has no attestation format (fmt).",
+    );
+  }
+  return fmt;
 }
 
 function challengeOf(clientDataJSON: string): string | undefined {

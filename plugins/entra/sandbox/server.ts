@@ -96,8 +96,26 @@ export interface SandboxOptions {
   throttle?: ThrottlePatch;
   /** Fault injection (none by default). */
   faults?: FaultPatch;
-  /** rp id, origins and excludeCredentials encoding. */
+  /**
+   * rp id, origins and the variation of creationOptions (excludeCredentials encoding, timeouts,
+   * challenge sizes). The defaults are production's: rp id `login.microsoft.com`, origin
+   * `https://login.microsoft.com`, every variant in turn (see tenant.ts).
+   */
   webauthn?: Partial<WebAuthnSettings>;
+  /**
+   * Whose relying party the sandbox plays.
+   *
+   * - `"entra"` (default): Entra's, exactly as production: rp id `login.microsoft.com`, and a
+   *   registration's clientDataJSON must carry origin `https://login.microsoft.com`, which every
+   *   real client sends for that rp id (WebAuthn L3 §5.1.3: the origin is the caller's; the rp id
+   *   a registrable suffix of its host).
+   * - `"loopback"`: the sandbox's own host as rp id and its own URL as the only origin. Only for a
+   *   test whose ceremony runs in a browser on a page the sandbox itself serves, where the page's
+   *   origin is the sandbox's; it overrides `webauthn.rpId` and `webauthn.origins`.
+   *
+   * @default "entra"
+   */
+  relyingParty?: "entra" | "loopback";
   /** Extra apps and accounts, other delegated scopes, token lifetimes. */
   oauth?: {
     apps?: SandboxApp[];
@@ -220,6 +238,11 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   front.upstreamPort = inner.addr.port;
   front.start();
   baseUrl = `${tls ? "https" : "http"}://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${front.port}`;
+  if (options.relyingParty === "loopback") {
+    const own = new URL(baseUrl);
+    tenant.webauthn.rpId = own.hostname;
+    tenant.webauthn.origins = [own.origin];
+  }
 
   function inspect(): Inspection {
     const userStats = tenant.users().map((user) => {

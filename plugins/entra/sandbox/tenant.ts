@@ -17,9 +17,12 @@
  *
  * @module
  */
+import { sha384 } from "@noble/hashes/sha2.js";
 import { z } from "zod";
-import { fromBase64Any, randomBytes, toBase64, toBase64Url } from "../../../core/bytes.ts";
+import { concatBytes, fromBase64Any, randomBytes, toBase64, toBase64Url, utf8 } from "../../../core/bytes.ts";
+import type { CredentialIdEncoding } from "../../../core/webauthn/credential_id_text.ts";
 import { x509 } from "../../../core/x509.ts";
+import { type ChallengeSealer, createChallengeSealer } from "./challenge.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness for seeding (never for secrets a real attacker could guess: those
@@ -301,20 +304,51 @@ export function defaultTapPolicy(): TapPolicy {
 // WebAuthn relying party settings
 // ---------------------------------------------------------------------------------------------
 
-/** How the tenant answers creationOptions and checks registrations. */
+/**
+ * How the tenant answers creationOptions and checks registrations. The defaults are the real
+ * shapes, with the variation real tenants show, one variant per creationOptions call in turn.
+ */
 export interface WebAuthnSettings {
-  /** rp.id in creation options. @default "login.microsoft.com" */
+  /**
+   * rp.id in creation options: Entra's, as the recorded real response and the docs' example
+   * carry it. @default "login.microsoft.com"
+   */
   rpId: string;
   /** rp.name. @default "Microsoft" */
   rpName: string;
-  /** Origins a registration's clientDataJSON may carry. @default [`https://${rpId}`] */
+  /**
+   * Origins a registration's clientDataJSON may carry: `https://<rp id>`, the origin every real
+   * client sends for Entra's rp id. @default [`https://${rpId}`]
+   */
   origins: string[];
   /**
-   * How excludeCredentials ids are written: Graph documents base64url, and has been seen sending
-   * padded standard base64; "base64" reproduces that for client tests. @default "base64url"
+   * How excludeCredentials ids are written: unpadded base64url (the v1.0 docs), padded standard
+   * base64 (the recorded real response), base64url with a padding digit (the beta docs), or
+   * "rotate" through the three, one per creationOptions call (core/webauthn/credential_id_text.ts
+   * cites each). @default "rotate"
    */
-  excludeCredentialsEncoding: "base64url" | "base64";
+  excludeCredentialsEncoding: CredentialIdEncoding | "rotate";
+  /**
+   * `publicKey.timeout` values (ms), one per creationOptions call in turn: 60000 as the recorded
+   * response and the v1.0 example, 0 as the beta example. @default [60000, 0]
+   */
+  timeouts: number[];
+  /**
+   * Extra plaintext bytes sealed into the JWE challenge, one per call in turn: 1800 gives the
+   * recorded response's size (about 5 KB decoded), 0 about 2 KB, 12000 about 24 KB.
+   * @default [1800, 0, 12000]
+   */
+  challengePaddingBytes: number[];
 }
+
+/** One creationOptions answer's share of the variation in {@link WebAuthnSettings}. */
+export interface CreationOptionsVariant {
+  encoding: CredentialIdEncoding;
+  timeout: number;
+  challengePaddingBytes: number;
+}
+
+const idEncodings: readonly CredentialIdEncoding[] = ["base64url", "base64", "base64url-padding-digit"];
 
 /** Known authenticator models by AAGUID (a stand-in for the FIDO Metadata Service). */
 export const defaultModels: Readonly<Record<string, string>> = {
@@ -384,6 +418,8 @@ export class SandboxTenant {
   #fido2 = new Map<string, StoredFido2Method[]>();
   #taps = new Map<string, StoredTemporaryAccessPass>();
   #challenges = new Map<string, PendingChallenge>();
+  #sealer: Promise<ChallengeSealer> | undefined;
+  #optionsServed = 0;
 
   constructor(init: TenantInit) {
     this.tenantId = init.tenantId;
@@ -394,7 +430,9 @@ export class SandboxTenant {
       rpId,
       rpName: init.webauthn?.rpName ?? "Microsoft",
       origins: init.webauthn?.origins ?? [`https://${rpId}`],
-      excludeCredentialsEncoding: init.webauthn?.excludeCredentialsEncoding ?? "base64url",
+      excludeCredentialsEncoding: init.webauthn?.excludeCredentialsEncoding ?? "rotate",
+      timeouts: init.webauthn?.timeouts ?? [60_000, 0],
+      challengePaddingBytes: init.webauthn?.challengePaddingBytes ?? [1800, 0, 12_000],
     };
     this.models = new Map(Object.entries(defaultModels));
     this.accounts = init.accounts;
@@ -592,18 +630,60 @@ export class SandboxTenant {
 
   // --- WebAuthn challenges ---------------------------------------------------------------------
 
-  /** Issues a fresh 32-byte challenge for a user, valid for `timeoutMinutes`. */
-  issueChallenge(userId: string, timeoutMinutes: number): PendingChallenge {
+  /**
+   * Issues a challenge for a user, valid for `timeoutMinutes`: `challenge` when given (a sealed
+   * one, see {@link sealChallenge}), else 32 random bytes.
+   */
+  issueChallenge(userId: string, timeoutMinutes: number, challenge?: string): PendingChallenge {
     this.#pruneChallenges();
     const issuedAt = this.now();
     const pending: PendingChallenge = {
-      challenge: toBase64Url(randomBytes(32)),
+      challenge: challenge ?? toBase64Url(randomBytes(32)),
       userId,
       issuedAt,
       expiresAt: issuedAt + timeoutMinutes * 60_000,
     };
     this.#challenges.set(pending.challenge, pending);
     return pending;
+  }
+
+  /**
+   * Issues a challenge shaped like Entra's: the base64url of a compact JWE (see challenge.ts),
+   * carrying `paddingBytes` extra bytes.
+   */
+  async sealChallenge(
+    userId: string,
+    timeoutMinutes: number,
+    paddingBytes: number,
+  ): Promise<PendingChallenge> {
+    this.#sealer ??= createChallengeSealer();
+    const expiresAt = this.now() + timeoutMinutes * 60_000;
+    const challenge = await (await this.#sealer).seal({ userId, expiresAt }, paddingBytes);
+    return this.issueChallenge(userId, timeoutMinutes, challenge);
+  }
+
+  /** The next creationOptions answer's id encoding, timeout and challenge size (they rotate). */
+  nextCreationOptionsVariant(): CreationOptionsVariant {
+    const n = this.#optionsServed++;
+    const settings = this.webauthn;
+    const pick = <T>(list: readonly T[], fallback: T): T =>
+      list.length === 0 ? fallback : list[n % list.length]!;
+    return {
+      encoding: settings.excludeCredentialsEncoding === "rotate"
+        ? idEncodings[n % idEncodings.length]!
+        : settings.excludeCredentialsEncoding,
+      timeout: pick(settings.timeouts, 60_000),
+      challengePaddingBytes: pick(settings.challengePaddingBytes, 0),
+    };
+  }
+
+  /**
+   * The user handle creationOptions sends for a user: opaque and stable, 51 bytes like the
+   * recorded real response's (`T0Y6…`, which begins with the ASCII `OF:`), never the sign-in name.
+   * The sandbox derives the other 48 bytes from the tenant and user ids (SHA-384).
+   */
+  userHandle(userId: string): Uint8Array<ArrayBuffer> {
+    return concatBytes(utf8("OF:"), sha384(utf8(`${this.tenantId}/${userId.toLowerCase()}`)));
   }
 
   /** Looks a challenge up and removes it: a challenge is good for one registration attempt. */
