@@ -8,14 +8,15 @@
  * {@link GraphError} whose `code` is a reason code for failures.csv, whose message names the user
  * and the endpoint, and whose hint says what to change.
  *
- * Which answer means what: the status and Graph's `code` decide where Microsoft documents them
- * (404 for a user that does not exist, https://learn.microsoft.com/graph/api/user-get; 405 for the
- * signed-in admin's own account, since "self-service operations aren't supported",
- * https://learn.microsoft.com/graph/api/authentication-post-fido2methods; 429 after throttling,
- * https://learn.microsoft.com/graph/throttling). Microsoft does not document the messages of the
- * policy refusals (self-service setup off, attestation enforced, AAGUID restricted, TAP disabled),
- * so those are recognised by words in Graph's message; an unrecognised refusal keeps Graph's own
- * words and the reason code `graph-error`.
+ * Which answer means what is decided from what Microsoft documents, never from the English of
+ * Graph's messages: the HTTP status and Graph's `error.code` (404 for a user that does not exist,
+ * https://learn.microsoft.com/graph/api/user-get; 403 for missing permissions or roles; 429 after
+ * throttling, https://learn.microsoft.com/graph/throttling), and for the policy refusals
+ * (self-service setup off, attestation enforced, AAGUID restricted, Passkey or TAP method off),
+ * whose answers Microsoft does not document, the policy itself: the session reads the Passkey
+ * (FIDO2) or TAP policy after such a refusal (as `doctor` does) and passes what it says as
+ * {@link PolicyFacts}. Whatever the reason, the message keeps Graph's own message and request-id.
+ * A 405 is not documented for this API at all: it is shown as Graph sent it.
  *
  * @module
  */
@@ -53,7 +54,7 @@ export type GraphReason =
   | "fido2-disabled"
   /** The Temporary Access Pass policy is disabled for this user or forbids what was asked. */
   | "tap-disabled"
-  /** The admin called the API for their own account (405). */
+  /** The admin's own account, refused before any call where the docs say self-service is unsupported (beta). */
   | "self-provisioning"
   /** Still 429 (or 503/504) after every retry. */
   | "throttled"
@@ -141,6 +142,8 @@ export interface GraphErrorDetails {
   attempts?: number;
   /** The wait Graph asked for in its last Retry-After, in milliseconds. */
   retryAfterMs?: number;
+  /** What the error was explained from (see {@link explainGraphFailure}). */
+  failure?: GraphFailure;
   hint?: string;
   cause?: unknown;
 }
@@ -165,6 +168,8 @@ export class GraphError extends ProvisioningError {
   readonly attempts: number | undefined;
   /** Graph's last Retry-After, in milliseconds. */
   readonly retryAfterMs: number | undefined;
+  /** What the failure was made from, so that it can be explained again with {@link PolicyFacts}. */
+  readonly failure: GraphFailure | undefined;
 
   constructor(code: GraphReason, message: string, details: GraphErrorDetails) {
     super(code, message, {
@@ -181,6 +186,7 @@ export class GraphError extends ProvisioningError {
     this.user = details.user;
     this.attempts = details.attempts;
     this.retryAfterMs = details.retryAfterMs;
+    this.failure = details.failure;
   }
 
   /** The reason code, typed. */
@@ -219,6 +225,28 @@ export const tapPermissions = [
 /** The permission that lets an app read the authentication methods policy, least privileged first. */
 export const policyReadPermissions = ["Policy.Read.AuthenticationMethod", "Policy.Read.All"] as const;
 
+/**
+ * What the authentication methods policy says, read after Graph refused (or by `doctor`'s
+ * preflight): it decides which policy refused, where Graph's wording is undocumented.
+ */
+export interface PolicyFacts {
+  /** The Passkey (FIDO2) policy, its passkey profile's settings applied (see graph/policies.ts). */
+  fido2?: {
+    state?: string | null | undefined;
+    isSelfServiceRegistrationAllowed?: boolean | null | undefined;
+    attestationEnforced?: boolean | undefined;
+    keyRestrictions?: {
+      isEnforced?: boolean | null | undefined;
+      enforcementType?: string | null | undefined;
+      aaGuids?: readonly string[] | null | undefined;
+    } | undefined;
+  };
+  /** The Temporary Access Pass policy. */
+  tap?: { state?: string | null | undefined };
+  /** The AAGUID of the key whose registration was refused, lowercase with dashes. */
+  keyAaguid?: string;
+}
+
 /** What {@link explainGraphFailure} needs to know. */
 export interface GraphFailure {
   operation: GraphOperation;
@@ -239,6 +267,8 @@ export interface GraphFailure {
   exhausted?: boolean;
   /** Set when a write was sent and no answer came back: it may have happened. */
   outcomeUnknown?: boolean;
+  /** The policy, when read: explains 400/403 refusals of the provisioning API and TAP creation. */
+  policy?: PolicyFacts;
   cause?: unknown;
 }
 
@@ -253,10 +283,10 @@ export interface GraphFailure {
  *   action: "register a passkey",
  *   user: "alice@contoso.com",
  *   endpoint: { method: "POST", path: "/users/42/authentication/fido2Methods", version: "v1.0" },
- *   status: 405,
- *   envelope: { error: { code: "methodNotAllowed", message: "The method is not supported for this URL." } },
+ *   status: 403,
+ *   envelope: { error: { code: "accessDenied", message: "Request Authorization failed" } },
  * });
- * console.assert(error.code === "self-provisioning");
+ * console.assert(error.code === "insufficient-privileges");
  * console.assert(error.message.startsWith("Cannot register a passkey for alice@contoso.com: "));
  * ```
  */
@@ -283,7 +313,18 @@ export function explainGraphFailure(failure: GraphFailure): GraphError {
     ...(failure.retryAfterMs === undefined ? {} : { retryAfterMs: failure.retryAfterMs }),
     ...(hint === undefined ? {} : { hint }),
     ...(failure.cause === undefined ? {} : { cause: failure.cause }),
+    failure,
   });
+}
+
+/**
+ * The same failure explained again with what the policy says: a 400 or 403 of the provisioning
+ * API or of TAP creation becomes the policy refusal that explains it, or stays as it was.
+ */
+export function explainWithPolicy(error: GraphError, policy: PolicyFacts): GraphError {
+  if (error.failure === undefined) return error;
+  const again = explainGraphFailure({ ...error.failure, policy });
+  return again.code === error.code ? error : again;
 }
 
 /** `POST /v1.0/users/42/…, 403 Authorization_RequestDenied, request-id 1234` */
@@ -311,31 +352,12 @@ export const notFoundHint =
 
 const rolesHint = "Authentication Administrator or Privileged Authentication Administrator";
 
-const patterns = {
-  selfService: /self[- ]?service|isSelfServiceRegistrationAllowed/i,
-  /** "attestation … enforced", "enforce attestation", "attestation … not trusted / could not be verified". */
-  attestation: /enforc\w*.{0,80}attest|attest\w*.{0,80}(enforc|not (be )?trusted|untrusted)/i,
-  /** The FIDO2 method is off, or not enabled for this user. */
-  fido2Off:
-    /(passkey|fido2?)\b.{0,80}(disabled|not enabled)|(disabled|not enabled).{0,80}(passkey|fido2?)\b/i,
-  aaguid: /aa?guid|key restriction|not allowed by (the )?(fido2? |passkey )?policy|blocked/i,
-  tap: /temporary access pass|\bTAP\b/i,
-  policyOff: /disabled|not enabled|not allowed|policy/i,
-  /** A display name's length or characters, not a body that merely mentions displayName. */
-  displayName: /display ?name.{0,80}(characters|length|long|too|invalid)/i,
-};
-
 function classify(failure: GraphFailure): Classification {
   const { status, operation } = failure;
   const graph = failure.envelope?.error;
   const graphCode = graph?.code ?? "";
-  const text = `${graph?.code ?? ""} ${graph?.message ?? ""} ${graph?.innerError?.code ?? ""} ${
-    graph?.innerError?.message ?? ""
-  }`;
   const said = graph?.message ? `; Graph said "${oneLine(graph.message)}"` : "";
   const tapOperation = operation === "create-tap" || operation === "list-taps" || operation === "delete-tap";
-  const fido2Operation = operation === "creation-options" || operation === "register-passkey" ||
-    operation === "list-passkeys" || operation === "delete-passkey";
 
   if (status === undefined || failure.outcomeUnknown) {
     if (failure.outcomeUnknown) {
@@ -378,15 +400,6 @@ function classify(failure: GraphFailure): Classification {
     };
   }
 
-  if (status === 405 && (fido2Operation || tapOperation)) {
-    return {
-      reason: "self-provisioning",
-      why: "Graph does not let an admin use this API on their own account (405 Method Not Allowed)",
-      hint:
-        "Have another admin provision this account, or register the passkey yourself at https://mysignins.microsoft.com",
-    };
-  }
-
   if (status === 404) {
     if (operation === "resolve-user") {
       return {
@@ -407,58 +420,9 @@ function classify(failure: GraphFailure): Classification {
     }
   }
 
-  if (status === 400 && operation === "register-passkey" && patterns.displayName.test(text)) {
-    return {
-      reason: "display-name-invalid",
-      why: `Graph refused the passkey's display name${said}`,
-      hint: "Use a display name of 1 to 30 characters",
-    };
-  }
-
-  if (
-    (status === 400 || status === 403) &&
-    (operation === "creation-options" || operation === "register-passkey")
-  ) {
-    if (patterns.selfService.test(text)) return selfServiceOff(said);
-    if (patterns.attestation.test(text)) {
-      return {
-        reason: "attestation-enforced",
-        why:
-          `Graph rejected the key's attestation (attestation enforcement is on in the Passkey (FIDO2) policy)${said}`,
-        hint:
-          'Turn off "Enforce attestation" in the Passkey (FIDO2) policy, or use a key whose attestation Microsoft trusts (a key listed in the FIDO Metadata Service)',
-      };
-    }
-    if (patterns.aaguid.test(text)) {
-      return {
-        reason: "aaguid-not-allowed",
-        why: `the Passkey (FIDO2) policy's key restrictions do not allow this key's AAGUID${said}`,
-        hint:
-          "Add the key's AAGUID to the allowed list (or remove it from the blocked list) in the Passkey (FIDO2) policy, or use an allowed key model",
-      };
-    }
-    if (patterns.fido2Off.test(text)) {
-      return {
-        reason: "fido2-disabled",
-        why: `the Passkey (FIDO2) method is disabled, or not enabled for this user${said}`,
-        hint:
-          "Enable Passkey (FIDO2) in Entra ID > Authentication methods for a group the user is in (or All users)",
-      };
-    }
-  }
-
-  const privilegeRefusal = /privilege|Authorization_RequestDenied|accessDenied/i.test(text) &&
-    !patterns.policyOff.test(graph?.message ?? "");
-  if (
-    operation === "create-tap" && (status === 400 || status === 403) && !privilegeRefusal &&
-    (patterns.tap.test(text) || patterns.policyOff.test(text))
-  ) {
-    return {
-      reason: "tap-disabled",
-      why: `the Temporary Access Pass policy does not allow this pass for the user${said}`,
-      hint:
-        "Enable the Temporary Access Pass method for this user's group, and allow one-time passes and the lifetime asked for, in Entra ID > Authentication methods > Temporary Access Pass",
-    };
+  if ((status === 400 || status === 403) && failure.policy) {
+    const refusal = policyRefusal(operation, failure.policy, said);
+    if (refusal) return refusal;
   }
 
   if (status === 403) {
@@ -490,6 +454,64 @@ function classify(failure: GraphFailure): Classification {
     reason: "graph-error",
     why: graph?.message ? `Graph answered "${oneLine(graph.message)}"` : `Graph answered HTTP ${status}`,
   };
+}
+
+/**
+ * Which policy setting explains a refusal, from the policy read back (never from Graph's words):
+ * the method off, self-service setup off (the documented known issue,
+ * https://learn.microsoft.com/graph/known-issues#fido2-provisioning-api-requires-self-service-setup-to-be-enabled),
+ * the key's AAGUID outside the key restrictions, attestation enforcement on.
+ */
+function policyRefusal(
+  operation: GraphOperation,
+  policy: PolicyFacts,
+  said: string,
+): Classification | undefined {
+  const fido2 = policy.fido2;
+  if ((operation === "creation-options" || operation === "register-passkey") && fido2) {
+    if (fido2.state != null && fido2.state !== "enabled") {
+      return {
+        reason: "fido2-disabled",
+        why: `the Passkey (FIDO2) method is ${fido2.state} in the authentication methods policy${said}`,
+        hint:
+          "Enable Passkey (FIDO2) in Entra ID > Authentication methods for a group the user is in (or All users)",
+      };
+    }
+    if (fido2.isSelfServiceRegistrationAllowed === false) return selfServiceOff(said);
+    const restrictions = fido2.keyRestrictions;
+    if (operation === "register-passkey" && restrictions?.isEnforced === true && policy.keyAaguid) {
+      const listed = (restrictions.aaGuids ?? []).some((g) => g.toLowerCase() === policy.keyAaguid);
+      if (restrictions.enforcementType === "block" ? listed : !listed) {
+        return {
+          reason: "aaguid-not-allowed",
+          why: `the Passkey (FIDO2) policy's key restrictions ${
+            listed ? "block" : "do not allow"
+          } this key's AAGUID ${policy.keyAaguid}${said}`,
+          hint:
+            "Add the key's AAGUID to the allowed list (or remove it from the blocked list) in the Passkey (FIDO2) policy, or use an allowed key model",
+        };
+      }
+    }
+    if (operation === "register-passkey" && fido2.attestationEnforced === true) {
+      return {
+        reason: "attestation-enforced",
+        why:
+          `Graph refused the registration, and attestation enforcement is on in the Passkey (FIDO2) policy: the key's attestation is probably not one Microsoft trusts${said}`,
+        hint:
+          'Turn off "Enforce attestation" in the Passkey (FIDO2) policy (or its passkey profile), or use a key whose attestation Microsoft trusts (a key listed in the FIDO Metadata Service)',
+      };
+    }
+  }
+  if (operation === "create-tap" && policy.tap?.state != null && policy.tap.state !== "enabled") {
+    return {
+      reason: "tap-disabled",
+      why:
+        `the Temporary Access Pass method is ${policy.tap.state} in the authentication methods policy${said}`,
+      hint:
+        "Enable the Temporary Access Pass method for this user's group in Entra ID > Authentication methods > Temporary Access Pass",
+    };
+  }
+  return undefined;
 }
 
 function selfServiceOff(said: string): Classification {

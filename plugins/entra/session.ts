@@ -8,6 +8,10 @@
  *
  * @module
  */
+import { formatAaguid } from "../../core/aaguid.ts";
+import { decodeCbor } from "../../core/ctap/cbor.ts";
+import { decodeAuthenticatorData } from "../../core/ctap/auth_data.ts";
+import { fromBase64Any } from "../../core/bytes.ts";
 import { ProvisioningError } from "../../core/errors.ts";
 import type {
   DirectoryUser,
@@ -16,6 +20,7 @@ import type {
   RegistrationChallenge,
 } from "../../core/plugin.ts";
 import type { EntraCloud } from "./cloud.ts";
+import { explainWithPolicy, GraphError, type PolicyFacts } from "./errors.ts";
 import type { GraphClient } from "./graph/client.ts";
 import { listGroupUsers } from "./graph/groups.ts";
 import {
@@ -25,7 +30,12 @@ import {
   listFido2Methods,
   registerFido2Method,
 } from "./graph/fido2.ts";
-import { type PreflightFinding, runPreflight, type RunPreflightOptions } from "./graph/policies.ts";
+import {
+  type PreflightFinding,
+  readPolicyFacts,
+  runPreflight,
+  type RunPreflightOptions,
+} from "./graph/policies.ts";
 import type { Fido2MethodJson } from "./graph/schemas.ts";
 import {
   type CreateTapOptions,
@@ -44,8 +54,9 @@ export interface EntraSessionOptions {
   /** The tenant's id (the token's `tid`), for {@link EntraSession.tenant}. */
   tenantId?: string;
   /**
-   * Object id of the signed-in admin (delegated sign-in). Provisioning that account is refused
-   * before Graph is called, since Graph answers 405 for one's own account.
+   * Object id of the signed-in admin (delegated sign-in). On beta, whose pages say self-service
+   * is not supported, provisioning that account is refused before Graph is called; v1.0 lists the
+   * `/me` calls, so there Graph is asked and its answer shown.
    */
   signedInUserId?: string;
   /** Beta only: how long a challenge stays valid, 5 to 43200 minutes. */
@@ -95,7 +106,7 @@ export class EntraSession implements ProviderSession {
    * page would report, `https://<rp id>` for the rp id Graph sent (see cloud.ts).
    */
   async creationOptions(user: DirectoryUser, signal?: AbortSignal): Promise<RegistrationChallenge> {
-    this.#refuseSelf(user, "get passkey creation options");
+    if (this.client.version === "beta") this.#refuseSelf(user, "get passkey creation options");
     if (!this.cloud.provisioningApi) {
       throw new ProvisioningError(
         "provisioning-api-unavailable",
@@ -104,10 +115,16 @@ export class EntraSession implements ProviderSession {
       );
     }
     const timeout = this.#options.challengeTimeoutInMinutes;
-    const options = await getCreationOptions(this.client, user, {
-      ...(timeout === undefined ? {} : { challengeTimeoutInMinutes: timeout }),
-      ...(signal ? { signal } : {}),
-    });
+    const options = await this.#explainRefusal(
+      () =>
+        getCreationOptions(this.client, user, {
+          ...(timeout === undefined ? {} : { challengeTimeoutInMinutes: timeout }),
+          ...(signal ? { signal } : {}),
+        }),
+      "fido2",
+      {},
+      signal,
+    );
     return {
       options: options.response,
       origin: this.cloud.originFor(options.rpId),
@@ -121,11 +138,18 @@ export class EntraSession implements ProviderSession {
     registration: { credential: unknown; displayName: string },
     signal?: AbortSignal,
   ): Promise<PasskeyMethod> {
-    this.#refuseSelf(user, "register a passkey");
-    const method = await registerFido2Method(this.client, user, {
-      ...registration,
-      ...(signal ? { signal } : {}),
-    });
+    if (this.client.version === "beta") this.#refuseSelf(user, "register a passkey");
+    const aaguid = aaguidOf(registration.credential);
+    const method = await this.#explainRefusal(
+      () =>
+        registerFido2Method(this.client, user, {
+          ...registration,
+          ...(signal ? { signal } : {}),
+        }),
+      "fido2",
+      aaguid === undefined ? {} : { keyAaguid: aaguid },
+      signal,
+    );
     return toPasskeyMethod(method);
   }
 
@@ -151,7 +175,12 @@ export class EntraSession implements ProviderSession {
     options: CreateTapOptions = {},
   ): Promise<TemporaryAccessPass> {
     this.#refuseSelf(user, "create a Temporary Access Pass");
-    return await createTemporaryAccessPass(this.client, user, options);
+    return await this.#explainRefusal(
+      () => createTemporaryAccessPass(this.client, user, options),
+      "tap",
+      {},
+      options.signal,
+    );
   }
 
   /** Deletes a Temporary Access Pass; returns false when it was already gone. */
@@ -178,18 +207,51 @@ export class EntraSession implements ProviderSession {
     await this.#options.onClose?.();
   }
 
+  /**
+   * Runs a call; when Graph refuses it with a 400 or 403, reads the policy back and explains the
+   * refusal by the setting that causes it (errors.ts), Graph's message and request-id kept.
+   */
+  async #explainRefusal<T>(
+    call: () => Promise<T>,
+    policy: "fido2" | "tap",
+    known: PolicyFacts,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (!(error instanceof GraphError) || (error.status !== 400 && error.status !== 403)) throw error;
+      const facts = await readPolicyFacts(this.client, policy, signal ? { signal } : {});
+      throw explainWithPolicy(error, { ...facts, ...known });
+    }
+  }
+
   #refuseSelf(user: DirectoryUser, action: string): void {
     const self = this.#options.signedInUserId;
     if (self !== undefined && self.toLowerCase() === user.id.toLowerCase()) {
       throw new ProvisioningError(
         "self-provisioning",
-        `Cannot ${action} for ${user.userPrincipalName}: it is the signed-in admin's own account, which Graph refuses (405 Method Not Allowed)`,
+        `Cannot ${action} for ${user.userPrincipalName}: it is the signed-in admin's own account, and Graph's beta pages say self-service operations are not supported`,
         {
           hint:
             "Have another admin provision this account, or register the passkey yourself at https://mysignins.microsoft.com",
         },
       );
     }
+  }
+}
+
+/** The AAGUID in a RegistrationResponseJSON's attestation object, or undefined when unreadable. */
+function aaguidOf(credential: unknown): string | undefined {
+  try {
+    const text = (credential as { response?: { attestationObject?: unknown } })?.response?.attestationObject;
+    if (typeof text !== "string") return undefined;
+    const attestation = decodeCbor(fromBase64Any(text)) as { authData?: unknown };
+    if (!(attestation.authData instanceof Uint8Array)) return undefined;
+    const aaguid = decodeAuthenticatorData(attestation.authData).attestedCredentialData?.aaguid;
+    return aaguid === undefined ? undefined : formatAaguid(aaguid);
+  } catch {
+    return undefined;
   }
 }
 

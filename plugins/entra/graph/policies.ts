@@ -21,7 +21,7 @@
  *
  * @module
  */
-import { GraphError, passkeyPermissions, tapPermissions } from "../errors.ts";
+import { GraphError, passkeyPermissions, type PolicyFacts, tapPermissions } from "../errors.ts";
 import type { GraphClient } from "./client.ts";
 import {
   type Fido2PolicyJson,
@@ -147,6 +147,34 @@ function effectiveSettings(policy: Fido2PolicyJson): EffectiveFido2Settings {
     keyRestrictions: policy.keyRestrictions ?? undefined,
     passkeyTypes: undefined,
   };
+}
+
+/**
+ * What the policies say, as errors.ts explains a refusal with it: the Passkey (FIDO2) policy with
+ * its default passkey profile's settings applied (both shapes read, see {@link effectiveSettings}),
+ * and the TAP policy's state. A policy that cannot be read (no Policy.Read permission) is left out.
+ */
+export async function readPolicyFacts(
+  client: GraphClient,
+  which: "fido2" | "tap",
+  options: { signal?: AbortSignal } = {},
+): Promise<PolicyFacts> {
+  try {
+    if (which === "tap") return { tap: { state: (await getTapPolicy(client, options)).state } };
+    const policy = await getFido2Policy(client, options);
+    const settings = effectiveSettings(policy);
+    return {
+      fido2: {
+        state: policy.state,
+        isSelfServiceRegistrationAllowed: policy.isSelfServiceRegistrationAllowed,
+        attestationEnforced: settings.attestationEnforced,
+        keyRestrictions: settings.keyRestrictions,
+      },
+    };
+  } catch (error) {
+    if (error instanceof GraphError) return {};
+    throw error;
+  }
 }
 
 /**
