@@ -498,6 +498,26 @@ Deno.test("attestation enforcement rejects the self-attested software key: attes
   assert.ok(findings.some((f) => f.code === "attestation-enforced" && f.severity === "error"));
 });
 
+for (const shape of ["passkeyProfiles", "legacy"] as const) {
+  Deno.test(`doctor reads attestation enforcement from the ${shape} policy shape`, async () => {
+    await using h = await harness({ sandbox: { fido2PolicyShape: shape } });
+    await setPolicy(h.sandbox, { fido2: { isAttestationEnforced: true } });
+    const findings = await h.session.preflight({
+      path: "api",
+      authenticator: {
+        label: "software key",
+        aaguid: "70726f76-6973-696f-6e69-6e67736b0001",
+        attestation: "self",
+      },
+    });
+    const finding = findings.find((f) => f.code === "attestation-enforced");
+    assertEquals(finding?.severity, "error");
+    if (shape === "passkeyProfiles") {
+      assert.match(finding?.message ?? "", /passkey profile "Default passkey profile"/);
+    }
+  });
+}
+
 for (const enforcementType of ["allow", "block"] as const) {
   Deno.test(`an AAGUID ${enforcementType === "allow" ? "outside the allowed" : "inside the blocked"} list is aaguid-not-allowed`, async () => {
     await using h = await harness();

@@ -66,7 +66,7 @@ export interface Fido2CreationOptions {
  *
  * @throws {ProvisioningError} `challenge-timeout-unsupported` (exit code 2) for a timeout on v1.0
  * or outside 5–43200 minutes, before any call.
- * @throws {GraphError} see errors.ts (`self-service-setup-off`, `self-provisioning` …).
+ * @throws {GraphError} see errors.ts (`insufficient-privileges`, `user-not-synced` …; policy refusals are named by the session, which reads the policy back).
  */
 export async function getCreationOptions(
   client: GraphClient,

@@ -1265,6 +1265,9 @@ function deleteTap(this: Api, ctx: Ctx): Response {
 // Authentication method policies
 // ---------------------------------------------------------------------------------------------
 
+/** The default passkey profile's id in the fido2AuthenticationMethodConfiguration update example. */
+const defaultPasskeyProfileId = "00000000-0000-0000-0000-000000000001";
+
 /**
  * `GET /policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{fido2 | temporaryAccessPass}`:
  * https://learn.microsoft.com/en-us/graph/api/fido2authenticationmethodconfiguration-get and
@@ -1276,7 +1279,7 @@ function getMethodConfiguration(this: Api, ctx: Ctx): Response {
   const ctxUrl = context(this, ctx.version, "authenticationMethodConfigurations/$entity");
   if (id === "fido2") {
     const p = this.tenant.fido2Policy;
-    return json({
+    const legacy = {
       "@odata.context": ctxUrl,
       "@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration",
       id: "Fido2",
@@ -1286,6 +1289,27 @@ function getMethodConfiguration(this: Api, ctx: Ctx): Response {
       keyRestrictions: p.keyRestrictions,
       includeTargets: p.includeTargets,
       excludeTargets: p.excludeTargets,
+    };
+    if (this.tenant.fido2PolicyShape === "legacy") return json(legacy);
+    // A tenant migrated to passkey profiles (fido2AuthenticationMethodConfiguration, v1.0 and
+    // beta; passkeyProfile, https://learn.microsoft.com/en-us/graph/api/resources/passkeyprofile):
+    // the default profile "initially mirrors the tenant's legacy global passkey (FIDO2)
+    // authentication methods policy settings", with the id, name and passkeyTypes of the update
+    // page's example; isAttestationEnforced and keyRestrictions are deprecated but still sent.
+    return json({
+      ...legacy,
+      includeTargets: p.includeTargets.map((t) => ({
+        ...t,
+        allowedPasskeyProfiles: [defaultPasskeyProfileId],
+      })),
+      defaultPasskeyProfile: defaultPasskeyProfileId,
+      passkeyProfiles: [{
+        id: defaultPasskeyProfileId,
+        name: "Default passkey profile",
+        passkeyTypes: "deviceBound,synced",
+        attestationEnforcement: p.isAttestationEnforced ? "registrationOnly" : "disabled",
+        keyRestrictions: p.keyRestrictions,
+      }],
     });
   }
   if (id === "temporaryaccesspass") {

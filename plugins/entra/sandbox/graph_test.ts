@@ -776,9 +776,37 @@ Deno.test("the FIDO2 and TAP method configurations read back what the setters ch
       enforcementType: "allow",
       aaGuids: ["cb69481e-8ff7-4039-93ec-0a2729a154a8"],
     },
-    includeTargets: [{ targetType: "group", id: "all_users", isRegistrationRequired: false }],
+    includeTargets: [{
+      targetType: "group",
+      id: "all_users",
+      isRegistrationRequired: false,
+      allowedPasskeyProfiles: ["00000000-0000-0000-0000-000000000001"],
+    }],
     excludeTargets: [],
+    // Migrated to passkey profiles by default: the default profile mirrors the legacy settings.
+    defaultPasskeyProfile: "00000000-0000-0000-0000-000000000001",
+    passkeyProfiles: [{
+      id: "00000000-0000-0000-0000-000000000001",
+      name: "Default passkey profile",
+      passkeyTypes: "deviceBound,synced",
+      attestationEnforcement: "registrationOnly",
+      keyRestrictions: {
+        isEnforced: true,
+        enforcementType: "allow",
+        aaGuids: ["cb69481e-8ff7-4039-93ec-0a2729a154a8"],
+      },
+    }],
   });
+  // The legacy shape, selectable: no profiles.
+  sandbox.tenant.fido2PolicyShape = "legacy";
+  const legacy = (await graph("GET", `${base}/fido2`)).body;
+  assert.equal(legacy.isAttestationEnforced, true);
+  assert.ok(!("passkeyProfiles" in legacy) && !("defaultPasskeyProfile" in legacy));
+  assert.deepEqual(legacy.includeTargets, [{
+    targetType: "group",
+    id: "all_users",
+    isRegistrationRequired: false,
+  }]);
   sandbox.tenant.setTapPolicy({ isUsableOnce: true });
   const tap = await graph("GET", `${base}/TemporaryAccessPass`);
   assert.equal(

@@ -116,6 +116,11 @@ export interface SandboxOptions {
    * @default "entra"
    */
   relyingParty?: "entra" | "loopback";
+  /**
+   * How the Passkey (FIDO2) policy is served: migrated to passkey profiles, or the legacy shape
+   * (see tenant.ts). @default "passkeyProfiles"
+   */
+  fido2PolicyShape?: "passkeyProfiles" | "legacy";
   /** Extra apps and accounts, other delegated scopes, token lifetimes. */
   oauth?: {
     apps?: SandboxApp[];
@@ -196,6 +201,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     now,
   });
   const tenant = seeded.tenant;
+  if (options.fido2PolicyShape) tenant.fido2PolicyShape = options.fido2PolicyShape;
   const hostname = options.hostname ?? "127.0.0.1";
 
   let tls: { cert: string; key: string } | undefined;

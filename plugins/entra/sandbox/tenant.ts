@@ -389,6 +389,14 @@ export interface TenantInit {
   fido2Policy?: Fido2Policy;
   tapPolicy?: TapPolicy;
   webauthn?: Partial<WebAuthnSettings>;
+  /**
+   * How `GET …/authenticationMethodConfigurations/fido2` answers: "passkeyProfiles" as a tenant
+   * migrated to passkey profiles (`defaultPasskeyProfile`, `passkeyProfiles`, targets'
+   * `allowedPasskeyProfiles`; the deprecated policy-wide fields still present, as in the v1.0
+   * update example), or "legacy" as before the migration.
+   * @default "passkeyProfiles"
+   */
+  fido2PolicyShape?: "passkeyProfiles" | "legacy";
   /** The clock (ms since the epoch). @default Date.now */
   now?: () => number;
 }
@@ -398,6 +406,8 @@ export class SandboxTenant {
   readonly tenantId: string;
   readonly domain: string;
   readonly webauthn: WebAuthnSettings;
+  /** How the Passkey (FIDO2) policy is served (see {@link TenantInit.fido2PolicyShape}). */
+  fido2PolicyShape: "passkeyProfiles" | "legacy";
   /** Authenticator model names by lowercase AAGUID; add to it to name more models. */
   readonly models: Map<string, string>;
   readonly accounts: SandboxSignInAccount[];
@@ -434,6 +444,7 @@ export class SandboxTenant {
       timeouts: init.webauthn?.timeouts ?? [60_000, 0],
       challengePaddingBytes: init.webauthn?.challengePaddingBytes ?? [1800, 0, 12_000],
     };
+    this.fido2PolicyShape = init.fido2PolicyShape ?? "passkeyProfiles";
     this.models = new Map(Object.entries(defaultModels));
     this.accounts = init.accounts;
     this.apps = init.apps;
