@@ -386,6 +386,20 @@ function query(url: URL, name: string): string | null {
   return url.searchParams.get(`$${name}`) ?? url.searchParams.get(name);
 }
 
+/** Whether the principal holds one of the requirement's permissions (roles not considered). */
+function canRead(principal: Principal, requirement: Requirement): boolean {
+  const granted = principal.kind === "app" ? principal.roles : principal.scopes;
+  return requirement.permissions.some((p) => granted.some((g) => g.toLowerCase() === p.toLowerCase()));
+}
+
+/** A directory object as Graph returns an inaccessible one: its id, every other property null. */
+function limited(properties: Record<string, unknown>, readable: boolean): Record<string, unknown> {
+  if (readable) return properties;
+  return Object.fromEntries(
+    Object.keys(properties).map((key) => [key, key === "id" ? properties[key] : null]),
+  );
+}
+
 function authorize(principal: Principal, requirement: Requirement, targetUser?: SandboxUser): void {
   const granted = principal.kind === "app" ? principal.roles : principal.scopes;
   const hasPermission = requirement.permissions.some((p) =>
@@ -705,13 +719,18 @@ function members(transitive: boolean, usersOnly: boolean) {
       });
     const known = usersOnly ? sampleUserProperties : { ...sampleUserProperties, ...sampleGroupProperties };
     const select = parseSelect(ctx.url, known, usersOnly ? userTypeName : "microsoft.graph.directoryObject");
+    // An app that may read the group but not users gets its user members "with limited
+    // information": only @odata.type and id, every other property null
+    // (https://learn.microsoft.com/en-us/graph/api/directoryobject-getbyids, "Important";
+    // https://learn.microsoft.com/en-us/graph/permissions-overview#limited-information-returned-for-inaccessible-member-objects).
+    const canReadUsers = canRead(ctx.principal, requirements.readUsers);
     const items = all
       .filter((m) => !usersOnly || m.kind === "user")
       .map((m) =>
         m.kind === "user"
           ? {
             "@odata.type": `#${userTypeName}`,
-            ...shapeUser(m.user, select?.filter((s) => s in sampleUserProperties)),
+            ...limited(shapeUser(m.user, select?.filter((s) => s in sampleUserProperties)), canReadUsers),
           }
           : {
             "@odata.type": `#${groupTypeName}`,

@@ -964,3 +964,31 @@ Deno.test("POST fido2Methods refuses attestation formats other than packed and n
   // The untouched registration still goes through (its challenge was not used up by the refusals).
   assert.equal((await graph("POST", `/v1.0/users/${upn}/authentication/fido2Methods`, body)).status, 201);
 });
+
+Deno.test("an app that may read groups but not users gets limited member objects: @odata.type and id, the rest null", async () => {
+  const groupOnly = {
+    clientId: crypto.randomUUID(),
+    displayName: "group reader",
+    secret: crypto.randomUUID(),
+    redirectUris: [],
+    applicationPermissions: ["GroupMember.Read.All"],
+  };
+  const { sandbox, graph } = await setup({ oauth: { apps: [groupOnly] } });
+  await using _ = sandbox;
+  const pilot = sandbox.seeded.groups.pilot;
+  const path =
+    `/v1.0/groups/${pilot}/transitiveMembers/microsoft.graph.user?$select=id,userPrincipalName,mail`;
+  const full = await graph("GET", path);
+  const limitedClient = graphClient(sandbox, await appToken(sandbox, groupOnly));
+  const limited = await limitedClient("GET", path);
+  assert.equal(limited.status, 200);
+  assert.equal(limited.body.value.length, full.body.value.length);
+  for (const [i, member] of limited.body.value.entries()) {
+    assert.deepEqual(member, {
+      "@odata.type": "#microsoft.graph.user",
+      id: full.body.value[i].id,
+      userPrincipalName: null,
+      mail: null,
+    });
+  }
+});
