@@ -219,7 +219,12 @@ export const entraProvider: ProviderPlugin<EntraOptions> = {
     const who = whoAmI(await signIn.source.getAccessToken(context.signal), { kind: signIn.kind });
     return await runPreflight(session.client, {
       path: "api",
-      authenticator: { label: facts.label, aaguid: facts.aaguid, attestation: attestationKind(facts) },
+      authenticator: {
+        label: facts.label,
+        aaguid: facts.aaguid,
+        attestation: attestationKind(facts),
+        ...(facts.attestation === undefined ? {} : { attestationFormat: facts.attestation }),
+      },
       grants: who.kind === "app" ? { kind: "application", permissions: who.roles } : {
         kind: "delegated",
         permissions: who.scopes,

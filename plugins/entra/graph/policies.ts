@@ -94,7 +94,15 @@ export interface AuthenticatorFacts {
    * for no attestation.
    */
   attestation: "trusted" | "self" | "none" | "unknown";
+  /** The attestation statement format the key makes (`packed`, `none`, `tpm` …), when known. */
+  attestationFormat?: string;
 }
+
+/**
+ * The attestation formats `POST fido2Methods` takes: the beta page says only `packed` and `none`
+ * are supported (https://learn.microsoft.com/graph/api/authentication-post-fido2methods?view=graph-rest-beta).
+ */
+export const graphAttestationFormats: readonly string[] = ["packed", "none"];
 
 /** What the signed-in admin or app was granted (from the access token: `scp`/`roles`, `wids`). */
 export interface AdminGrants {
@@ -194,6 +202,7 @@ export function preflight(input: PreflightInput): PreflightFinding[] {
   const findings: PreflightFinding[] = [];
   const add = (finding: PreflightFinding) => findings.push(finding);
   checkFido2(input, add);
+  if (input.path === "api") checkAttestationFormat(input, add);
   if (input.path === "browser") checkTap(input, add);
   checkGrants(input, add);
   const rank: Record<FindingSeverity, number> = { error: 0, warning: 1, info: 2 };
@@ -201,6 +210,22 @@ export function preflight(input: PreflightInput): PreflightFinding[] {
 }
 
 type Add = (finding: PreflightFinding) => void;
+
+/** A key whose attestation format Graph does not take: every registration would be refused after the key made it. */
+function checkAttestationFormat(input: PreflightInput, add: Add): void {
+  const format = input.authenticator?.attestationFormat;
+  if (format === undefined || graphAttestationFormats.includes(format)) return;
+  add({
+    code: "attestation-format-unsupported",
+    severity: "error",
+    message: `${
+      input.authenticator?.label ?? "The key"
+    } makes '${format}' attestation, and Microsoft Graph takes only ${
+      graphAttestationFormats.map((f) => `'${f}'`).join(" and ")
+    } (POST fido2Methods): each registration would be refused after the key created the credential`,
+    hint: "Use a key that makes packed attestation (most FIDO2 security keys do), or the browser path",
+  });
+}
 
 function checkFido2(input: PreflightInput, add: Add): void {
   const policy = input.fido2Policy;

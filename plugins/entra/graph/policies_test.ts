@@ -197,3 +197,31 @@ Deno.test("a policy that cannot be read is a warning, not a failure", () => {
   assert.deepStrictEqual(findings.map((f) => `${f.severity}:${f.code}`), ["warning:policy-unreadable"]);
   assert.match(findings[0]!.hint ?? "", /Policy\.Read\.AuthenticationMethod/);
 });
+
+Deno.test("a key whose attestation format Graph does not take is an error before anything is created (packed and none only)", () => {
+  for (const format of ["packed", "none"]) {
+    assert.deepStrictEqual(
+      codes({ path: "api", fido2Policy: open, authenticator: { ...softwareKey, attestationFormat: format } }),
+      [],
+    );
+  }
+  const findings = preflight({
+    path: "api",
+    fido2Policy: open,
+    authenticator: { label: "security key", attestation: "unknown", attestationFormat: "tpm" },
+  });
+  assert.deepStrictEqual(findings.map((f) => `${f.severity}:${f.code}`), [
+    "error:attestation-format-unsupported",
+  ]);
+  assert.match(findings[0]!.message, /makes 'tpm' attestation.*only 'packed' and 'none'/);
+  // The browser path registers through the Security info page, which the statement does not cover.
+  assert.deepStrictEqual(
+    codes({
+      path: "browser",
+      fido2Policy: open,
+      authenticator: { label: "k", attestation: "unknown", attestationFormat: "tpm" },
+    })
+      .filter((c) => c.includes("attestation-format")),
+    [],
+  );
+});
