@@ -47,13 +47,8 @@ const root = new URL("..", import.meta.url).pathname;
 const peakGoalMb = 200;
 
 async function sandboxFor(users: number, throttle: Parameters<typeof startSandbox>[0]): Promise<Sandbox> {
-  const sandbox = await startSandbox({
-    users,
-    ...throttle,
-    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
-  });
-  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
-  return sandbox;
+  // Entra's real shapes (rp id login.microsoft.com, JWE challenges), as `provisioning sandbox` serves them.
+  return await startSandbox({ users, ...throttle });
 }
 
 /** Runs the CLI in `dir`; resolves with its exit code, stderr tail and peak RSS in MB. */
