@@ -6,6 +6,9 @@
  */
 import { assert, assertEquals } from "../../../test/assert.ts";
 import { parseCreationOptions } from "../../../core/webauthn/json.ts";
+import recordedResponse from "../../../test/fixtures/graph-creation-options-recorded.json" with {
+  type: "json",
+};
 import {
   collectionSchema,
   creationOptionsResponseSchema,
@@ -101,6 +104,16 @@ Deno.test("excludeCredentials ids in padded base64 and in base64url decode to th
   assert.deepStrictEqual([...padded.id], [0xfb, 0xfe, 0xfe, 0xfd, 0xff, 0x00, 0x01]);
   assert.deepStrictEqual([...url.id], [...padded.id]);
   assertEquals(options.extensions?.credentialProtectionPolicy, "userVerificationOptional");
+});
+
+Deno.test("the creationOptions response recorded from a real tenant (a 6,931-character challenge) parses end to end", () => {
+  // Before issue 11 this failed as graph-bad-response: the schema cut challenges at 8,192 characters
+  // and the WebAuthn client at 1,024 bytes.
+  const parsed = creationOptionsResponseSchema.parse(recordedResponse);
+  assertEquals(parsed.publicKey.challenge.length, 6931);
+  const options = parseCreationOptions(parsed);
+  assertEquals(options.challenge.length, 5198);
+  assertEquals(options.excludeCredentials?.length, 4);
 });
 
 Deno.test("creationOptions without publicKey or challenge is refused, naming the field", () => {
