@@ -107,8 +107,8 @@ Deno.test("excludeCredentials ids in padded base64 and in base64url decode to th
 });
 
 Deno.test("the creationOptions response recorded from a real tenant (a 6,931-character challenge) parses end to end", () => {
-  // Before issue 11 this failed as graph-bad-response: the schema cut challenges at 8,192 characters
-  // and the WebAuthn client at 1,024 bytes.
+  // Before issue 11 the WebAuthn client refused it (challenges were cut at 1,024 bytes), and the
+  // schema would have cut any challenge past 8,192 characters; both now follow the 64 KiB cap.
   const parsed = creationOptionsResponseSchema.parse(recordedResponse);
   assertEquals(parsed.publicKey.challenge.length, 6931);
   const options = parseCreationOptions(parsed);
