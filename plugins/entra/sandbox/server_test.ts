@@ -232,3 +232,52 @@ Deno.test("close() ends connections and cuts a slow fault short", async () => {
   await sandbox.close();
   await assert.rejects(() => fetch(`${sandbox.url}/_sandbox/inspect`), TypeError);
 });
+
+Deno.test("the relying party is Entra's by default; the loopback one is an explicit option whose origin is the sandbox's own", async () => {
+  const register = async (sandbox: Sandbox, origin: string, rpIds: string[]) => {
+    const token = await appToken(sandbox);
+    const upn = "user0001@contoso.sandbox";
+    const options = await (await fetch(
+      `${sandbox.url}/v1.0/users/${upn}/authentication/fido2Methods/creationOptions`,
+      { headers: { authorization: `Bearer ${token}` } },
+    )).json();
+    const key = await newTestKey({ pin: "1234" });
+    const credential = await create({
+      options,
+      origin,
+      allowedRpIds: rpIds,
+      authenticator: key,
+      interaction: scriptedUser(["1234"]),
+    });
+    const posted = await fetch(`${sandbox.url}/v1.0/users/${upn}/authentication/fido2Methods`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        displayName: "Key",
+        publicKeyCredential: { id: credential.id, response: credential.response },
+      }),
+    });
+    const body = await posted.json();
+    return { rpId: options.publicKey.rp.id as string, status: posted.status, body };
+  };
+  {
+    await using sandbox = await startSandbox({ users: 2 });
+    assert.deepEqual(sandbox.tenant.webauthn.origins, ["https://login.microsoft.com"]);
+    // Production's origin rule: https://<rp id> is accepted, any other origin refused by the
+    // verifier (a subdomain may use the rp id, but Entra expects its own origin).
+    const accepted = await register(sandbox, "https://login.microsoft.com", ["login.microsoft.com"]);
+    assert.equal(accepted.rpId, "login.microsoft.com");
+    assert.equal(accepted.status, 201, JSON.stringify(accepted.body));
+    const other = await register(sandbox, "https://evil.login.microsoft.com", ["login.microsoft.com"]);
+    assert.equal(other.status, 400);
+    assert.match(other.body.error.message, /origin/i);
+  }
+  {
+    await using sandbox = await startSandbox({ users: 2, relyingParty: "loopback" });
+    const own = new URL(sandbox.url).origin;
+    assert.deepEqual([sandbox.tenant.webauthn.rpId, sandbox.tenant.webauthn.origins], ["127.0.0.1", [own]]);
+    const loopback = await register(sandbox, own, ["127.0.0.1"]);
+    assert.equal(loopback.rpId, "127.0.0.1");
+    assert.equal(loopback.status, 201, JSON.stringify(loopback.body));
+  }
+});
