@@ -112,3 +112,31 @@ Deno.test("refuses text that is none of the three encodings", () => {
     assert.deepEqual(readCredentialIdText(text), [], JSON.stringify(text));
   }
 });
+
+Deno.test("any text gives readings that spell it exactly in their encoding, or none; never an exception", () => {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=%é ";
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.string({ maxLength: 64 }),
+        fc.string({ unit: fc.constantFrom(...alphabet), maxLength: 64 }),
+      ),
+      (text) => {
+        for (const reading of readCredentialIdText(text)) {
+          const spelled = reading.encoding === "base64"
+            ? toBase64(reading.bytes)
+            : reading.encoding === "base64url-padding-digit"
+            ? toBase64UrlPaddingDigit(reading.bytes)
+            : toBase64Url(reading.bytes);
+          // Padded text in the url alphabet reads as base64url; compare without padding there.
+          const expected = reading.encoding === "base64url" ? text.replace(/=+$/, "") : text;
+          const actual = reading.encoding === "base64" && !text.endsWith("=")
+            ? spelled.replace(/=+$/, "")
+            : spelled;
+          assert.equal(actual, expected);
+        }
+      },
+    ),
+    { numRuns: 3000 },
+  );
+});
