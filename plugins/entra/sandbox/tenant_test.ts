@@ -158,3 +158,50 @@ Deno.test("the seeded random source is deterministic and GUIDs carry version 4 b
   assert.ok(isGuid(guid));
   assert.ok(!isGuid("user0001@contoso.sandbox"));
 });
+
+Deno.test("creationOptions variants rotate through the three id encodings, timeouts 60000 and 0, and three challenge sizes", () => {
+  const { tenant } = seedTenant({ users: 1 });
+  const variants = Array.from({ length: 6 }, () => tenant.nextCreationOptionsVariant());
+  assert.deepEqual(variants.map((v) => v.encoding), [
+    "base64url",
+    "base64",
+    "base64url-padding-digit",
+    "base64url",
+    "base64",
+    "base64url-padding-digit",
+  ]);
+  assert.deepEqual(variants.map((v) => v.timeout), [60000, 0, 60000, 0, 60000, 0]);
+  assert.deepEqual(variants.map((v) => v.challengePaddingBytes), [1800, 0, 12000, 1800, 0, 12000]);
+  const fixed = seedTenant({
+    users: 1,
+    webauthn: { excludeCredentialsEncoding: "base64", timeouts: [60000], challengePaddingBytes: [0] },
+  }).tenant;
+  assert.deepEqual(fixed.nextCreationOptionsVariant(), {
+    encoding: "base64",
+    timeout: 60000,
+    challengePaddingBytes: 0,
+  });
+});
+
+Deno.test("a user's handle is opaque, 51 bytes like the recorded one, stable, and different per user and tenant", () => {
+  const { tenant } = seedTenant({ users: 2, seed: 1 });
+  const [a, b] = tenant.users();
+  const handle = tenant.userHandle(a!.id);
+  assert.equal(handle.length, 51);
+  assert.equal(new TextDecoder().decode(handle.slice(0, 3)), "OF:");
+  assert.deepEqual(tenant.userHandle(a!.id), handle);
+  assert.notDeepEqual(tenant.userHandle(b!.id), handle);
+  assert.ok(!new TextDecoder().decode(handle).includes(a!.userPrincipalName));
+  const other = seedTenant({ users: 2, seed: 2 }).tenant;
+  assert.notDeepEqual(other.userHandle(a!.id), handle);
+});
+
+Deno.test("a sealed challenge is the base64url of a compact JWE, and is taken once like any other", async () => {
+  const { tenant } = seedTenant({ users: 1 });
+  const user = tenant.users()[0]!;
+  const pending = await tenant.sealChallenge(user.id, 5, 1800);
+  const jwe = new TextDecoder().decode(fromBase64Any(pending.challenge));
+  assert.equal(jwe.split(".").length, 5);
+  assert.ok(fromBase64Any(pending.challenge).length > 4000);
+  assert.deepEqual(tenant.takeChallenge(pending.challenge), pending);
+});
