@@ -14,15 +14,25 @@ import { listGroupUsers, listTransitiveUsers, resolveGroup } from "./groups.ts";
 
 interface Options {
   users?: number;
-  as?: "app" | "unprivileged-app";
+  /** "group-reader": an app with GroupMember.Read.All only (it may read groups, not users). */
+  as?: "app" | "unprivileged-app" | "group-reader";
   /** Rewrites a Graph answer (the JSON body) before the client sees it. */
   rewrite?: (url: URL, body: Record<string, unknown>) => Record<string, unknown>;
 }
 
 async function harness(options: Options = {}) {
-  const sandbox: Sandbox = await startSandbox({ users: options.users ?? 6 });
+  const groupReader = {
+    clientId: crypto.randomUUID(),
+    displayName: "group reader",
+    secret: crypto.randomUUID(),
+    redirectUris: [],
+    applicationPermissions: ["GroupMember.Read.All"],
+  };
+  const sandbox: Sandbox = await startSandbox({ users: options.users ?? 6, oauth: { apps: [groupReader] } });
   const app = options.as === "unprivileged-app"
     ? sandbox.seeded.unprivilegedApp
+    : options.as === "group-reader"
+    ? groupReader
     : { clientId: sandbox.app.clientId, secret: sandbox.app.clientSecret };
   const response = await fetch(`${sandbox.url}/${sandbox.tenantId}/oauth2/v2.0/token`, {
     method: "POST",
@@ -189,15 +199,9 @@ Deno.test("an app without group permissions gets insufficient-privileges naming 
 });
 
 Deno.test("users without a user principal name (limited information) are insufficient-privileges naming User.ReadBasic.All", async () => {
-  await using h = await harness({
-    rewrite: (url, body) =>
-      url.pathname.includes("/transitiveMembers/")
-        ? {
-          ...body,
-          value: (body["value"] as Record<string, unknown>[]).map((u) => ({ ...u, userPrincipalName: null })),
-        }
-        : body,
-  });
+  // The sandbox answers an app that may read groups but not users as Graph documents: members
+  // with @odata.type and id only, every other property null.
+  await using h = await harness({ as: "group-reader" });
   const error = await rejects(collect(listGroupUsers(h.client, h.groups.pilot)), GraphError);
   assertEquals(error.code, "insufficient-privileges");
   assert.match(
