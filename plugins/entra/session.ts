@@ -76,6 +76,7 @@ export class EntraSession implements ProviderSession {
   /** The Graph client underneath, for callers that need a call the session does not wrap. */
   readonly client: GraphClient;
   readonly #options: EntraSessionOptions;
+  readonly #policyCache = new Map<"fido2" | "tap", { readAt: number; facts: Promise<PolicyFacts> }>();
 
   constructor(options: EntraSessionOptions) {
     this.#options = options;
@@ -221,8 +222,25 @@ export class EntraSession implements ProviderSession {
       return await call();
     } catch (error) {
       if (!(error instanceof GraphError) || (error.status !== 400 && error.status !== 403)) throw error;
-      const facts = await readPolicyFacts(this.client, policy, signal ? { signal } : {});
+      const facts = await this.#policyFacts(policy, signal);
       throw explainWithPolicy(error, { ...facts, ...known });
+    }
+  }
+
+  /**
+   * The policy as read at most a minute ago: a bulk run whose users are all refused reads it once
+   * a minute, not once per user, and still sees an admin's fix soon.
+   */
+  async #policyFacts(policy: "fido2" | "tap", signal: AbortSignal | undefined): Promise<PolicyFacts> {
+    const cached = this.#policyCache.get(policy);
+    if (cached && Date.now() - cached.readAt < 60_000) return await cached.facts;
+    const facts = readPolicyFacts(this.client, policy, signal ? { signal } : {});
+    this.#policyCache.set(policy, { readAt: Date.now(), facts });
+    try {
+      return await facts;
+    } catch (error) {
+      this.#policyCache.delete(policy);
+      throw error;
     }
   }
 
