@@ -114,6 +114,7 @@ export async function createEntraSignIn(
     dir: settings.tokenCacheDir,
     ...(settings.tokenCachePassphrase === undefined ? {} : { passphrase: settings.tokenCachePassphrase }),
     discardUnreadable: options.discardUnreadableCache ?? false,
+    notify: io.notify,
   });
   const now = io.now ?? Date.now;
 
