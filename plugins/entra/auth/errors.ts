@@ -30,6 +30,8 @@ import { ProvisioningError } from "../../../core/errors.ts";
  * - `not-signed-in`: there is no cached sign-in and the flow may not prompt
  * - `tenant-not-found`: no tenant has that id or domain
  * - `insecure-authority`: an `http://` authority that is not the loopback sandbox
+ * - `unauthorized`: Graph refused a newly issued token too (the reason code Graph's own 401 has,
+ *   so a run halts on it the same way)
  */
 export type EntraAuthErrorCode =
   | "auth-failed"
@@ -40,7 +42,8 @@ export type EntraAuthErrorCode =
   | "auth-unreachable"
   | "not-signed-in"
   | "tenant-not-found"
-  | "insecure-authority";
+  | "insecure-authority"
+  | "unauthorized";
 
 /**
  * A sign-in failure. Callers branch on `code`; `aadsts` keeps Microsoft's error code
