@@ -80,6 +80,12 @@ export const cachedTokenSchema = z.object({
   grantedScopes: z.array(z.string()),
   /** Epoch milliseconds of the grant. */
   obtainedAt: z.number(),
+  /**
+   * App tokens: the kind of client credential that obtained them and its fingerprint (a
+   * certificate's SHA-256 thumbprint, a hash of a secret; never the secret).
+   */
+  credential: z.object({ kind: z.enum(["secret", "certificate"]), fingerprint: z.string().min(1) })
+    .optional(),
 });
 
 /** One cached sign-in (tokens included: never print it). */

@@ -15,6 +15,7 @@ import type { EntraCloud } from "../cloud.ts";
 import { EntraAuthError } from "./errors.ts";
 import type { CachedToken, CacheQuery, TokenCache } from "./token_cache.ts";
 import { accountOf, readAccessTokenClaims, type TokenSet } from "./tokens.ts";
+import type { CredentialFingerprint } from "./client_credentials.ts";
 
 /**
  * Where Graph access tokens come from. The Graph client takes a function; {@link forGraphClient}
@@ -85,6 +86,11 @@ export interface TokenGrants {
   refresh?(refreshToken: string, signal: AbortSignal | undefined): Promise<TokenSet>;
   /** The tenant id the grants are for (resolved lazily: it may need a discovery request). */
   tenantId(signal: AbortSignal | undefined): Promise<string>;
+  /**
+   * App grants: the fingerprint of the credential in the settings. A cached token obtained with
+   * another credential (or with none recorded) is not used: the secret or certificate changed.
+   */
+  credential?(): Promise<CredentialFingerprint>;
 }
 
 /** Options of {@link createTokenSource}. */
@@ -177,6 +183,14 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
     return q;
   };
 
+  /** Whether a cached entry was obtained with the credential the settings name now. */
+  async function sameCredential(entry: CachedToken): Promise<boolean> {
+    if (!grants.credential) return true;
+    const configured = await grants.credential();
+    return entry.credential?.kind === configured.kind &&
+      entry.credential.fingerprint === configured.fingerprint;
+  }
+
   async function store(entry: CachedToken): Promise<void> {
     if (!options.cache) return;
     try {
@@ -206,6 +220,10 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
       grantedScopes: [...tokens.grantedScopes],
       obtainedAt: now(),
     };
+    if (grants.credential) {
+      const { kind, fingerprint } = await grants.credential();
+      entry.credential = { kind, fingerprint };
+    }
     const refreshToken = tokens.refreshToken ?? previous?.refreshToken;
     if (refreshToken !== undefined && grants.kind === "delegated") entry.refreshToken = refreshToken;
     return entry;
@@ -218,7 +236,8 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
       await store(entry);
       return entry;
     }
-    const found = current ?? options.cache?.find(query());
+    let found = current ?? options.cache?.find(query());
+    if (found !== undefined && current === undefined && !await sameCredential(found)) found = undefined;
     if (found !== undefined && usable(found)) return found;
     let tokens: TokenSet;
     let previous = found;
