@@ -187,7 +187,10 @@ function fromOAuthError(failure: OAuthFailure, context: AuthErrorContext, cause:
   const summary = summarize(failure.description, context.secrets) ?? failure.error;
   const message = `Cannot ${context.action}: ${summary}`;
   const { code, hint } = classify(failure, context);
-  const options: ConstructorParameters<typeof EntraAuthError>[2] = { cause, oauthError: failure.error };
+  const options: ConstructorParameters<typeof EntraAuthError>[2] = {
+    cause: redactedCause(cause, context.secrets),
+    oauthError: failure.error,
+  };
   if (hint !== undefined) options.hint = hint;
   if (failure.aadsts !== undefined) options.aadsts = failure.aadsts;
   if (failure.endpoint !== undefined) options.endpoint = failure.endpoint;
@@ -412,6 +415,18 @@ function endpointOf(url: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The cause kept on an error: its name, message and stack with the secrets redacted, and not the
+ * error body oauth4webapi attaches (which `--verbose` would print, and which can echo the request).
+ */
+function redactedCause(cause: unknown, secrets: readonly string[] | undefined): Error {
+  const original = cause instanceof Error ? cause : new Error(String(cause));
+  const copy = new Error(redact(original.message, secrets));
+  copy.name = original.name;
+  copy.stack = redact(original.stack ?? "", secrets);
+  return copy;
 }
 
 /** Replaces every occurrence of each secret (4 characters or more) with `[redacted]`. */

@@ -51,6 +51,9 @@ Deno.test("a secret an endpoint echoes back is redacted from the error", async (
   assert(error.message.includes("[redacted]"), error.message);
   assert(!error.message.includes(secret), error.message);
   assert(!error.message.includes("Trace ID"), error.message);
+  // Nor anywhere in the cause chain that --verbose prints.
+  const printed = Deno.inspect(error, { depth: 10 });
+  assert(!printed.includes(secret), printed);
 });
 
 Deno.test("an unreachable login host is auth-unreachable with a hint", async () => {
