@@ -5,13 +5,15 @@
  * passphrase, a wrong client secret). Everything they wrote is then searched: stdout, stderr,
  * results.csv, failures.csv, the journals and every other file in the working folder, for the
  * client secret, the vault passphrase, the PIN, the token cache passphrase and the access token
- * the runs used (read back from the encrypted cache), and for anything shaped like a JWT.
+ * the runs used (read back from the encrypted cache), and for anything shaped like a JWT. The
+ * browser path's runs are searched for the Temporary Access Passes the tenant issued them.
  */
 import { join, relative } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
 import { type CliRun, runCli, sandboxEnvironment } from "./cli.ts";
 import { entraProvider } from "../plugins/entra/plugin.ts";
 import { TokenCache } from "../plugins/entra/auth/token_cache.ts";
+import { loopbackSandbox, sandboxEnv } from "./bulk_support.ts";
 import type { PluginContext } from "../core/plugin.ts";
 
 const quiet: PluginContext = {
@@ -173,6 +175,74 @@ Deno.test("bulk runs with --verbose and --log-format json leave no secret or tok
       "wrong client secret": wrongSecret,
       "access token": accessToken,
       "access token's signature": accessToken.split(".")[2]!,
+    }));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("browser-path runs with --verbose and --log-format json leave no Temporary Access Pass, PIN or secret behind", async () => {
+  await using sandbox = await loopbackSandbox({ users: 6 });
+  // Every pass the tenant issues, as Graph returned it to the tool (observed on the sandbox's side).
+  const passes: string[] = [];
+  const store = sandbox.tenant.setTemporaryAccessPass.bind(sandbox.tenant);
+  sandbox.tenant.setTemporaryAccessPass = (userId, tap) => {
+    passes.push(tap.temporaryAccessPass);
+    store(userId, tap);
+  };
+  const dir = await Deno.makeTempDir({ prefix: "provisioning-secrets-cli-" });
+  try {
+    const secrets = { "vault passphrase": "browser-Vault~passphrase_31", PIN: "pin-Rt55wQ" };
+    const env: Record<string, string> = {
+      ...sandboxEnv(sandbox),
+      PROVISIONING_VAULT: `${dir}/key.vault`,
+      PROVISIONING_VAULT_PASSPHRASE: secrets["vault passphrase"],
+      PROVISIONING_KEY_PIN: secrets.PIN,
+    };
+    const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "100000", "--set-pin");
+    assertEquals(init.code, 0, init.stderr);
+    await Deno.writeTextFile(`${dir}/a.csv`, "upn\nuser0001@contoso.sandbox\nuser0002@contoso.sandbox\n");
+    await Deno.writeTextFile(`${dir}/b.csv`, "upn\nuser0003@contoso.sandbox\nuser0004@contoso.sandbox\n");
+    // The test's --allow-read for its folder replaces the set's list: grant the browser again.
+    const browser = ["--allow-read=/usr/bin/chromium"];
+    const common = ["--via", "browser", "--no-preflight", "--concurrency", "2"];
+    const verbose = await runCli(
+      dir,
+      env,
+      browser,
+      "--csv",
+      "a.csv",
+      ...common,
+      "--verbose",
+      "--results",
+      "a-results.csv",
+    );
+    assertEquals(verbose.code, 0, verbose.stderr);
+    const json = await runCli(
+      dir,
+      env,
+      browser,
+      "--csv",
+      "b.csv",
+      ...common,
+      "--log-format",
+      "json",
+      "--results",
+      "b-results.csv",
+    );
+    assertEquals(json.code, 0, json.stderr);
+    assertEquals(passes.length, 4, "one pass per user was issued");
+    assertEquals(sandbox.inspect().temporaryAccessPassesOutstanding, 0);
+
+    const places = [
+      ...outputs("browser run --verbose", verbose),
+      ...outputs("browser run --log-format json", json),
+      ...await filesUnder(dir),
+    ];
+    deepLeaks(leaks(places, {
+      ...secrets,
+      "client secret": env.PROVISIONING_CLIENT_SECRET!,
+      ...Object.fromEntries(passes.map((pass, i) => [`Temporary Access Pass ${i + 1}`, pass])),
     }));
   } finally {
     await Deno.remove(dir, { recursive: true });
