@@ -174,21 +174,74 @@ export async function signInWithBrowser(options: BrowserSignInOptions): Promise<
 }
 
 /**
- * Opens `url` in the system's default browser: `xdg-open` (Linux, BSD), `open` (macOS),
- * `rundll32 url.dll,FileProtocolHandler` (Windows; unlike `cmd /c start` it does not parse `&`).
- * Needs Deno's run permission for that program (`--allow-run=xdg-open`, `open` or `rundll32`).
- *
- * @throws {Error} when the program is missing, not permitted, or fails.
+ * The programs that open a URL in the default browser, per OS, by absolute path: a name looked up
+ * on `PATH` would run whatever program of that name comes first there (issue 13, item 11).
+ * `xdg-open` (Linux, BSD; xdg-utils, which FreeBSD and OpenBSD install under /usr/local), `open`
+ * (macOS), and on Windows `%SystemRoot%\System32\rundll32.exe url.dll,FileProtocolHandler`
+ * (unlike `cmd /c start` it does not parse `&`).
  */
-export async function openSystemBrowser(url: string): Promise<void> {
-  const [program, ...args] = Deno.build.os === "darwin"
-    ? ["open", url]
-    : Deno.build.os === "windows"
-    ? ["rundll32", "url.dll,FileProtocolHandler", url]
-    : ["xdg-open", url];
-  const child = new Deno.Command(program!, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
-  const status = await child.status;
-  if (!status.success) throw new Error(`${program} exited with code ${status.code}`);
+export function systemBrowserPrograms(os: typeof Deno.build.os = Deno.build.os): readonly string[] {
+  if (os === "linux") return ["/usr/bin/xdg-open"];
+  if (os === "darwin") return ["/usr/bin/open"];
+  if (os === "windows") return [`${systemRoot()}\\System32\\rundll32.exe`];
+  return ["/usr/bin/xdg-open", "/usr/local/bin/xdg-open"];
+}
+
+/** Options of {@link openSystemBrowser}: seams for tests. */
+export interface OpenSystemBrowserOptions {
+  /** @default Deno.build.os */
+  readonly os?: typeof Deno.build.os;
+  /** Absolute paths to try in order, the first installed one wins. @default systemBrowserPrograms(os) */
+  readonly programs?: readonly string[];
+}
+
+/**
+ * Opens `url` in the system's default browser with the first of {@link systemBrowserPrograms}
+ * that is installed. Needs Deno's run permission for that path (`--allow-run=/usr/bin/xdg-open`);
+ * it needs no read permission (a missing program is known from the failed start).
+ *
+ * @throws {Error} when none of the programs is installed (naming the paths looked at), when
+ * running it is not permitted, or when it fails.
+ */
+export async function openSystemBrowser(url: string, options: OpenSystemBrowserOptions = {}): Promise<void> {
+  const os = options.os ?? Deno.build.os;
+  const programs = options.programs ?? systemBrowserPrograms(os);
+  const args = os === "windows" ? ["url.dll,FileProtocolHandler", url] : [url];
+  for (const program of programs) {
+    if (!isAbsolute(program)) {
+      throw new TypeError(`Cannot open a browser with "${program}": only absolute paths are run`);
+    }
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(program, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) continue;
+      throw error;
+    }
+    const status = await child.status;
+    if (!status.success) throw new Error(`${program} exited with code ${status.code}`);
+    return;
+  }
+  throw new Error(
+    `no browser opener is installed (looked for ${programs.join(", ")}); ${
+      os === "windows" || os === "darwin" ? "" : "install xdg-utils, or "
+    }sign in with --sign-in device-code`,
+  );
+}
+
+/** `%SystemRoot%` when it is readable and looks like a Windows folder, else `C:\Windows`. */
+function systemRoot(): string {
+  try {
+    const root = Deno.env.get("SystemRoot");
+    if (root !== undefined && /^[A-Za-z]:\\[^;"]*$/.test(root)) return root.replace(/\\+$/, "");
+  } catch {
+    // No env permission for SystemRoot: the default location.
+  }
+  return "C:\\Windows";
+}
+
+function isAbsolute(path: string): boolean {
+  return path.startsWith("/") || /^[A-Za-z]:\\/.test(path);
 }
 
 function page(status: number, title: string, text: string): Response {

@@ -3,11 +3,12 @@
  * sandbox tenant: the injected `openBrowser` signs the admin in at the sandbox's authorize
  * endpoint and follows the redirect to the flow's listener, as a browser would.
  */
-import { assert, assertEquals, rejects } from "../../../test/assert.ts";
+import { assert, assertEquals, deepStrictEqual, rejects } from "../../../test/assert.ts";
 import { cloudFromSandbox } from "../cloud.ts";
 import { startSandbox } from "../sandbox/server.ts";
-import { authorizeLocation, sandboxBrowser } from "./_testing.ts";
-import { signInWithBrowser } from "./auth_code.ts";
+import { join } from "node:path";
+import { authorizeLocation, sandboxBrowser, tempDir } from "./_testing.ts";
+import { openSystemBrowser, signInWithBrowser, systemBrowserPrograms } from "./auth_code.ts";
 import { openAuthority } from "./discovery.ts";
 import { EntraAuthError } from "./errors.ts";
 import { delegatedScopes, readAccessTokenClaims } from "./tokens.ts";
@@ -139,3 +140,55 @@ Deno.test("browser sign-in keeps waiting when no browser can be opened, and says
   assertEquals(error.name, "AbortError");
   assert(notes[1]!.includes("xdg-open: not found") && notes[1]!.includes("by hand"), notes[1]);
 });
+
+Deno.test("the system browser is opened by absolute path, never by a name looked up on PATH", async () => {
+  for (const os of ["linux", "darwin", "windows", "freebsd"] as const) {
+    for (const program of systemBrowserPrograms(os)) {
+      assert(program.startsWith("/") || /^[A-Za-z]:\\/.test(program), `${os}: ${program}`);
+    }
+  }
+  deepStrictEqual(systemBrowserPrograms("linux"), ["/usr/bin/xdg-open"]);
+  assertEquals(systemBrowserPrograms("windows")[0]?.endsWith("\\System32\\rundll32.exe"), true);
+
+  // A process whose PATH starts with a folder holding a planted xdg-open: the opener must run
+  // the absolute path it is given (here a stand-in that records the URL), not the planted one.
+  await using dir = await tempDir();
+  const planted = join(dir.path, "planted");
+  await Deno.mkdir(planted);
+  const plantedRan = join(dir.path, "planted-ran");
+  const opened = join(dir.path, "opened");
+  await script(join(planted, "xdg-open"), `echo "$1" > '${plantedRan}'`);
+  const standIn = join(dir.path, "stand-in-xdg-open");
+  await script(standIn, `echo "$1" > '${opened}'`);
+  const module = new URL("./auth_code.ts", import.meta.url).href;
+  const child = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `const { openSystemBrowser } = await import(${JSON.stringify(module)});
+       await openSystemBrowser("http://127.0.0.1:1/?a=1&b=2", { os: "linux", programs: [${
+        JSON.stringify(standIn)
+      }] });`,
+    ],
+    env: { PATH: `${planted}:${Deno.env.get("PROVISIONING_TEST_PATH") ?? "/usr/bin:/bin"}` },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert(child.success, new TextDecoder().decode(child.stderr));
+  assertEquals((await Deno.readTextFile(opened)).trim(), "http://127.0.0.1:1/?a=1&b=2");
+  await rejects(Deno.stat(plantedRan), Deno.errors.NotFound);
+});
+
+Deno.test("a missing browser opener is refused with the paths looked at and the device-code way out", async () => {
+  const error = await rejects(
+    openSystemBrowser("http://127.0.0.1:1/", { os: "linux", programs: ["/nonexistent/bin/xdg-open"] }),
+    Error,
+  );
+  assert(error.message.includes("/nonexistent/bin/xdg-open"), error.message);
+  assert(error.message.includes("--sign-in device-code"), error.message);
+  await rejects(openSystemBrowser("http://127.0.0.1:1/", { programs: ["xdg-open"] }), TypeError);
+});
+
+async function script(path: string, body: string): Promise<void> {
+  await Deno.writeTextFile(path, `#!/bin/sh\n${body}\n`);
+  await Deno.chmod(path, 0o755);
+}

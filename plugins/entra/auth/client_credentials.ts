@@ -55,6 +55,38 @@ export interface SecretCredential {
 /** How the app proves itself. */
 export type ClientCredential = SecretCredential | CertificateCredential;
 
+/**
+ * What a cached app token remembers of the credential that obtained it, to tell when the settings
+ * have changed since: the kind and, for a certificate, its SHA-256 thumbprint; for a secret a
+ * fingerprint (16 bytes of SHA-256 over a label and the secret), never the secret itself.
+ */
+export interface CredentialFingerprint {
+  readonly kind: ClientCredential["kind"];
+  readonly fingerprint: string;
+}
+
+/**
+ * The {@link CredentialFingerprint} of `credential`.
+ *
+ * @example
+ * ```ts
+ * import { credentialFingerprint } from "./client_credentials.ts";
+ * const a = await credentialFingerprint({ kind: "secret", secret: "one~secret", source: "env" });
+ * const b = await credentialFingerprint({ kind: "secret", secret: "another~secret", source: "env" });
+ * console.assert(a.fingerprint !== b.fingerprint && !a.fingerprint.includes("one~secret"));
+ * ```
+ */
+export async function credentialFingerprint(credential: ClientCredential): Promise<CredentialFingerprint> {
+  if (credential.kind === "certificate") {
+    return { kind: "certificate", fingerprint: credential.thumbprintSha256 };
+  }
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(`provisioning client secret fingerprint\0${credential.secret}`),
+  );
+  return { kind: "secret", fingerprint: toBase64Url(new Uint8Array(digest).slice(0, 16)) };
+}
+
 /** Options of {@link acquireAppToken}. */
 export interface AppTokenOptions {
   readonly authority: Authority;

@@ -30,6 +30,8 @@ import { ProvisioningError } from "../../../core/errors.ts";
  * - `not-signed-in`: there is no cached sign-in and the flow may not prompt
  * - `tenant-not-found`: no tenant has that id or domain
  * - `insecure-authority`: an `http://` authority that is not the loopback sandbox
+ * - `unauthorized`: Graph refused a newly issued token too (the reason code Graph's own 401 has,
+ *   so a run halts on it the same way)
  */
 export type EntraAuthErrorCode =
   | "auth-failed"
@@ -40,7 +42,8 @@ export type EntraAuthErrorCode =
   | "auth-unreachable"
   | "not-signed-in"
   | "tenant-not-found"
-  | "insecure-authority";
+  | "insecure-authority"
+  | "unauthorized";
 
 /**
  * A sign-in failure. Callers branch on `code`; `aadsts` keeps Microsoft's error code
@@ -184,109 +187,140 @@ function fromOAuthError(failure: OAuthFailure, context: AuthErrorContext, cause:
   const summary = summarize(failure.description, context.secrets) ?? failure.error;
   const message = `Cannot ${context.action}: ${summary}`;
   const { code, hint } = classify(failure, context);
-  const options: ConstructorParameters<typeof EntraAuthError>[2] = { cause, oauthError: failure.error };
+  const options: ConstructorParameters<typeof EntraAuthError>[2] = {
+    cause: redactedCause(cause, context.secrets),
+    oauthError: failure.error,
+  };
   if (hint !== undefined) options.hint = hint;
   if (failure.aadsts !== undefined) options.aadsts = failure.aadsts;
   if (failure.endpoint !== undefined) options.endpoint = failure.endpoint;
   return new EntraAuthError(code, message, options);
 }
 
-/** Picks the reason code and hint from the AADSTS number first, the OAuth error second. */
+/**
+ * Picks the reason code and hint: from the AADSTS number when it is one the reference lists with
+ * a cure an admin can apply, else from the OAuth `error`, which Microsoft says is the field to
+ * react to (the reference's "Handling error codes in your application").
+ *
+ * Every number below is checked against the AADSTS table of "Microsoft Entra authentication and
+ * authorization error codes" (https://learn.microsoft.com/entra/identity-platform/reference-error-codes,
+ * source MicrosoftDocs/entra-docs docs/identity-platform/reference-error-codes.md); the name in
+ * each comment is the one that table gives. The page warns that codes change and that clients
+ * must not depend on them, so a code only chooses the hint and, where its row says so plainly, a
+ * more precise reason; an unknown code falls back to the OAuth `error`. Nothing here reads the
+ * English of `error_description`: it is shown to the admin as Microsoft wrote it.
+ */
 function classify(
   failure: OAuthFailure,
   context: AuthErrorContext,
 ): { code: EntraAuthErrorCode; hint?: string } {
   const secretSource = context.secretSource ?? "PROVISIONING_CLIENT_SECRET";
   const certificateSource = context.certificateSource ?? "PROVISIONING_CLIENT_CERTIFICATE";
+  const scopeHint =
+    "A requested scope is not valid: check the permissions setting (app-only sign-in asks for https://graph.microsoft.com/.default, delegated for Graph permissions such as https://graph.microsoft.com/User.Read.All)";
   switch (failure.aadsts) {
+    // "Invalid client secret is provided."
     case "AADSTS7000215":
       return {
         code: "auth-failed",
         hint:
           `Check ${secretSource}: use the secret's Value, not its Secret ID, from the app registration's "Certificates & secrets"`,
       };
+    // InvalidClientSecretExpiredKeysProvided
     case "AADSTS7000222":
       return {
         code: "auth-failed",
         hint:
           `The client secret has expired: create a new one in the app registration and update ${secretSource}`,
       };
+    // UnauthorizedClient_DoesNotMatchRequest: the application wasn't found in the directory/tenant.
     case "AADSTS700016":
       return {
         code: "auth-failed",
         hint:
           `Check PROVISIONING_CLIENT_ID ("${context.clientId}") and the tenant ("${context.tenant}"): the app must be registered in that tenant or consented to by its admin`,
       };
+    // UserDeclinedConsent
     case "AADSTS65004":
       return {
         code: "auth-declined",
         hint: "The consent prompt was declined: run the sign-in again and accept it",
       };
+    // DelegationDoesNotExist: the user or administrator hasn't consented.
     case "AADSTS65001":
       return {
         code: "auth-consent-required",
         hint: `An admin of the tenant grants consent at ${adminConsentUrl(context)}`,
       };
+    // InvalidTenantName: the tenant name wasn't found. (AADSTS90023 is InvalidRequest, a
+    // malformed request, not an unknown tenant: it falls through to invalid_request.)
     case "AADSTS90002":
-    case "AADSTS90023":
       return {
         code: "tenant-not-found",
         hint:
-          `Check --tenant ("${context.tenant}"): give the tenant id (a GUID) or one of its verified domains`,
+          `Check --tenant ("${context.tenant}"): give the tenant id (a GUID) or one of its verified domains, in the cloud it belongs to (--cloud)`,
       };
+    // "The request body must contain ... 'client_assertion' or 'client_secret'": the app is not a
+    // public client. Cure from https://learn.microsoft.com/troubleshoot/entra/entra-id/app-integration/confidential-client-application-authentication-error-aadsts7000218
     case "AADSTS7000218":
       return {
         code: "auth-failed",
         hint:
           `Turn on "Allow public client flows" in the app registration's Authentication page, or set ${secretSource} for an unattended run`,
       };
+    // InvalidReplyTo: the reply address doesn't match the app's.
     case "AADSTS50011":
       return {
         code: "auth-failed",
         hint:
           `Add "http://localhost" as a redirect URI of the "Mobile and desktop applications" platform in the app registration`,
       };
+    // "Client assertion failed signature validation."
     case "AADSTS700027":
-    case "AADSTS700023":
       return {
         code: "auth-failed",
         hint:
           `Upload the certificate of ${certificateSource} to the app registration's "Certificates & secrets", and check that the private key belongs to it`,
       };
-    case "AADSTS700024":
-      return {
-        code: "auth-failed",
-        hint: "The client assertion's time is off: check this machine's clock",
-      };
+    // InvalidScope; InvalidMultipleResourcesScope (scopes of more than one resource);
+    // InvalidResourcelessScope (a scope that names no resource): scope problems, not certificate
+    // ones. (AADSTS700024, which a certificate sign-in with a wrong clock is reported to get, is
+    // not in the reference: it gets the invalid_client hint, with Microsoft's own sentence.)
     case "AADSTS70011":
-      return {
-        code: "auth-failed",
-        hint:
-          "A requested scope is invalid: check the scopes setting (app-only sign-in uses https://graph.microsoft.com/.default)",
-      };
+    case "AADSTS700022":
+    case "AADSTS700023":
+      return { code: "auth-failed", hint: scopeHint };
+    // EntitlementGrantsNotFound: the user isn't assigned to a role for the app.
     case "AADSTS50105":
       return {
         code: "auth-declined",
         hint: "The app requires user assignment: assign this admin to the enterprise application",
       };
+    // BlockedByConditionalAccess
     case "AADSTS53003":
       return {
         code: "auth-declined",
         hint: "A Conditional Access policy blocked the sign-in: ask the tenant's admins which policy applies",
       };
+    // BadTokenDueToSignInFrequency; ExpiredOrRevokedGrant; ExpiredOrRevokedGrantInactiveToken;
+    // FreshTokenNeeded (tokens revoked); a SPA's refresh token past its fixed lifetime.
     case "AADSTS70043":
+    case "AADSTS70008":
     case "AADSTS700082":
     case "AADSTS50173":
     case "AADSTS700084":
       return { code: "auth-expired", hint: "Sign in again: provisioning login" };
+    // InvalidGrant: the refresh token isn't valid.
     case "AADSTS70000":
       return { code: "auth-failed", hint: "The grant is invalid or was already used: sign in again" };
+    // UnauthorizedClientApplicationDisabled
     case "AADSTS7000112":
       return {
         code: "auth-failed",
         hint: "The application is disabled in this tenant: an admin must enable it",
       };
   }
+  // The OAuth 2.0 `error` values (RFC 6749 §5.2 and the reference's table of common ones).
   switch (failure.error) {
     case "access_denied":
     case "authorization_declined":
@@ -305,6 +339,14 @@ function classify(
       return {
         code: "auth-failed",
         hint: `Check PROVISIONING_CLIENT_ID ("${context.clientId}") and the app's credentials`,
+      };
+    case "invalid_scope":
+      return { code: "auth-failed", hint: scopeHint };
+    case "invalid_request":
+      return {
+        code: "auth-failed",
+        hint:
+          "The identity platform found the request malformed: check the tenant, client id and cloud settings; if they are right, report it with the AADSTS code",
       };
   }
   return { code: "auth-failed" };
@@ -373,6 +415,18 @@ function endpointOf(url: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The cause kept on an error: its name, message and stack with the secrets redacted, and not the
+ * error body oauth4webapi attaches (which `--verbose` would print, and which can echo the request).
+ */
+function redactedCause(cause: unknown, secrets: readonly string[] | undefined): Error {
+  const original = cause instanceof Error ? cause : new Error(String(cause));
+  const copy = new Error(redact(original.message, secrets));
+  copy.name = original.name;
+  copy.stack = redact(original.stack ?? "", secrets);
+  return copy;
 }
 
 /** Replaces every occurrence of each secret (4 characters or more) with `[redacted]`. */

@@ -51,6 +51,9 @@ Deno.test("a secret an endpoint echoes back is redacted from the error", async (
   assert(error.message.includes("[redacted]"), error.message);
   assert(!error.message.includes(secret), error.message);
   assert(!error.message.includes("Trace ID"), error.message);
+  // Nor anywhere in the cause chain that --verbose prints.
+  const printed = Deno.inspect(error, { depth: 10 });
+  assert(!printed.includes(secret), printed);
 });
 
 Deno.test("an unreachable login host is auth-unreachable with a hint", async () => {
@@ -76,4 +79,73 @@ Deno.test("adminConsentUrl asks for the resource's .default on the tenant's v2.0
   assertEquals(url.searchParams.get("scope"), "https://graph.microsoft.us/.default");
   assertEquals(redact("a secret b secret", ["secret"]), "a [redacted] b [redacted]");
   assertEquals(redact("abc", ["ab"]), "abc", "too short to redact safely");
+});
+
+/**
+ * A token service that refuses every grant with the given OAuth error and AADSTS number; its
+ * description is deliberately not Microsoft's English, so a client reading wording would miss.
+ */
+function refusingTokenService(error: string, aadsts: number) {
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const url = new URL(request.url);
+    const root = `${url.origin}/${tenantId}`;
+    if (request.method === "GET") {
+      return Response.json({
+        issuer: `${root}/v2.0`,
+        authorization_endpoint: `${root}/oauth2/v2.0/authorize`,
+        token_endpoint: `${root}/oauth2/v2.0/token`,
+      });
+    }
+    return Response.json({
+      error,
+      error_description: `AADSTS${aadsts}: Anfrage abgelehnt.\r\nTrace ID: 1\r\nCorrelation ID: 2`,
+      error_codes: [aadsts],
+    }, { status: error === "invalid_client" ? 401 : 400 });
+  });
+}
+
+async function refusal(error: string, aadsts: number): Promise<EntraAuthError> {
+  await using server = refusingTokenService(error, aadsts);
+  const authority = await openAuthority(tenantId, {
+    cloud: cloudFromSandbox(`http://127.0.0.1:${server.addr.port}`),
+  });
+  return await rejects(
+    acquireAppToken({
+      authority,
+      clientId: "00001111-aaaa-2222-bbbb-3333cccc4444",
+      credential: { kind: "secret", secret: "s3cret-value", source: "PROVISIONING_CLIENT_SECRET" },
+    }),
+    EntraAuthError,
+  );
+}
+
+// Names and meanings from the AADSTS table of
+// https://learn.microsoft.com/entra/identity-platform/reference-error-codes
+Deno.test("AADSTS90023 (InvalidRequest) is a malformed request, not an unknown tenant", async () => {
+  const error = await refusal("invalid_request", 90023);
+  assertEquals(error.aadsts, "AADSTS90023");
+  assertEquals(error.code, "auth-failed");
+  assert(!error.hint?.includes("--tenant"), error.hint);
+  assert(error.message.includes("Anfrage abgelehnt"), "Microsoft's own sentence is shown");
+});
+
+Deno.test("AADSTS90002 (InvalidTenantName) is tenant-not-found", async () => {
+  const error = await refusal("invalid_request", 90002);
+  assertEquals(error.code, "tenant-not-found");
+  assert(error.hint?.includes("--tenant"), error.hint);
+});
+
+Deno.test("AADSTS700023 (InvalidResourcelessScope) points at the scope, not at a certificate", async () => {
+  const error = await refusal("invalid_request", 700023);
+  assertEquals(error.code, "auth-failed");
+  assert(error.hint?.includes("scope"), error.hint);
+  assert(!/certificate/i.test(error.hint ?? ""), error.hint);
+});
+
+Deno.test("a code the reference does not list falls back to the OAuth error", async () => {
+  const unlisted = await refusal("invalid_client", 700024);
+  assertEquals(unlisted.code, "auth-failed");
+  assert(unlisted.hint?.includes("PROVISIONING_CLIENT_ID"), unlisted.hint);
+  const expired = await refusal("invalid_grant", 999999);
+  assertEquals(expired.code, "auth-expired");
 });

@@ -11,10 +11,16 @@
  */
 import { UsageError } from "../../../core/errors.ts";
 import { signInWithBrowser } from "./auth_code.ts";
-import { acquireAppToken, type ClientCredential, loadCertificateCredential } from "./client_credentials.ts";
+import {
+  acquireAppToken,
+  type ClientCredential,
+  type CredentialFingerprint,
+  credentialFingerprint,
+  loadCertificateCredential,
+} from "./client_credentials.ts";
 import { signInWithDeviceCode } from "./device_code.ts";
 import { type Authority, discoverTenant, domainOfUpn, openAuthority } from "./discovery.ts";
-import { EntraAuthError } from "./errors.ts";
+import { EntraAuthError, type EntraAuthErrorCode } from "./errors.ts";
 import { refreshDelegatedToken } from "./refresh.ts";
 import type { EntraSettings } from "./settings.ts";
 import { logout as removeTokenCache, type LogoutResult, TokenCache } from "./token_cache.ts";
@@ -61,6 +67,12 @@ export interface EntraSignIn {
   readonly cache: TokenCache;
   /** Forces a new sign-in (interactive for delegated) and caches it; returns the access token. */
   signIn(signal?: AbortSignal): Promise<string>;
+  /**
+   * What differs between the newest cached sign-in of this kind and cloud and the current
+   * settings (tenant, client id, the client credential's kind and fingerprint), one phrase per
+   * difference; empty when a cached sign-in matches them or none is cached.
+   */
+  changedSince(): Promise<string[]>;
 }
 
 /**
@@ -114,6 +126,7 @@ export async function createEntraSignIn(
     dir: settings.tokenCacheDir,
     ...(settings.tokenCachePassphrase === undefined ? {} : { passphrase: settings.tokenCachePassphrase }),
     discardUnreadable: options.discardUnreadableCache ?? false,
+    notify: io.notify,
   });
   const now = io.now ?? Date.now;
 
@@ -176,6 +189,7 @@ export async function createEntraSignIn(
     ? {
       kind,
       tenantId: async (signal) => (await authority(signal)).tenantId,
+      credential: async () => await credentialFingerprint(await loadCredential()),
       acquire: async (signal) =>
         await acquireAppToken({
           authority: await authority(signal),
@@ -226,11 +240,30 @@ export async function createEntraSignIn(
     ...(io.signal ? { signal: io.signal } : {}),
   });
 
+  const changedSince = async (): Promise<string[]> => {
+    const base = settings.cloud.loginBase.replace(/\/+$/, "").toLowerCase();
+    const entries = cache.entries()
+      .filter((entry) => entry.kind === kind && entry.authority.replace(/\/+$/, "").toLowerCase() === base)
+      .toSorted((a, b) => b.obtainedAt - a.obtainedAt);
+    const newest = entries[0];
+    if (newest === undefined) return [];
+    const configured = kind === "app" ? await credentialFingerprint(await loadCredential()) : undefined;
+    const sameTenant = (entry: typeof newest) =>
+      [entry.tenant, entry.tenantId].some((name) => name.toLowerCase() === tenant.toLowerCase());
+    const sameClient = (entry: typeof newest) => entry.clientId.toLowerCase() === clientId.toLowerCase();
+    const sameCredential = (entry: typeof newest) =>
+      configured === undefined ||
+      (entry.credential?.kind === configured.kind && entry.credential.fingerprint === configured.fingerprint);
+    if (entries.some((entry) => sameTenant(entry) && sameClient(entry) && sameCredential(entry))) return [];
+    return describeChanges(newest, { tenant, clientId, credential: configured });
+  };
+
   return {
     source,
     kind,
     tenant,
     cache,
+    changedSince,
     async signIn(signal?: AbortSignal): Promise<string> {
       forcing = true;
       try {
@@ -240,6 +273,41 @@ export async function createEntraSignIn(
       }
     },
   };
+}
+
+/** The phrases of {@link EntraSignIn.changedSince} for one cached entry. */
+function describeChanges(
+  entry: {
+    tenant: string;
+    tenantId: string;
+    clientId: string;
+    credential?: CredentialFingerprint | undefined;
+  },
+  now: { tenant: string; clientId: string; credential: CredentialFingerprint | undefined },
+): string[] {
+  const changes: string[] = [];
+  if (![entry.tenant, entry.tenantId].some((name) => name.toLowerCase() === now.tenant.toLowerCase())) {
+    changes.push(`tenant "${entry.tenant}" (the settings now say "${now.tenant}")`);
+  }
+  if (entry.clientId.toLowerCase() !== now.clientId.toLowerCase()) {
+    changes.push(`client id ${entry.clientId} (the settings now say ${now.clientId})`);
+  }
+  const credential = now.credential;
+  if (credential !== undefined) {
+    const named = (kind: string) => (kind === "secret" ? "a client secret" : "a certificate");
+    if (entry.credential === undefined) {
+      changes.push("a client credential this version of the tool did not record");
+    } else if (entry.credential.kind !== credential.kind) {
+      changes.push(`${named(entry.credential.kind)} (the settings now give ${named(credential.kind)})`);
+    } else if (entry.credential.fingerprint !== credential.fingerprint) {
+      changes.push(
+        credential.kind === "secret"
+          ? "another client secret (PROVISIONING_CLIENT_SECRET changed since)"
+          : `another certificate (thumbprint ${entry.credential.fingerprint}; the settings now give ${credential.fingerprint})`,
+      );
+    }
+  }
+  return changes;
 }
 
 /**
@@ -261,8 +329,37 @@ export async function login(settings: EntraSettings, io: SignInIo): Promise<WhoA
  */
 export async function whoami(settings: EntraSettings, io: SignInIo): Promise<WhoAmI> {
   const signIn = await createEntraSignIn(settings, { ...io, interactive: false });
-  const token = await signIn.source.getAccessToken(io.signal);
-  return whoAmI(token, { kind: signIn.kind, ...(io.now ? { now: io.now } : {}) });
+  // A credential that cannot be loaded fails the sign-in below with its own message.
+  const changes = await signIn.changedSince().catch(() => [] as string[]);
+  const changed = changes.length === 0
+    ? undefined
+    : `the cached sign-in was made with ${changes.join(", ")}, so it is not used`;
+  let token: string;
+  try {
+    token = await signIn.source.getAccessToken(io.signal);
+  } catch (error) {
+    if (changed === undefined || !(error instanceof EntraAuthError)) throw error;
+    throw new EntraAuthError(error.code as EntraAuthErrorCode, `${error.message}; ${changed}`, {
+      cause: error,
+      hint: error.code === "not-signed-in"
+        ? "Sign in with the current settings (provisioning login), or go back to the settings the cache was made with"
+        : error.hint ?? "Check the settings named above",
+      ...(error.aadsts === undefined ? {} : { aadsts: error.aadsts }),
+      ...(error.oauthError === undefined ? {} : { oauthError: error.oauthError }),
+      ...(error.endpoint === undefined ? {} : { endpoint: error.endpoint }),
+    });
+  }
+  const report = whoAmI(token, { kind: signIn.kind, ...(io.now ? { now: io.now } : {}) });
+  if (changed === undefined) return report;
+  return {
+    ...report,
+    findings: [{
+      severity: "warning",
+      code: "settings-changed",
+      message: `The settings changed since the last sign-in: ${changed}`,
+      hint: "What is shown here comes from a token obtained with the current settings",
+    }, ...report.findings],
+  };
 }
 
 /** `provisioning logout`: removes the cached tokens and the cache key of the working folder. */

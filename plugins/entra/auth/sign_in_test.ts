@@ -216,3 +216,56 @@ Deno.test("the Graph client calls the sandbox's Graph with the signed-in admin's
   const user = await resolveUser(client, `user0002@${sandbox.domain}`);
   assertEquals(user.userPrincipalName, `user0002@${sandbox.domain}`);
 });
+
+Deno.test("whoami after the client secret changed does not answer from the cache, and says what changed", async () => {
+  await using sandbox = await startSandbox({ users: 1 });
+  await using dir = await tempDir();
+  const tenant = { PROVISIONING_TENANT: sandbox.tenantId };
+  const before = await settingsFor(sandbox, dir.path, {
+    ...tenant,
+    PROVISIONING_CLIENT_SECRET: sandbox.app.clientSecret,
+  });
+  await whoami(before, { notify: () => {} });
+  const cached = JSON.stringify((await TokenCache.open({ dir: before.tokenCacheDir })).entries());
+  assert(!cached.includes(sandbox.app.clientSecret), "the cache never holds the secret");
+
+  // A wrong secret now: the cached token must not make whoami say "signed in".
+  const wrong = "Wrong~Secret.Value_1234567890";
+  const after = await settingsFor(sandbox, dir.path, { ...tenant, PROVISIONING_CLIENT_SECRET: wrong });
+  const error = await rejects(whoami(after, { notify: () => {} }), EntraAuthError);
+  assertEquals(error.aadsts, "AADSTS7000215");
+  assert(error.message.includes("another client secret"), error.message);
+  assert(!error.message.includes(wrong) && !error.message.includes(sandbox.app.clientSecret), error.message);
+
+  // The secret rotated in the app registration as well: a new token, and a warning saying why.
+  const rotated = "Rotated~Secret.Value_0987654321";
+  sandbox.tenant.apps.find((app) => app.clientId === sandbox.app.clientId)!.secret = rotated;
+  const recorder = recordingFetch();
+  const now = await settingsFor(sandbox, dir.path, { ...tenant, PROVISIONING_CLIENT_SECRET: rotated });
+  const report = await whoami(now, { notify: () => {}, fetch: recorder.fetch });
+  assertEquals(tokenPosts(recorder.requests, "client_credentials"), 1);
+  const changed = report.findings.find((finding) => finding.code === "settings-changed");
+  assert(changed?.message.includes("another client secret"), JSON.stringify(report.findings));
+});
+
+Deno.test("whoami after the client id changed says which client id the cached sign-in was made with", async () => {
+  await using sandbox = await startSandbox({ users: 1 });
+  await using dir = await tempDir();
+  const settings = await settingsFor(sandbox, dir.path, { PROVISIONING_TENANT: sandbox.domain });
+  await login(settings, deviceIo(sandbox, sandbox.seeded.privilegedAdmin).io);
+  const other = sandbox.seeded.passkeyOnlyApp.clientId;
+  const changed = await settingsFor(sandbox, dir.path, {
+    PROVISIONING_TENANT: sandbox.domain,
+    PROVISIONING_CLIENT_ID: other,
+  });
+  const error = await rejects(whoami(changed, { notify: () => {} }), EntraAuthError);
+  assertEquals(error.code, "not-signed-in");
+  assert(
+    error.message.includes(`client id ${sandbox.app.clientId}`) && error.message.includes(other),
+    error.message,
+  );
+  assert(error.hint?.includes("provisioning login"), error.hint);
+  // Back to the settings the cache was made with: signed in, no warning.
+  const again = await whoami(settings, { notify: () => {} });
+  assert(!again.findings.some((finding) => finding.code === "settings-changed"));
+});

@@ -80,6 +80,12 @@ export const cachedTokenSchema = z.object({
   grantedScopes: z.array(z.string()),
   /** Epoch milliseconds of the grant. */
   obtainedAt: z.number(),
+  /**
+   * App tokens: the kind of client credential that obtained them and its fingerprint (a
+   * certificate's SHA-256 thumbprint, a hash of a secret; never the secret).
+   */
+  credential: z.object({ kind: z.enum(["secret", "certificate"]), fingerprint: z.string().min(1) })
+    .optional(),
 });
 
 /** One cached sign-in (tokens included: never print it). */
@@ -129,6 +135,11 @@ export interface TokenCacheOptions {
    * @default false
    */
   readonly discardUnreadable?: boolean;
+  /**
+   * Told, in one sentence for the admin, when opening with a passphrase re-encrypted a cache
+   * that was protected by its key file (and the key file was removed).
+   */
+  readonly notify?: (text: string) => void;
 }
 
 /**
@@ -167,6 +178,8 @@ export class TokenCache {
   readonly #passphrase: string | undefined;
   readonly #iterations: number;
   #discardUnreadable = false;
+  /** How the file on disk was protected when last read: `dir` (key file) or PBES2 (passphrase). */
+  #readAlg: string | undefined;
   #entries: CachedToken[];
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -199,7 +212,27 @@ export class TokenCache {
     const cache = new TokenCache(dir, [], passphrase, iterations);
     cache.#discardUnreadable = options.discardUnreadable ?? false;
     cache.#entries = await cache.#read();
+    if (passphrase !== undefined) await cache.#reprotect(options.notify);
     return cache;
+  }
+
+  /**
+   * With a passphrase set, a cache still protected by its key file is re-encrypted with the
+   * passphrase at once and the key file removed (issue 13, item 12): otherwise the tokens stay
+   * readable by whoever can read the folder until the next sign-in writes the cache.
+   */
+  async #reprotect(notify: ((text: string) => void) | undefined): Promise<void> {
+    const keyFileLeft = await exists(this.keyPath);
+    if (this.#readAlg === "dir") {
+      await this.#mutate((entries) => entries);
+      notify?.(
+        `The token cache "${this.path}" was encrypted with its key file; it is now encrypted with ${tokenCachePassphraseEnv} and the key file "${this.keyPath}" is removed`,
+      );
+    } else if (keyFileLeft) {
+      // A key file beside a passphrase cache (or beside no cache) protects nothing: remove it.
+      await Deno.remove(this.keyPath);
+      notify?.(`Removed "${this.keyPath}": the token cache is encrypted with ${tokenCachePassphraseEnv}`);
+    }
   }
 
   /** Every cached sign-in (tokens included: never print them). */
@@ -276,6 +309,7 @@ export class TokenCache {
     }
     let alg: string | undefined;
     let iterations: unknown;
+    this.#readAlg = undefined;
     try {
       const header = decodeProtectedHeader(text);
       alg = header.alg;
@@ -325,6 +359,7 @@ export class TokenCache {
     } catch (cause) {
       throw unreadable(this.path, "its content is not a list of tokens", cause);
     }
+    this.#readAlg = alg;
     return content.entries;
   }
 
@@ -374,6 +409,7 @@ export class TokenCache {
         .encrypt(key);
     }
     await writeAtomically(this.path, jwe + "\n");
+    this.#readAlg = this.#passphrase === undefined ? "dir" : "PBES2-HS512+A256KW";
     // A passphrase replaces the key file: once the cache is re-encrypted, the key has no use.
     if (this.#passphrase !== undefined) await Deno.remove(this.keyPath).catch(() => undefined);
   }

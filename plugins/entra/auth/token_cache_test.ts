@@ -4,6 +4,7 @@
  * and logout removing everything.
  */
 import { join } from "node:path";
+import { decodeProtectedHeader } from "jose";
 import { assert, assertEquals, deepStrictEqual, rejects } from "../../../test/assert.ts";
 import { tempDir } from "./_testing.ts";
 import { type CachedToken, cacheKey, logout, TokenCache, TokenCacheError } from "./token_cache.ts";
@@ -90,9 +91,7 @@ Deno.test("a passphrase-encrypted cache has no key file and opens only with the 
   const cache = await TokenCache.open(options);
   await cache.put(entry());
   assert(!(await exists(cache.keyPath)), "no key file in passphrase mode");
-  const header = JSON.parse(
-    atob((await Deno.readTextFile(cache.path)).split(".")[0]!.replaceAll("-", "+").replaceAll("_", "/")),
-  );
+  const header = decodeProtectedHeader((await Deno.readTextFile(cache.path)).trim());
   assertEquals(header.alg, "PBES2-HS512+A256KW");
 
   assertEquals((await TokenCache.open(options)).entries().length, 1);
@@ -180,3 +179,34 @@ async function exists(path: string): Promise<boolean> {
     throw error;
   }
 }
+
+Deno.test("setting a passphrase re-encrypts a key-file cache at once, removes the key file and says so", async () => {
+  await using dir = await tempDir();
+  const plain = await TokenCache.open({ dir: dir.path });
+  await plain.put(entry());
+  await Deno.stat(plain.keyPath);
+
+  const notes: string[] = [];
+  const protectedCache = await TokenCache.open({
+    dir: dir.path,
+    passphrase: "correct horse battery staple",
+    pbes2Iterations: 1000,
+    notify: (text) => notes.push(text),
+  });
+  assertEquals(protectedCache.entries()[0]?.accessToken, entry().accessToken);
+  await rejects(Deno.stat(protectedCache.keyPath), Deno.errors.NotFound);
+  const header = decodeProtectedHeader((await Deno.readTextFile(protectedCache.path)).trim());
+  assertEquals(header.alg, "PBES2-HS512+A256KW");
+  assertEquals(notes.length, 1);
+  assert(
+    notes[0]!.includes("PROVISIONING_TOKEN_CACHE_PASSPHRASE") && notes[0]!.includes(protectedCache.keyPath),
+    notes[0],
+  );
+
+  // Without the passphrase the cache is now locked; with it, the tokens are all there.
+  const locked = await rejects(TokenCache.open({ dir: dir.path }), TokenCacheError);
+  assertEquals(locked.code, "token-cache-locked");
+  const again = await TokenCache.open({ dir: dir.path, passphrase: "correct horse battery staple" });
+  assertEquals(again.entries().length, 1);
+  if (posix) assertEquals((await Deno.stat(again.path)).mode! & 0o777, 0o600);
+});

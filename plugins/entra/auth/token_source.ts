@@ -15,6 +15,7 @@ import type { EntraCloud } from "../cloud.ts";
 import { EntraAuthError } from "./errors.ts";
 import type { CachedToken, CacheQuery, TokenCache } from "./token_cache.ts";
 import { accountOf, readAccessTokenClaims, type TokenSet } from "./tokens.ts";
+import type { CredentialFingerprint } from "./client_credentials.ts";
 
 /**
  * Where Graph access tokens come from. The Graph client takes a function; {@link forGraphClient}
@@ -27,21 +28,25 @@ export interface TokenSource {
    */
   getAccessToken(signal?: AbortSignal): Promise<string>;
   /**
-   * Refuses the current token, so the next call renews (Graph answered 401 to it). A token
-   * obtained in the last {@link recentTokenMs} is kept: the 401 was for its predecessor, which
-   * other requests in flight at the same time also got.
+   * Graph answered 401 to `refused` (the token the caller sent; the current one when not given).
+   * When that token is still the current one it is dropped whatever its age, so the next call
+   * renews: a token from an earlier process can be refused however recently it was issued (the
+   * old ten-second guard trusted the cached `obtainedAt`, and a refused token was never
+   * replaced). When the current token is already another one, the refusal was for its
+   * predecessor (a burst of 401s for one token) and the replacement stays. When the refused
+   * token is the one a refusal already replaced, renewing again would not help: later calls fail
+   * with `unauthorized`, saying what to check.
    */
-  invalidate(): void;
+  invalidate(refused?: string): void;
 }
-
-/** A token younger than this is not refused by {@link TokenSource.invalidate}. */
-export const recentTokenMs = 10_000;
 
 /** What the Graph client (graph/client.ts) asks its token function for. */
 export interface GraphTokenRequest {
   signal?: AbortSignal;
   /** Graph answered 401 to the last token: get a new one. */
   forceRefresh?: boolean;
+  /** With `forceRefresh`: the token Graph refused. */
+  refused?: string;
 }
 
 /**
@@ -54,7 +59,7 @@ export interface GraphTokenRequest {
  */
 export function forGraphClient(source: TokenSource): (request?: GraphTokenRequest) => Promise<string> {
   return async (request = {}) => {
-    if (request.forceRefresh) source.invalidate();
+    if (request.forceRefresh) source.invalidate(request.refused);
     return await source.getAccessToken(request.signal);
   };
 }
@@ -81,6 +86,11 @@ export interface TokenGrants {
   refresh?(refreshToken: string, signal: AbortSignal | undefined): Promise<TokenSet>;
   /** The tenant id the grants are for (resolved lazily: it may need a discovery request). */
   tenantId(signal: AbortSignal | undefined): Promise<string>;
+  /**
+   * App grants: the fingerprint of the credential in the settings. A cached token obtained with
+   * another credential (or with none recorded) is not used: the secret or certificate changed.
+   */
+  credential?(): Promise<CredentialFingerprint>;
 }
 
 /** Options of {@link createTokenSource}. */
@@ -150,6 +160,12 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
   let inflight: Promise<CachedToken> | undefined;
   /** The access token Graph refused (see invalidate): not reused even though it has not expired. */
   let refused: string | undefined;
+  /** A refusal is waiting for the next renewal to replace the refused token. */
+  let replacing = false;
+  /** The token a renewal obtained to replace a refused one: if Graph refuses it too, stop. */
+  let replacement: string | undefined;
+  /** Set once a replacement was refused too: every later call fails with it. */
+  let stopped: EntraAuthError | undefined;
 
   const usable = (entry: CachedToken | undefined): boolean =>
     entry !== undefined && entry.expiresAt - margin > now() && entry.accessToken !== refused;
@@ -166,6 +182,14 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
     else if (options.account !== undefined) q.account = options.account;
     return q;
   };
+
+  /** Whether a cached entry was obtained with the credential the settings name now. */
+  async function sameCredential(entry: CachedToken): Promise<boolean> {
+    if (!grants.credential) return true;
+    const configured = await grants.credential();
+    return entry.credential?.kind === configured.kind &&
+      entry.credential.fingerprint === configured.fingerprint;
+  }
 
   async function store(entry: CachedToken): Promise<void> {
     if (!options.cache) return;
@@ -196,6 +220,10 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
       grantedScopes: [...tokens.grantedScopes],
       obtainedAt: now(),
     };
+    if (grants.credential) {
+      const { kind, fingerprint } = await grants.credential();
+      entry.credential = { kind, fingerprint };
+    }
     const refreshToken = tokens.refreshToken ?? previous?.refreshToken;
     if (refreshToken !== undefined && grants.kind === "delegated") entry.refreshToken = refreshToken;
     return entry;
@@ -208,7 +236,8 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
       await store(entry);
       return entry;
     }
-    const found = current ?? options.cache?.find(query());
+    let found = current ?? options.cache?.find(query());
+    if (found !== undefined && current === undefined && !await sameCredential(found)) found = undefined;
     if (found !== undefined && usable(found)) return found;
     let tokens: TokenSet;
     let previous = found;
@@ -234,9 +263,14 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
   /** Starts (or joins) the one renewal in flight. */
   function shared(force: boolean): Promise<CachedToken> {
     if (inflight === undefined) {
+      const forRefusal = replacing;
       const run = renew(force)
         .then((entry) => {
           current = entry;
+          if (forRefusal) {
+            replacement = entry.accessToken;
+            replacing = false;
+          }
           return entry;
         })
         .finally(() => {
@@ -255,6 +289,7 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
   return {
     async getAccessToken(signal?: AbortSignal): Promise<string> {
       signal?.throwIfAborted();
+      if (stopped) throw stopped;
       if (current !== undefined && usable(current)) return current.accessToken;
       const entry = await abandonable(shared(false), signal);
       return entry.accessToken;
@@ -265,12 +300,39 @@ export function createTokenSource(options: TokenSourceOptions): ManagedTokenSour
       const entry = await abandonable(shared(renewOptions.force ?? false), renewOptions.signal);
       return entry.accessToken;
     },
-    invalidate(): void {
-      if (current === undefined || now() - current.obtainedAt < recentTokenMs) return;
-      refused = current.accessToken;
+    invalidate(refusedToken?: string): void {
+      // Without the refused token, a replacement not yet refused is kept: the 401 is most likely
+      // its predecessor's, answered to a request sent before the renewal.
+      if (refusedToken === undefined && current !== undefined && current.accessToken === replacement) return;
+      const token = refusedToken ?? current?.accessToken;
+      if (token === undefined) {
+        replacing = true;
+        return;
+      }
+      if (token === refused) return; // Already dropped; its replacement is coming or here.
+      if (token === replacement) {
+        stopped = tokenRefusedTwice(options.tenant, options.clientId, options.cloud);
+        return;
+      }
+      // A refusal of an older token, when a newer one is current, is its predecessor's.
+      if (current !== undefined && current.accessToken !== token) return;
+      refused = token;
       current = undefined;
+      replacing = true;
     },
   };
+}
+
+/** The error once Graph refused a token that replaced a refused one: renewing again will not help. */
+function tokenRefusedTwice(tenant: string, clientId: string, cloud: EntraCloud): EntraAuthError {
+  return new EntraAuthError(
+    "unauthorized",
+    `Cannot call Microsoft Graph for tenant "${tenant}": it refused a newly issued access token as well as the one before it`,
+    {
+      hint:
+        `Check that ${cloud.graphBase} is the tenant's cloud (--cloud, --sandbox), that this machine's clock is right, and that the app ${clientId} is enabled in the tenant; provisioning whoami shows what the token holds`,
+    },
+  );
 }
 
 /** Waits for `promise`, or rejects with the signal's reason when `signal` aborts first. */

@@ -64,7 +64,8 @@ export interface PermissionFinding {
   /**
    * `missing-passkey-permission`, `missing-directory-role`, `limited-directory-role`,
    * `missing-tap-permission`, `missing-user-read`, `missing-group-read`, `missing-policy-read`,
-   * `token-expired`, `token-unreadable`.
+   * `token-expired`, `token-unreadable`, `settings-changed` (the cached sign-in was made with
+   * another tenant, client id or client credential than the settings now give).
    */
   readonly code: string;
   readonly message: string;

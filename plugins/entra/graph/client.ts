@@ -56,6 +56,8 @@ export interface TokenRequest {
   signal?: AbortSignal;
   /** Set after Graph answered 401 to a token from the cache: get a new one. */
   forceRefresh?: boolean;
+  /** With `forceRefresh`: the token Graph refused, so a source that already replaced it hands out the replacement. */
+  refused?: string;
 }
 
 /**
@@ -337,6 +339,7 @@ export class GraphClient {
     const observer = this.#options.observer;
     const body = options.body === undefined ? undefined : JSON.stringify(options.body);
     let forceRefresh = false;
+    let refused: string | undefined;
     let lastRetryAfterMs: number | undefined;
     const fail = (extra: Partial<GraphFailure>) =>
       explainGraphFailure({
@@ -362,7 +365,7 @@ export class GraphClient {
       await observer?.beforeRequest?.(event, signal);
       const token = await this.#options.token({
         ...(signal ? { signal } : {}),
-        ...(forceRefresh ? { forceRefresh } : {}),
+        ...(forceRefresh ? { forceRefresh, ...(refused === undefined ? {} : { refused }) } : {}),
       });
       const headers = new Headers({
         Accept: "application/json",
@@ -439,6 +442,7 @@ export class GraphClient {
       if (status === 401 && !forceRefresh) {
         // A cached token may have been revoked or expired early: one more try with a fresh one.
         forceRefresh = true;
+        refused = token;
         continue;
       }
 

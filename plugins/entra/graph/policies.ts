@@ -462,7 +462,8 @@ export async function runPreflight(
   const signal = options.signal ? { signal: options.signal } : {};
   const settle = <T>(promise: Promise<T>) =>
     promise.catch((error: unknown) => {
-      if (error instanceof GraphError) return error;
+      // A refused token (401) is not a policy the app cannot read: it stops the preflight.
+      if (error instanceof GraphError && error.status !== 401) return error;
       throw error;
     });
   const [fido2Policy, tapPolicy] = await Promise.all([

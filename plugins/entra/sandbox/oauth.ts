@@ -130,6 +130,13 @@ export interface OAuthServer {
   handle(request: Request, url: URL): Promise<Response | undefined>;
   /** Verifies an `Authorization` header's bearer token; rejects with {@link OAuthTokenError}. */
   verifyAccessToken(authorization: string | null): Promise<Principal>;
+  /**
+   * Fault for tests: replaces the token signing key at once, so every access token issued before
+   * is refused by Graph with 401 while new ones work, as after a revocation. (Entra itself rolls
+   * keys over with overlap, https://learn.microsoft.com/entra/identity-platform/signing-key-rollover;
+   * this is the abrupt case a client must survive.)
+   */
+  rotateSigningKey(): Promise<void>;
 }
 
 /**
@@ -391,7 +398,7 @@ export function createOAuthServer(options: OAuthServerOptions): OAuthServer {
   const rejectReusedAssertions = options.rejectReusedAssertions ?? true;
   for (const account of tenant.accounts) roleTemplateIds(account);
 
-  const signingKey: Promise<SigningKey> = createSigningKey();
+  let signingKey: Promise<SigningKey> = createSigningKey();
   // Keep a failed key generation from surfacing as an unhandled rejection before first use.
   signingKey.catch(() => {});
 
@@ -1486,6 +1493,12 @@ ${message ? `<p role="alert">${escapeHtml(message)}</p>` : ""}
         }
         throw error;
       }
+    },
+
+    async rotateSigningKey() {
+      const next = createSigningKey();
+      await next;
+      signingKey = next;
     },
 
     async verifyAccessToken(authorization) {
