@@ -1,0 +1,103 @@
+/**
+ * The embedded database: SQLite through `node:sqlite` (`DatabaseSync`, built into Deno 2.9), one
+ * file in the data folder, nothing to install.
+ *
+ * - WAL mode: readers never block the writer; `synchronous = FULL` makes each commit durable
+ *   before it returns (the queue is the truth for who does what).
+ * - Writes are transactions opened with `BEGIN IMMEDIATE`: the transaction takes the database's
+ *   one write lock at once, so two processes never both read then both try to write. Another
+ *   process's writer is waited for (`busy_timeout`).
+ * - Inside one process, transactions on the connection take turns (a promise chain): the store's
+ *   code is async, so without that two callers' statements would interleave in one transaction.
+ *
+ * @module
+ */
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import { ProvisioningError } from "../../errors.ts";
+import { type SqlDatabase, sqliteSql, type SqlRow, type SqlSession, type SqlValue } from "./sql.ts";
+
+/** Settings of the embedded database. */
+export interface SqliteOptions {
+  /** How long a writer waits for another process's transaction before failing. @default 30_000 */
+  busyTimeoutMs?: number;
+}
+
+/** Opens (creating if needed) the database file at `path` as a {@linkcode SqlDatabase}. */
+export function openSqliteDatabase(path: string, options: SqliteOptions = {}): SqlDatabase {
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path);
+    db.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? 30_000)}`);
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = FULL");
+    db.exec("PRAGMA foreign_keys = ON");
+  } catch (cause) {
+    throw new ProvisioningError("panel-database-open", `Cannot open the panel's database "${path}"`, {
+      cause,
+      hint: "Check that its folder exists and is writable, and that the file is a SQLite database",
+    });
+  }
+  const statements = new Map<string, StatementSync>();
+  let turn: Promise<unknown> = Promise.resolve();
+  let closed = false;
+
+  function prepare(text: string): StatementSync {
+    if (closed) {
+      throw new ProvisioningError(
+        "panel-database-closed",
+        `Cannot use the panel's database "${path}": it is closed`,
+      );
+    }
+    let statement = statements.get(text);
+    if (statement === undefined) {
+      statement = db.prepare(text);
+      statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  const session: SqlSession = {
+    query: (text, params = []) => Promise.resolve(prepare(text).all(...bind(params)) as SqlRow[]),
+    execute: (text, params = []) => Promise.resolve(Number(prepare(text).run(...bind(params)).changes)),
+  };
+
+  /** Runs `work` after every earlier turn of this connection has ended. */
+  function inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const result = turn.then(work);
+    turn = result.catch(() => {});
+    return result;
+  }
+
+  return {
+    dialect: "sqlite",
+    location: path,
+    sql: sqliteSql,
+    query: (text, params) => inTurn(() => session.query(text, params)),
+    execute: (text, params) => inTurn(() => session.execute(text, params)),
+    transaction: (work) =>
+      inTurn(async () => {
+        prepare("BEGIN IMMEDIATE").run();
+        try {
+          const result = await work(session);
+          prepare("COMMIT").run();
+          return result;
+        } catch (error) {
+          if (db.isTransaction) prepare("ROLLBACK").run();
+          throw error;
+        }
+      }),
+    close: () =>
+      inTurn(() => {
+        if (!closed) {
+          closed = true;
+          statements.clear();
+          db.close();
+        }
+        return Promise.resolve();
+      }),
+  };
+}
+
+function bind(params: readonly SqlValue[]): SQLInputValue[] {
+  return params as SQLInputValue[];
+}
