@@ -83,7 +83,12 @@ export async function seedUsers(
 export function spawnAgent(
   database: string,
   agent: string,
-  options: { batch?: number; leaseMs?: number; mode?: "drain" | "open-only" | "wait-before-complete" } = {},
+  options: {
+    batch?: number;
+    leaseMs?: number;
+    pauseMs?: number;
+    mode?: "drain" | "open-only" | "wait-before-complete";
+  } = {},
 ): Deno.ChildProcess {
   const args = [
     "run",
@@ -97,6 +102,7 @@ export function spawnAgent(
     `--agent=${agent}`,
     `--batch=${options.batch ?? 10}`,
     `--lease-ms=${options.leaseMs ?? 30_000}`,
+    `--pause-ms=${options.pauseMs ?? 0}`,
   ];
   if (options.mode === "open-only") args.push("--open-only");
   if (options.mode === "wait-before-complete") args.push("--wait-before-complete");

@@ -7,6 +7,7 @@
  *
  * Modes for the tests:
  * - `--open-only`: open the store (applying migrations) and print the migration report.
+ * - `--pause-ms`: wait this long after each answer (a slower agent, so a test can kill it mid-stream).
  * - `--wait-before-complete`: lease one batch, print `{"leased":[…]}`, then wait for a line on
  *   standard input before answering: a test makes this agent's answers late, deterministically.
  *
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     agent: { type: "string" },
     batch: { type: "string", default: "10" },
     "lease-ms": { type: "string", default: "30000" },
+    "pause-ms": { type: "string", default: "0" },
     "open-only": { type: "boolean", default: false },
     "wait-before-complete": { type: "boolean", default: false },
   },
@@ -34,6 +36,7 @@ if (!values.database || !values.agent) {
 const agent = values.agent;
 const batch = Number(values.batch);
 const leaseMs = Number(values["lease-ms"]);
+const pauseMs = Number(values["pause-ms"]);
 const print = (line: unknown) => console.log(JSON.stringify(line));
 
 await using store = await openPanelStore({ database: values.database, maxConnections: 1 });
@@ -62,6 +65,7 @@ if (values["open-only"]) {
       const answer = await store.complete(lease, { state: "verified", result: { agent } });
       if (answer.accepted) done++;
       print(answer.accepted ? { completed: lease.jobId } : { refused: lease.jobId, reason: answer.reason });
+      if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
     }
   }
   print({ done });
