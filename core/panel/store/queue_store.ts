@@ -119,6 +119,15 @@ const auditRowSchema = z.object({
   detail: nullableText,
 });
 
+// Built once: a zod schema compiles on its first parse, so one made per row costs a page 20x.
+const latestJobSchema = z.object({ job_id: nullableInt, job_state: z.enum(jobStates).nullable() });
+const pickedRowSchema = z.object({ id: int, lease_holder: nullableText });
+const countRowSchema = z.object({ state: z.enum(jobStates), n: int });
+const agentRowSchema = z.object({ id: z.string(), first_seen_at: int, last_seen_at: int });
+const detailSchema = z.record(z.string(), z.unknown());
+const userCursorSchema = z.tuple([z.string(), int]);
+const idCursorSchema = z.tuple([int]);
+
 /** One audit row to write. */
 interface AuditWrite {
   readonly actor: string;
@@ -140,43 +149,67 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
     return rows[0] === undefined ? null : parseRow(jobRowSchema, rows[0], db, "jobs");
   }
 
-  /**
-   * The shared shape of renew, complete, fail and release: lock the job, check the lease, act or
-   * refuse, audit either way.
-   */
-  function leaseAction(
+  /** Audits an agent's refused answer and returns the refusal. */
+  async function refuse(
+    tx: SqlSession,
     action: string,
     lease: LeaseRef,
-    act: (tx: SqlSession, row: JobRow, at: number) => Promise<Record<string, unknown>>,
+    row: JobRow | null,
+    at: number,
+  ): Promise<LeaseAnswer> {
+    const reason = row === null ? "unknown-job" : leaseRefusal(row, lease) ?? "lease-lost";
+    await writeAudit(tx, at, [{
+      actor: lease.agent,
+      action,
+      jobId: lease.jobId,
+      userId: row?.user_id ?? null,
+      outcome: "refused",
+      detail: { reason, ...(row === null ? {} : { state: row.state, holder: row.lease_holder }) },
+    }]);
+    return { accepted: false, reason, job: row === null ? null : toJob(row) };
+  }
+
+  /** Audits an agent's accepted answer and returns the job as it is now. */
+  async function accept(
+    tx: SqlSession,
+    action: string,
+    lease: LeaseRef,
+    updated: SqlRow,
+    at: number,
+    detail: Record<string, unknown>,
+  ): Promise<LeaseAnswer> {
+    const job = toJob(parseRow(jobRowSchema, updated, db, "jobs"));
+    await writeAudit(tx, at, [{
+      actor: lease.agent,
+      action,
+      jobId: lease.jobId,
+      userId: job.userId,
+      detail,
+    }]);
+    return { accepted: true, job };
+  }
+
+  /**
+   * Renew, complete and release: one UPDATE whose WHERE is the fence (leased, this holder, this
+   * token), so the check and the change are one statement; when it changes nothing, the job is
+   * read to say why.
+   */
+  function fencedUpdate(
+    action: string,
+    lease: LeaseRef,
+    change: (at: number) => { set: string; params: SqlValue[]; detail: Record<string, unknown> },
   ): Promise<LeaseAnswer> {
     return db.transaction(async (tx) => {
       const at = now();
-      const row = await lockedJob(tx, lease.jobId);
-      const refusal = row === null ? "unknown-job" : leaseRefusal(row, lease);
-      if (refusal !== null) {
-        await writeAudit(tx, at, [{
-          actor: lease.agent,
-          action,
-          jobId: lease.jobId,
-          userId: row?.user_id ?? null,
-          outcome: "refused",
-          detail: {
-            reason: refusal,
-            ...(row === null ? {} : { state: row.state, holder: row.lease_holder }),
-          },
-        }]);
-        return { accepted: false, reason: refusal, job: row === null ? null : toJob(row) };
-      }
-      const detail = await act(tx, row!, at);
-      await writeAudit(tx, at, [{
-        actor: lease.agent,
-        action,
-        jobId: lease.jobId,
-        userId: row!.user_id,
-        detail,
-      }]);
-      const after = await lockedJob(tx, lease.jobId);
-      return { accepted: true, job: toJob(after!) };
+      const { set, params, detail } = change(at);
+      const [updated] = await tx.query(
+        `UPDATE jobs SET ${set}, updated_at = ?
+         WHERE id = ? AND state = 'leased' AND lease_holder = ? AND lease_token = ?
+         RETURNING ${jobColumns}`,
+        [...params, at, lease.jobId, lease.agent, lease.token],
+      );
+      if (updated === undefined) return await refuse(tx, action, lease, await lockedJob(tx, lease.jobId), at);
+      return await accept(tx, action, lease, updated, at, detail);
     });
   }
 
@@ -240,22 +273,23 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
 
     async listUsers({ cursor = null, limit = defaultPageSize } = {}) {
       const size = pageSize(limit);
-      const after = cursor === null ? null : decodeCursor(cursor, z.tuple([z.string(), int]));
+      const after = cursor === null ? null : decodeCursor(cursor, userCursorSchema);
       // Keyset paging on (sign_in_key, id): the index users_by_sign_in reads one page, however deep.
+      // A row-value comparison, not `a > ? OR (a = ? AND id > ?)`: SQLite scans the whole index for the OR.
       const rows = await db.query(
         `SELECT ${
           userColumns.split(", ").map((c) => `u.${c}`).join(", ")
         }, j.id AS job_id, j.state AS job_state
          FROM users u
          LEFT JOIN jobs j ON j.id = (SELECT max(id) FROM jobs WHERE user_id = u.id)
-         ${after === null ? "" : "WHERE u.sign_in_key > ? OR (u.sign_in_key = ? AND u.id > ?)"}
+         ${after === null ? "" : "WHERE (u.sign_in_key, u.id) > (?, ?)"}
          ORDER BY u.sign_in_key, u.id
          LIMIT ?`,
-        after === null ? [size + 1] : [after[0], after[0], after[1], size + 1],
+        after === null ? [size + 1] : [after[0], after[1], size + 1],
       );
       const items = rows.slice(0, size).map((row): PanelUserWithJob => {
         const user = toUser(parseRow(userRowSchema, row, db, "users"));
-        const job = z.object({ job_id: nullableInt, job_state: z.enum(jobStates).nullable() }).parse(row);
+        const job = latestJobSchema.parse(row);
         return {
           ...user,
           latestJob: job.job_id === null || job.job_state === null
@@ -312,21 +346,22 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
             [at, limit - expired.length],
           )
           : [];
-        const picked = [...expired, ...ready].map((row) =>
-          z.object({ id: int, lease_holder: nullableText }).parse(row)
-        );
+        const picked = [...expired, ...ready].map((row) => pickedRowSchema.parse(row));
         if (picked.length === 0) return [];
         const token = crypto.randomUUID();
         const expiresAt = at + leaseMs;
         const ids = picked.map((p) => p.id);
-        await tx.execute(
+        const updated = await tx.query(
           `UPDATE jobs SET state = 'leased', lease_holder = ?, lease_token = ?, lease_expires_at = ?,
              attempts = attempts + 1, step = NULL, updated_at = ?
-           WHERE id IN (${placeholders(ids.length)})`,
+           WHERE id IN (${placeholders(ids.length)})
+           RETURNING ${jobColumns}`,
           [agent, token, expiresAt, at, ...ids],
         );
-        await touchAgent(tx, agent, at);
-        const jobs = await selectJobs(tx, ids);
+        await tx.execute(touchAgentSql, [agent, at, at]);
+        const jobs = updated.map((row) => toJob(parseRow(jobRowSchema, row, db, "jobs"))).sort((a, b) =>
+          a.id - b.id
+        );
         const users = await selectUsers(tx, [...new Set(jobs.map((j) => j.userId))]);
         const reclaimed = new Map(picked.map((p) => [p.id, p.lease_holder]));
         const leased = jobs.map((job): LeasedJob => ({
@@ -354,61 +389,66 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
       });
     },
 
-    renew(lease, { leaseMs, step }) {
+    async renew(lease, { leaseMs, step }) {
       checkLeaseMs(leaseMs);
-      return leaseAction("job.renew", lease, async (tx, _row, at) => {
-        await tx.execute(
-          "UPDATE jobs SET lease_expires_at = ?, step = COALESCE(?, step), updated_at = ? WHERE id = ?",
-          [at + leaseMs, step ?? null, at, lease.jobId],
-        );
-        await touchAgent(tx, lease.agent, at);
-        return { expiresAt: at + leaseMs, ...(step === undefined ? {} : { step }) };
-      });
+      const answer = await fencedUpdate("job.renew", lease, (at) => ({
+        set: "lease_expires_at = ?, step = COALESCE(?, step)",
+        params: [at + leaseMs, step ?? null],
+        detail: { expiresAt: at + leaseMs, ...(step === undefined ? {} : { step }) },
+      }));
+      if (answer.accepted) {
+        const at = now();
+        await db.execute(touchAgentSql, [lease.agent, at, at]);
+      }
+      return answer;
     },
 
     complete(lease, { state, result }) {
-      return leaseAction("job.complete", lease, async (tx, _row, at) => {
-        await tx.execute(
-          `UPDATE jobs SET state = ?, result = ?, lease_expires_at = NULL, step = NULL, finished_at = ?, updated_at = ?
-           WHERE id = ?`,
-          [state, result === undefined ? null : JSON.stringify(result), at, at, lease.jobId],
-        );
-        return { state };
-      });
-    },
-
-    fail(lease, error) {
-      return leaseAction("job.fail", lease, async (tx, row, at) => {
-        const again = error.retryable && row.attempts < row.max_attempts;
-        const message = error.message.slice(0, maxMessageLength);
-        if (again) {
-          await tx.execute(
-            `UPDATE jobs SET state = 'queued', available_at = ?, lease_holder = NULL, lease_token = NULL,
-               lease_expires_at = NULL, step = NULL, last_error_code = ?, last_error_message = ?, updated_at = ?
-             WHERE id = ?`,
-            [at + settings.retryDelayMs(row.attempts), error.code, message, at, lease.jobId],
-          );
-        } else {
-          await tx.execute(
-            `UPDATE jobs SET state = 'failed', lease_expires_at = NULL, step = NULL, last_error_code = ?,
-               last_error_message = ?, finished_at = ?, updated_at = ?
-             WHERE id = ?`,
-            [error.code, message, at, at, lease.jobId],
-          );
-        }
-        return { code: error.code, retryable: error.retryable, requeued: again };
-      });
+      return fencedUpdate("job.complete", lease, (at) => ({
+        set: "state = ?, result = ?, lease_expires_at = NULL, step = NULL, finished_at = ?",
+        params: [state, result === undefined ? null : JSON.stringify(result), at],
+        detail: { state },
+      }));
     },
 
     release(lease) {
-      return leaseAction("job.release", lease, async (tx, _row, at) => {
-        await tx.execute(
-          `UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_holder = NULL, lease_token = NULL,
-             lease_expires_at = NULL, step = NULL, updated_at = ?
-           WHERE id = ?`,
-          [at, lease.jobId],
-        );
-        return {};
+      return fencedUpdate("job.release", lease, () => ({
+        set:
+          "state = 'queued', attempts = attempts - 1, lease_holder = NULL, lease_token = NULL, lease_expires_at = NULL, step = NULL",
+        params: [],
+        detail: {},
+      }));
+    },
+
+    fail(lease, error) {
+      // Whether the job goes back depends on its attempts, and its backoff is computed here: the
+      // job is locked and read first.
+      return db.transaction(async (tx) => {
+        const at = now();
+        const row = await lockedJob(tx, lease.jobId);
+        if (row === null || leaseRefusal(row, lease) !== null) {
+          return await refuse(tx, "job.fail", lease, row, at);
+        }
+        const again = error.retryable && row.attempts < row.max_attempts;
+        const message = error.message.slice(0, maxMessageLength);
+        const [updated] = again
+          ? await tx.query(
+            `UPDATE jobs SET state = 'queued', available_at = ?, lease_holder = NULL, lease_token = NULL,
+               lease_expires_at = NULL, step = NULL, last_error_code = ?, last_error_message = ?, updated_at = ?
+             WHERE id = ? RETURNING ${jobColumns}`,
+            [at + settings.retryDelayMs(row.attempts), error.code, message, at, lease.jobId],
+          )
+          : await tx.query(
+            `UPDATE jobs SET state = 'failed', lease_expires_at = NULL, step = NULL, last_error_code = ?,
+               last_error_message = ?, finished_at = ?, updated_at = ?
+             WHERE id = ? RETURNING ${jobColumns}`,
+            [error.code, message, at, at, lease.jobId],
+          );
+        return await accept(tx, "job.fail", lease, updated!, at, {
+          code: error.code,
+          retryable: error.retryable,
+          requeued: again,
+        });
       });
     },
 
@@ -448,7 +488,7 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
 
     async listJobs({ state, userId, cursor = null, limit = defaultPageSize } = {}) {
       const size = pageSize(limit);
-      const before = cursor === null ? null : decodeCursor(cursor, z.tuple([int]))[0];
+      const before = cursor === null ? null : decodeCursor(cursor, idCursorSchema)[0];
       const where: string[] = [];
       const params: SqlValue[] = [];
       if (state !== undefined) where.push("state = ?"), params.push(state);
@@ -468,7 +508,7 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
       const rows = await db.query("SELECT state, count(*) AS n FROM jobs GROUP BY state");
       const counts = Object.fromEntries(jobStates.map((s) => [s, 0])) as Record<JobState, number>;
       for (const row of rows) {
-        const { state, n } = z.object({ state: z.enum(jobStates), n: int }).parse(row);
+        const { state, n } = countRowSchema.parse(row);
         counts[state] = n;
       }
       return counts satisfies JobCounts;
@@ -476,7 +516,7 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
 
     async listAudit({ jobId, cursor = null, limit = defaultPageSize } = {}) {
       const size = pageSize(limit);
-      const before = cursor === null ? null : decodeCursor(cursor, z.tuple([int]))[0];
+      const before = cursor === null ? null : decodeCursor(cursor, idCursorSchema)[0];
       const where: string[] = [];
       const params: SqlValue[] = [];
       if (jobId !== undefined) where.push("job_id = ?"), params.push(jobId);
@@ -496,7 +536,7 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
           jobId: a.job_id,
           userId: a.user_id,
           outcome: a.outcome,
-          detail: a.detail === null ? null : z.record(z.string(), z.unknown()).parse(JSON.parse(a.detail)),
+          detail: a.detail === null ? null : detailSchema.parse(JSON.parse(a.detail)),
         };
       });
       const last = items.at(-1);
@@ -506,7 +546,7 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
     async listAgents() {
       const rows = await db.query("SELECT id, first_seen_at, last_seen_at FROM agents ORDER BY id");
       return rows.map((row): AgentRow => {
-        const a = z.object({ id: z.string(), first_seen_at: int, last_seen_at: int }).parse(row);
+        const a = agentRowSchema.parse(row);
         return { id: a.id, firstSeenAt: a.first_seen_at, lastSeenAt: a.last_seen_at };
       });
     },
@@ -605,13 +645,9 @@ function leaseRefusal(row: JobRow, lease: LeaseRef): LeaseRefusal | null {
   return null;
 }
 
-async function touchAgent(tx: SqlSession, agent: string, at: number): Promise<void> {
-  await tx.execute(
-    `INSERT INTO agents (id, first_seen_at, last_seen_at) VALUES (?, ?, ?)
-     ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at`,
-    [agent, at, at],
-  );
-}
+/** Records that an agent was seen (its first and latest time). */
+const touchAgentSql = `INSERT INTO agents (id, first_seen_at, last_seen_at) VALUES (?, ?, ?)
+  ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at`;
 
 async function writeAudit(tx: SqlSession, at: number, entries: readonly AuditWrite[]): Promise<void> {
   for (let start = 0; start < entries.length; start += insertChunk) {
