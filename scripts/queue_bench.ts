@@ -8,8 +8,8 @@
  * 2. The users page: 100,000 users imported, then every page of 50 read by keyset (never OFFSET),
  *    each page with the user's newest job; time per page (mean, p50, p95, max) and of the import.
  *
- * SQLite runs with `synchronous = FULL` (each commit durable); PostgreSQL is a throwaway cluster
- * with fsync on (the default), started and stopped by the script.
+ * SQLite runs with `synchronous = FULL` (each commit durable), and again with NORMAL for the queue;
+ * PostgreSQL is a throwaway cluster with fsync on (the default), started and stopped by the script.
  *
  * Run: `deno run -P=bench scripts/queue_bench.ts [--jobs 2000] [--users 100000]`
  *
@@ -30,19 +30,20 @@ const userCount = Number(values.users);
 
 interface Backend {
   readonly name: string;
+  readonly synchronous?: "full" | "normal";
   fresh(label: string): Promise<string>;
 }
 
 async function throughput(backend: Backend, agents: number): Promise<number> {
-  const database = await backend.fresh(`bench_${agents}`);
+  const database = await backend.fresh(`bench_${backend.synchronous ?? "full"}_${agents}`);
   {
-    await using store = await openPanelStore({ database });
+    await using store = await openPanelStore({ database, synchronous: backend.synchronous ?? "full" });
     const users = await seedUsers(store, jobCount);
     await store.enqueue({ userIds: users, actor: "bench" });
   }
   const children = Array.from(
     { length: agents },
-    (_, i) => spawnAgent(database, `agent-${i}`, { batch: 10 }),
+    (_, i) => spawnAgent(database, `agent-${i}`, { batch: 10, synchronous: backend.synchronous ?? "full" }),
   );
   await Promise.all(children.map((c, i) => agentLines(c, `agent-${i}`)));
   const db = isPostgresUrl(database)
@@ -95,29 +96,29 @@ async function usersPage(backend: Backend): Promise<Record<string, string>> {
   };
 }
 
-async function run(backend: Backend): Promise<void> {
+async function run(backend: Backend, options: { pages: boolean }): Promise<void> {
   const rates: Record<string, string> = {};
   for (const agents of [1, 2, 8]) {
     rates[`${agents} agent(s), jobs/s`] = (await throughput(backend, agents)).toFixed(0);
   }
   console.log(`\n${backend.name}: queue throughput (${jobCount} jobs, lease 10 at a time)`);
   console.table(rates);
+  if (!options.pages) return;
   console.log(`${backend.name}: users page, ${userCount} users, 50 a page, keyset`);
   console.table(await usersPage(backend));
 }
 
 const dir = await Deno.makeTempDir({ prefix: "provisioning-queue-bench-" });
 try {
-  await run({
-    name: "SQLite (node:sqlite, WAL, synchronous=FULL)",
-    fresh: (l) => Promise.resolve(`${dir}/${l}.sqlite`),
-  });
+  const fresh = (l: string) => Promise.resolve(`${dir}/${l}.sqlite`);
+  await run({ name: "SQLite (node:sqlite, WAL, synchronous=FULL)", fresh }, { pages: true });
+  await run({ name: "SQLite (synchronous=NORMAL)", synchronous: "normal", fresh }, { pages: false });
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
 {
   await using cluster = await startPostgres({ fast: false });
-  await run({ name: "PostgreSQL 15 (fsync on)", fresh: (l) => cluster.createDatabase(l) });
+  await run({ name: "PostgreSQL 15 (fsync on)", fresh: (l) => cluster.createDatabase(l) }, { pages: true });
 }
 console.log(
   `\n(${navigator.hardwareConcurrency} CPUs; load average ${await loadAverage()})`,

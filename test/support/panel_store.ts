@@ -87,6 +87,7 @@ export function spawnAgent(
     batch?: number;
     leaseMs?: number;
     pauseMs?: number;
+    synchronous?: "full" | "normal";
     mode?: "drain" | "open-only" | "wait-before-complete";
   } = {},
 ): Deno.ChildProcess {
@@ -103,6 +104,7 @@ export function spawnAgent(
     `--batch=${options.batch ?? 10}`,
     `--lease-ms=${options.leaseMs ?? 30_000}`,
     `--pause-ms=${options.pauseMs ?? 0}`,
+    `--synchronous=${options.synchronous ?? "full"}`,
   ];
   if (options.mode === "open-only") args.push("--open-only");
   if (options.mode === "wait-before-complete") args.push("--wait-before-complete");

@@ -26,6 +26,7 @@ const { values } = parseArgs({
     batch: { type: "string", default: "10" },
     "lease-ms": { type: "string", default: "30000" },
     "pause-ms": { type: "string", default: "0" },
+    synchronous: { type: "string", default: "full" },
     "open-only": { type: "boolean", default: false },
     "wait-before-complete": { type: "boolean", default: false },
   },
@@ -39,7 +40,11 @@ const leaseMs = Number(values["lease-ms"]);
 const pauseMs = Number(values["pause-ms"]);
 const print = (line: unknown) => console.log(JSON.stringify(line));
 
-await using store = await openPanelStore({ database: values.database, maxConnections: 1 });
+await using store = await openPanelStore({
+  database: values.database,
+  maxConnections: 1,
+  synchronous: values.synchronous === "normal" ? "normal" : "full",
+});
 if (values["open-only"]) {
   print({ migrations: store.migrations });
 } else if (values["wait-before-complete"]) {

@@ -2,8 +2,8 @@
  * The embedded database: SQLite through `node:sqlite` (`DatabaseSync`, built into Deno 2.9), one
  * file in the data folder, nothing to install.
  *
- * - WAL mode: readers never block the writer; `synchronous = FULL` makes each commit durable
- *   before it returns (the queue is the truth for who does what).
+ * - WAL mode: readers never block the writer; `synchronous = FULL` (the default) makes each
+ *   commit durable before it returns (the queue is the truth for who does what).
  * - Writes are transactions opened with `BEGIN IMMEDIATE`: the transaction takes the database's
  *   one write lock at once, so two processes never both read then both try to write. Another
  *   process's writer is waited for (`busy_timeout`).
@@ -20,6 +20,13 @@ import { type SqlDatabase, sqliteSql, type SqlRow, type SqlSession, type SqlValu
 export interface SqliteOptions {
   /** How long a writer waits for another process's transaction before failing. @default 30_000 */
   busyTimeoutMs?: number;
+  /**
+   * "full": each commit is on disk before it returns (survives a power cut). "normal": a commit
+   * survives the process being killed but the last ones may be lost to a power cut or OS crash
+   * (then a lost completion comes back as an expired lease, and the next agent reconciles with the
+   * provider before creating anything). @default "full"
+   */
+  synchronous?: "full" | "normal";
 }
 
 /** Opens (creating if needed) the database file at `path` as a {@linkcode SqlDatabase}. */
@@ -29,7 +36,7 @@ export function openSqliteDatabase(path: string, options: SqliteOptions = {}): S
     db = new DatabaseSync(path);
     db.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? 30_000)}`);
     db.exec("PRAGMA journal_mode = WAL");
-    db.exec("PRAGMA synchronous = FULL");
+    db.exec(`PRAGMA synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
     db.exec("PRAGMA foreign_keys = ON");
   } catch (cause) {
     throw new ProvisioningError("panel-database-open", `Cannot open the panel's database "${path}"`, {
