@@ -28,6 +28,14 @@ function rawDatabase(location: string): SqlDatabase {
     : openSqliteDatabase(location);
 }
 
+/** A loopback port nothing listens on. */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
 function refusedWith(answer: LeaseAnswer, reason: string): void {
   assert(!answer.accepted, `expected a refusal (${reason}), got acceptance`);
   if (!answer.accepted) assertEquals(answer.reason, reason);
@@ -74,6 +82,19 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       await b.close();
     });
   }
+
+  await t.step("a database that cannot be opened is a clear error, without the password", async () => {
+    const location = backend.name === "postgres"
+      ? `postgres://panel:s3cret-pw@127.0.0.1:${closedPort()}/nowhere`
+      : `/tmp/provisioning-no-such-folder-${crypto.randomUUID()}/panel.sqlite`;
+    const error = await rejects(openTestStore(location, { connectTimeoutSeconds: 5 }), ProvisioningError);
+    assertEquals(
+      error.code,
+      backend.name === "postgres" ? "panel-database-unreachable" : "panel-database-open",
+    );
+    assert(!error.message.includes("s3cret-pw"), error.message);
+    assert(error.hint !== undefined);
+  });
 
   await t.step(
     "importing users is an upsert by object id; a full sync marks the missing not in sync",

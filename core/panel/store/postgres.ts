@@ -76,8 +76,16 @@ export function openPostgresDatabase(url: string, options: PostgresOptions = {})
     sql: postgresSql,
     query: pool.query,
     execute: pool.execute,
-    transaction: async <T>(work: (tx: SqlSession) => Promise<T>) =>
-      await sql.begin((tx) => work(session(tx))) as T,
+    transaction: async <T>(work: (tx: SqlSession) => Promise<T>) => {
+      try {
+        return await sql.begin((tx) => work(session(tx))) as T;
+      } catch (error) {
+        // The statements' own failures are already ProvisioningErrors; this is BEGIN or COMMIT's.
+        const code = (error as { code?: unknown })?.code;
+        if (error instanceof ProvisioningError || typeof code !== "string") throw error;
+        throw failed(location, "BEGIN", error);
+      }
+    },
     close: () => sql.end({ timeout: 5 }),
   };
 }
@@ -100,7 +108,9 @@ function failed(location: string, text: string, cause: unknown): ProvisioningErr
     /^(ECONNREFUSED|ENOTFOUND|CONNECT_TIMEOUT|28P01|3D000)$/.test(code);
   return new ProvisioningError(
     connection ? "panel-database-unreachable" : "panel-database-statement",
-    `Cannot run "${text.trim().split(/\s+/).slice(0, 4).join(" ")} …" on "${location}": ${reason}`,
+    connection
+      ? `Cannot connect to the panel's database "${location}": ${reason}`
+      : `Cannot run "${text.trim().split(/\s+/).slice(0, 4).join(" ")} …" on "${location}": ${reason}`,
     {
       cause,
       retryable: connection,

@@ -63,9 +63,18 @@ export function openSqliteDatabase(path: string, options: SqliteOptions = {}): S
     return statement;
   }
 
+  /** Runs one statement; a failure names the statement and the file. */
+  function run<T>(text: string, step: (statement: StatementSync) => T): Promise<T> {
+    try {
+      return Promise.resolve(step(prepare(text)));
+    } catch (cause) {
+      return Promise.reject(failed(path, text, cause));
+    }
+  }
+
   const session: SqlSession = {
-    query: (text, params = []) => Promise.resolve(prepare(text).all(...bind(params)) as SqlRow[]),
-    execute: (text, params = []) => Promise.resolve(Number(prepare(text).run(...bind(params)).changes)),
+    query: (text, params = []) => run(text, (s) => s.all(...bind(params)) as SqlRow[]),
+    execute: (text, params = []) => run(text, (s) => Number(s.run(...bind(params)).changes)),
   };
 
   /** Runs `work` after every earlier turn of this connection has ended. */
@@ -83,13 +92,13 @@ export function openSqliteDatabase(path: string, options: SqliteOptions = {}): S
     execute: (text, params) => inTurn(() => session.execute(text, params)),
     transaction: (work) =>
       inTurn(async () => {
-        prepare("BEGIN IMMEDIATE").run();
+        await session.execute("BEGIN IMMEDIATE");
         try {
           const result = await work(session);
-          prepare("COMMIT").run();
+          await session.execute("COMMIT");
           return result;
         } catch (error) {
-          if (db.isTransaction) prepare("ROLLBACK").run();
+          if (db.isTransaction) await session.execute("ROLLBACK");
           throw error;
         }
       }),
@@ -103,6 +112,21 @@ export function openSqliteDatabase(path: string, options: SqliteOptions = {}): S
         return Promise.resolve();
       }),
   };
+}
+
+function failed(path: string, text: string, cause: unknown): ProvisioningError {
+  if (cause instanceof ProvisioningError) return cause;
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  const busy = /database is locked|SQLITE_BUSY/i.test(reason);
+  return new ProvisioningError(
+    busy ? "panel-database-busy" : "panel-database-statement",
+    `Cannot run "${text.trim().split(/\s+/).slice(0, 4).join(" ")} …" on "${path}": ${reason}`,
+    {
+      cause,
+      retryable: busy,
+      ...(busy ? { hint: "Another process held the database's write lock too long; try again" } : {}),
+    },
+  );
 }
 
 function bind(params: readonly SqlValue[]): SQLInputValue[] {
