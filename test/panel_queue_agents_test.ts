@@ -143,6 +143,7 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       });
       const victimOut = await readUntil(victim, (l) => "leased" in l);
       const victimJobs = victimOut.lines.flatMap((l) => "leased" in l ? l.leased : []);
+      const victimToken = victimOut.lines.flatMap((l) => "leased" in l && l.token ? [l.token] : [])[0]!;
       assertEquals(victimJobs.length, 25);
       await kill(victim, victimOut);
 
@@ -200,6 +201,11 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       );
 
       await using store = await openTestStore(database);
+      // The killed agent's answer, had it come back (a restarted agent replaying its journal): refused.
+      const ghost = await store.complete({ jobId: victimJobs[0]!, agent: "victim", token: victimToken }, {
+        state: "verified",
+      });
+      deepStrictEqual([ghost.accepted, !ghost.accepted && ghost.reason], [false, "finished"]);
       deepStrictEqual(await store.counts(), {
         queued: 0,
         leased: 0,
@@ -212,11 +218,14 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       assert(jobIds.every((id) => audit.get(id) === 1), "one accepted completion per job in the audit log");
       const history = (await store.listAudit({ jobId: victimJobs[0]!, limit: 20 })).items.toReversed();
       deepStrictEqual(
-        history.slice(-3).map((e) => [e.action, e.actor, e.outcome, e.detail?.reclaimedFrom ?? null]),
+        history.slice(-4).map((
+          e,
+        ) => [e.action, e.actor, e.outcome, e.detail?.reclaimedFrom ?? e.detail?.reason ?? null]),
         [
-          ["job.lease", "victim", "ok", history.at(-3)?.detail?.reclaimedFrom ?? null],
+          ["job.lease", "victim", "ok", history.at(-4)?.detail?.reclaimedFrom ?? null],
           ["job.lease", "rescuer", "ok", "victim"],
           ["job.complete", "rescuer", "ok", null],
+          ["job.complete", "victim", "refused", "finished"],
         ],
       );
       const lateHistory = (await store.listAudit({ jobId: lateJobs[0]!, limit: 20 })).items.toReversed();

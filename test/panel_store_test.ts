@@ -188,6 +188,28 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
   );
 
   await t.step(
+    "concurrent enqueues of the same users, in opposite orders, queue each user once",
+    async () => {
+      const database = await backend.fresh("enqueue_race");
+      await using a = await openTestStore(database);
+      // PostgreSQL: a second store is a second pool of connections. SQLite: one store per process.
+      await using b = backend.name === "postgres" ? await openTestStore(database) : null;
+      const users = await seedUsers(a, 200);
+      const [one, two] = await Promise.all([
+        a.enqueue({ userIds: users, actor: "admin-1" }),
+        (b ?? a).enqueue({ userIds: users.toReversed(), actor: "admin-2" }),
+      ]);
+      const queued = [...one, ...two].filter((o) => o.outcome === "queued");
+      assertEquals(queued.length, 200);
+      assertEquals(new Set(queued.map((o) => o.userId)).size, 200);
+      assertEquals((await a.counts()).queued, 200);
+      // A repeated id in one call is answered with the job its first occurrence got.
+      const repeated = await a.enqueue({ userIds: [users[0]!, users[0]!], actor: "admin-1" });
+      deepStrictEqual(repeated.map((o) => o.outcome), ["already-queued", "already-queued"]);
+    },
+  );
+
+  await t.step(
     "only the lease holder completes; a late answer after the job was re-leased is refused and audited",
     async () => {
       const clock = new TestClock();

@@ -307,8 +307,22 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
     enqueue: ({ userIds, actor, mode = "automatic" }) =>
       db.transaction(async (tx) => {
         const at = now();
-        const outcomes: EnqueueOutcome[] = [];
-        for (const userId of userIds) outcomes.push(await enqueueOne(tx, userId, actor, mode, at));
+        // Users are locked in ascending id order, so two concurrent enqueues of overlapping users
+        // cannot deadlock; the answers come back in the caller's order, a repeated id answered
+        // with the job its first occurrence got.
+        const first = new Map<number, EnqueueOutcome>();
+        for (const userId of [...new Set(userIds)].sort((a, b) => a - b)) {
+          first.set(userId, await enqueueOne(tx, userId, actor, mode, at));
+        }
+        const answered = new Set<number>();
+        const outcomes = userIds.map((userId): EnqueueOutcome => {
+          const outcome = first.get(userId)!;
+          if (answered.has(userId) && outcome.outcome === "queued") {
+            return { userId, outcome: "already-queued", jobId: outcome.jobId };
+          }
+          answered.add(userId);
+          return outcome;
+        });
         await writeAudit(
           tx,
           at,
