@@ -128,9 +128,9 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       const total = 600;
       const { database, jobIds } = await queueOf(backend, "killed", total);
 
-      // An agent is killed in the middle of its stream of completions (it pauses 5 ms after each,
+      // An agent is killed in the middle of its stream of completions (it pauses 20 ms after each,
       // so it is still busy when the test has seen 50).
-      const streaming = spawnAgent(database, "streaming", { batch: 10, leaseMs: 1500, pauseMs: 5 });
+      const streaming = spawnAgent(database, "streaming", { batch: 10, leaseMs: 1500, pauseMs: 20 });
       const streamOut = await readUntil(streaming, (_, seen) => completedBy(seen).length >= 50);
       const streamed = completedBy([...streamOut.lines, ...parseLines(await kill(streaming, streamOut))]);
       assert(streamed.length >= 50 && streamed.length < total - 50);
@@ -139,7 +139,7 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       const victim = spawnAgent(database, "victim", {
         mode: "wait-before-complete",
         batch: 25,
-        leaseMs: 5000,
+        leaseMs: 8000,
       });
       const victimOut = await readUntil(victim, (l) => "leased" in l);
       const victimJobs = victimOut.lines.flatMap((l) => "leased" in l ? l.leased : []);
@@ -148,7 +148,7 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       await kill(victim, victimOut);
 
       // An agent takes 25 jobs and stays silent until the end: its answers will be late.
-      const late = spawnAgent(database, "late", { mode: "wait-before-complete", batch: 25, leaseMs: 5000 });
+      const late = spawnAgent(database, "late", { mode: "wait-before-complete", batch: 25, leaseMs: 8000 });
       const lateOut = await readUntil(late, (l) => "leased" in l);
       const lateJobs = lateOut.lines.flatMap((l) => "leased" in l ? l.leased : []);
       assertEquals(lateJobs.length, 25);

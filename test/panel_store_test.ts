@@ -339,6 +339,33 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
   );
 
   await t.step(
+    "a job whose every lease expired is failed for the admin, not handed out forever",
+    async () => {
+      const clock = new TestClock();
+      await using store = await openTestStore(await backend.fresh("poison"), {
+        now: clock.now,
+        maxAttempts: 2,
+      });
+      const [u1, u2] = await seedUsers(store, 2);
+      await store.enqueue({ userIds: [u1!], actor: "admin" });
+      const [first] = await store.lease({ agent: "a", limit: 1, leaseMs: 1000 });
+      clock.advance(1000);
+      const [second] = await store.lease({ agent: "b", limit: 1, leaseMs: 1000 });
+      deepStrictEqual([second!.job.id, second!.reclaimedFrom, second!.job.attempts], [first!.job.id, "a", 2]);
+      clock.advance(1000);
+      await store.enqueue({ userIds: [u2!], actor: "admin" });
+      const third = await store.lease({ agent: "c", limit: 5, leaseMs: 1000 });
+      deepStrictEqual(third.map((l) => l.job.userId), [u2], "the exhausted job is not leased again");
+      const job = await store.getJob(first!.job.id);
+      deepStrictEqual([job!.state, job!.lastError?.code], ["failed", "lease-expired"]);
+      const [last] = (await store.listAudit({ jobId: first!.job.id, limit: 1 })).items;
+      deepStrictEqual([last!.actor, last!.action, last!.detail?.holder], ["panel", "job.fail", "b"]);
+      const retried = await store.retry({ jobId: first!.job.id, actor: "admin" });
+      assert(retried.done && retried.job.state === "queued");
+    },
+  );
+
+  await t.step(
     "release gives a job back without counting the attempt; cancel and retry by an admin",
     async () => {
       const clock = new TestClock();

@@ -56,6 +56,11 @@ export const queueDefaults = {
   retryDelayMs: (attempts: number) => Math.min(60_000 * 2 ** Math.max(0, attempts - 1), 15 * 60_000),
 } satisfies Required<QueueOptions>;
 
+/** The actor of what the store does on its own (failing a job whose leases kept expiring). */
+export const panelActor = "panel";
+const leaseExpiredMessage =
+  "Every agent that took this user stopped answering before its lease expired; the user may be partly provisioned: check the user's passkeys at the provider, then retry";
+
 /** The longest error message kept per job; longer ones are cut (a message is one line for the admin). */
 const maxMessageLength = 2000;
 /** Rows per multi-row INSERT (PostgreSQL takes at most 65,535 parameters in one statement). */
@@ -122,6 +127,7 @@ const auditRowSchema = z.object({
 // Built once: a zod schema compiles on its first parse, so one made per row costs a page 20x.
 const latestJobSchema = z.object({ job_id: nullableInt, job_state: z.enum(jobStates).nullable() });
 const pickedRowSchema = z.object({ id: int, lease_holder: nullableText });
+const expiredRowSchema = pickedRowSchema.extend({ attempts: int, max_attempts: int });
 const countRowSchema = z.object({ state: z.enum(jobStates), n: int });
 const agentRowSchema = z.object({ id: z.string(), first_seen_at: int, last_seen_at: int });
 const detailSchema = z.record(z.string(), z.unknown());
@@ -348,19 +354,25 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
         const at = now();
         const skipLocked = db.sql.lockRows({ skipLocked: true });
         // Expired leases first: their holder is gone (crashed, cut off) and they waited longest.
-        const expired = await tx.query(
-          `SELECT id, lease_holder FROM jobs WHERE state = 'leased' AND lease_expires_at <= ?
+        const expiredRows = await tx.query(
+          `SELECT id, lease_holder, attempts, max_attempts FROM jobs WHERE state = 'leased' AND lease_expires_at <= ?
            ORDER BY lease_expires_at, id LIMIT ? ${skipLocked}`,
           [at, limit],
         );
-        const ready = expired.length < limit
+        const expired = expiredRows.map((row) => expiredRowSchema.parse(row));
+        // A job whose leases expired as often as it may be tried is not handed out again: whatever
+        // stops its agents (a crash on this user) would stop the next one too.
+        const exhausted = expired.filter((e) => e.attempts >= e.max_attempts);
+        await failExhausted(tx, exhausted, at);
+        const reclaimable = expired.filter((e) => e.attempts < e.max_attempts);
+        const ready = reclaimable.length < limit
           ? await tx.query(
             `SELECT id, lease_holder FROM jobs WHERE state = 'queued' AND available_at <= ?
              ORDER BY available_at, id LIMIT ? ${skipLocked}`,
-            [at, limit - expired.length],
+            [at, limit - reclaimable.length],
           )
           : [];
-        const picked = [...expired, ...ready].map((row) => pickedRowSchema.parse(row));
+        const picked = [...reclaimable, ...ready.map((row) => pickedRowSchema.parse(row))];
         if (picked.length === 0) return [];
         const token = crypto.randomUUID();
         const expiresAt = at + leaseMs;
@@ -569,6 +581,34 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
     [Symbol.asyncDispose]: () => db.close(),
   };
   return store;
+
+  /** Fails the jobs whose leases expired on every attempt they had; audited as the panel's doing. */
+  async function failExhausted(
+    tx: SqlSession,
+    exhausted: readonly { id: number; lease_holder: string | null; attempts: number }[],
+    at: number,
+  ): Promise<void> {
+    if (exhausted.length === 0) return;
+    const ids = exhausted.map((e) => e.id);
+    const rows = await tx.query(
+      `UPDATE jobs SET state = 'failed', last_error_code = 'lease-expired', last_error_message = ?,
+         lease_expires_at = NULL, step = NULL, finished_at = ?, updated_at = ?
+       WHERE id IN (${placeholders(ids.length)}) RETURNING id, user_id`,
+      [leaseExpiredMessage, at, at, ...ids],
+    );
+    const users = new Map(rows.map((r) => [Number(r.id), Number(r.user_id)]));
+    await writeAudit(
+      tx,
+      at,
+      exhausted.map((e) => ({
+        actor: panelActor,
+        action: "job.fail",
+        jobId: e.id,
+        userId: users.get(e.id) ?? null,
+        detail: { code: "lease-expired", holder: e.lease_holder, attempts: e.attempts },
+      })),
+    );
+  }
 
   function adminAction(
     action: string,
