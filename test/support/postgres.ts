@@ -37,11 +37,13 @@ export interface StartPostgresOptions {
    * Benchmarks keep it on to measure what a real server does. @default true
    */
   fast?: boolean;
+  /** Where initdb and pg_ctl are, instead of looking for them. */
+  bindir?: string;
 }
 
 /** Starts a throwaway cluster; see the module documentation. */
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<PostgresCluster> {
-  const bindir = await findBindir();
+  const bindir = await findBindir(options.bindir);
   const dir = await Deno.makeTempDir({ prefix: "provisioning-pg-" });
   const asRoot = (await Deno.stat(dir)).uid === 0;
   const owner = asRoot ? await postgresUser() : null;
@@ -124,15 +126,8 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   }
 }
 
-async function findBindir(): Promise<string> {
-  const candidates: string[] = [];
-  try {
-    const out = await new Deno.Command("pg_config", { args: ["--bindir"], stdout: "piped", stderr: "null" })
-      .output();
-    if (out.success) candidates.push(new TextDecoder().decode(out.stdout).trim());
-  } catch { /* pg_config is not installed: look in Debian's folders */ }
-  // Debian's folders, newest first (tried by running initdb: the test's read permission stays narrow).
-  for (let version = 18; version >= 13; version--) candidates.push(`/usr/lib/postgresql/${version}/bin`);
+async function findBindir(given?: string): Promise<string> {
+  const candidates = given === undefined ? await searchedBindirs() : [given];
   for (const dir of candidates) {
     try {
       const out = await new Deno.Command(`${dir}/initdb`, {
@@ -145,8 +140,20 @@ async function findBindir(): Promise<string> {
     } catch { /* not here */ }
   }
   throw new Error(
-    `${installHint} (no initdb in \`pg_config --bindir\` nor /usr/lib/postgresql/{13..18}/bin)`,
+    `${installHint} (no initdb in ${given ?? "`pg_config --bindir` nor /usr/lib/postgresql/{13..18}/bin"})`,
   );
+}
+
+/** `pg_config --bindir`, then Debian's folders, newest first (tried by running initdb, so the test's read permission stays narrow). */
+async function searchedBindirs(): Promise<string[]> {
+  const candidates: string[] = [];
+  try {
+    const out = await new Deno.Command("pg_config", { args: ["--bindir"], stdout: "piped", stderr: "null" })
+      .output();
+    if (out.success) candidates.push(new TextDecoder().decode(out.stdout).trim());
+  } catch { /* pg_config is not installed: look in Debian's folders */ }
+  for (let version = 18; version >= 13; version--) candidates.push(`/usr/lib/postgresql/${version}/bin`);
+  return candidates;
 }
 
 async function postgresUser(): Promise<{ uid: number; gid: number }> {

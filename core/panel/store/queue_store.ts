@@ -227,8 +227,11 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
       db.transaction(async (tx) => {
         const at = now();
         const byObjectId = new Map<string, DirectoryUserImport>();
-        for (const user of users) byObjectId.set(user.objectId, user);
-        const unique = [...byObjectId.values()];
+        users.forEach((user, index) => byObjectId.set(checkImport(user, index).objectId, user));
+        // In object id order: two imports running at once lock their rows in the same order.
+        const unique = [...byObjectId.values()].sort((a, b) =>
+          a.objectId < b.objectId ? -1 : a.objectId > b.objectId ? 1 : 0
+        );
         for (let start = 0; start < unique.length; start += insertChunk) {
           const chunk = unique.slice(start, start + insertChunk);
           const params: SqlValue[] = [];
@@ -770,6 +773,17 @@ function parseRow<S extends z.ZodType>(schema: S, row: SqlRow, db: SqlDatabase, 
     `Cannot read a row of "${table}" in "${db.location}": ${z.prettifyError(parsed.error)}`,
     { hint: "The database was changed outside the panel; restore it from a backup", cause: parsed.error },
   );
+}
+
+function checkImport(user: DirectoryUserImport, index: number): DirectoryUserImport {
+  if (user.objectId.length === 0 || user.signInName.length === 0) {
+    throw new RangeError(
+      `Cannot import user ${index + 1} ("${user.signInName}"): it has no ${
+        user.objectId ? "sign-in name" : "object id"
+      }`,
+    );
+  }
+  return user;
 }
 
 function checkAgent(agent: string): void {
