@@ -46,6 +46,11 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
     const database = await backend.fresh("migrations");
     const first = await openTestStore(database);
     deepStrictEqual(first.migrations, { applied: [1], version: 1 });
+    if (backend.name === "sqlite" && Deno.build.os !== "windows") {
+      for (const file of [database, `${database}-wal`]) {
+        assertEquals((await Deno.stat(file)).mode! & 0o777, 0o600, `${file} is the owner's only`);
+      }
+    }
     await first.close();
     const again = await openTestStore(database);
     deepStrictEqual(again.migrations, { applied: [], version: 1 });

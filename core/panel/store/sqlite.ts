@@ -2,6 +2,7 @@
  * The embedded database: SQLite through `node:sqlite` (`DatabaseSync`, built into Deno 2.9), one
  * file in the data folder, nothing to install.
  *
+ * - A new file is created 0600 (owner only): it holds the directory's names and the audit log.
  * - WAL mode: readers never block the writer; `synchronous = FULL` (the default) makes each
  *   commit durable before it returns (the queue is the truth for who does what).
  * - Writes are transactions opened with `BEGIN IMMEDIATE`: the transaction takes the database's
@@ -33,6 +34,7 @@ export interface SqliteOptions {
 export function openSqliteDatabase(path: string, options: SqliteOptions = {}): SqlDatabase {
   let db: DatabaseSync;
   try {
+    createPrivate(path);
     db = new DatabaseSync(path);
     db.exec(`PRAGMA busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? 30_000)}`);
     db.exec("PRAGMA journal_mode = WAL");
@@ -112,6 +114,18 @@ export function openSqliteDatabase(path: string, options: SqliteOptions = {}): S
         return Promise.resolve();
       }),
   };
+}
+
+/**
+ * Creates the database file readable by its owner only (0600) when it does not exist yet: it holds
+ * the directory's names and the audit log. SQLite gives its -wal and -shm files the same mode.
+ */
+function createPrivate(path: string): void {
+  try {
+    Deno.writeFileSync(path, new Uint8Array(), { createNew: true, mode: 0o600 });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
 }
 
 function failed(path: string, text: string, cause: unknown): ProvisioningError {
