@@ -454,6 +454,20 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
     } while (cursor !== null);
     assertEquals(jobIds.length, 120);
     deepStrictEqual(jobIds, [...jobIds].sort((x, y) => y - x));
+    // A search by sign-in prefix pages the same way.
+    const found: string[] = [];
+    cursor = null;
+    do {
+      const page: Awaited<ReturnType<typeof store.listUsers>> = await store.listUsers({
+        cursor,
+        limit: 30,
+        prefix: "USER0001",
+      });
+      found.push(...page.items.map((u) => u.signInName));
+      cursor = page.next;
+    } while (cursor !== null);
+    deepStrictEqual(found, Array.from({ length: 100 }, (_, i) => `user000${100 + i}@contoso.test`));
+    deepStrictEqual((await store.listUsers({ prefix: "nobody" })).items, []);
     const bad = await rejects(store.listUsers({ cursor: "not-a-cursor" }), ProvisioningError);
     assertEquals(bad.code, "panel-cursor-invalid");
   });

@@ -280,9 +280,17 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
       return rows[0] === undefined ? null : toUser(parseRow(userRowSchema, rows[0], db, "users"));
     },
 
-    async listUsers({ cursor = null, limit = defaultPageSize } = {}) {
+    async listUsers({ cursor = null, limit = defaultPageSize, prefix = "" } = {}) {
       const size = pageSize(limit);
       const after = cursor === null ? null : decodeCursor(cursor, userCursorSchema);
+      const where: string[] = [];
+      const params: SqlValue[] = [];
+      if (prefix !== "") {
+        // A range on the sorted key, so the same index serves the search: [prefix, prefix's successor).
+        where.push("u.sign_in_key >= ? AND u.sign_in_key < ?");
+        params.push(prefix.toLowerCase(), successor(prefix.toLowerCase()));
+      }
+      if (after !== null) where.push("(u.sign_in_key, u.id) > (?, ?)"), params.push(after[0], after[1]);
       // Keyset paging on (sign_in_key, id): the index users_by_sign_in reads one page, however deep.
       // A row-value comparison, not `a > ? OR (a = ? AND id > ?)`: SQLite scans the whole index for the OR.
       const rows = await db.query(
@@ -291,10 +299,10 @@ export function createQueueStore(db: SqlDatabase, options: QueueOptions = {}): P
         }, j.id AS job_id, j.state AS job_state
          FROM users u
          LEFT JOIN jobs j ON j.id = (SELECT max(id) FROM jobs WHERE user_id = u.id)
-         ${after === null ? "" : "WHERE (u.sign_in_key, u.id) > (?, ?)"}
+         ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
          ORDER BY u.sign_in_key, u.id
          LIMIT ?`,
-        after === null ? [size + 1] : [after[0], after[1], size + 1],
+        [...params, size + 1],
       );
       const items = rows.slice(0, size).map((row): PanelUserWithJob => {
         const user = toUser(parseRow(userRowSchema, row, db, "users"));
@@ -807,6 +815,14 @@ function pageSize(limit: number): number {
     throw new RangeError(`Cannot list ${limit} rows a page: ask for 1 to ${maxPageSize}`);
   }
   return limit;
+}
+
+/** The smallest string after every string that starts with `prefix` (its last character's successor). */
+function successor(prefix: string): string {
+  const points = [...prefix];
+  const last = points.pop()!.codePointAt(0)! + 1;
+  // Skip the surrogate range, which no well-formed string contains.
+  return points.join("") + String.fromCodePoint(last === 0xd800 ? 0xe000 : Math.min(last, 0x10ffff));
 }
 
 function encodeCursor(key: readonly (string | number)[]): string {

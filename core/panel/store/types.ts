@@ -203,8 +203,13 @@ export interface PanelStore extends AsyncDisposable {
     fullSync?: boolean;
   }): Promise<{ imported: number; notInSync: number }>;
   getUser(id: number): Promise<PanelUser | null>;
-  /** Users by sign-in name, keyset-paged (`cursor` from the previous page), each with its newest job. */
-  listUsers(options?: { cursor?: string | null; limit?: number }): Promise<Page<PanelUserWithJob>>;
+  /**
+   * Users by sign-in name, keyset-paged (`cursor` from the previous page), each with its newest job;
+   * with `prefix`, only those whose sign-in name starts with it (case-insensitive).
+   */
+  listUsers(
+    options?: { cursor?: string | null; limit?: number; prefix?: string },
+  ): Promise<Page<PanelUserWithJob>>;
 
   /** Queues one job per user; a user with a job waiting or in flight keeps that one. */
   enqueue(options: { userIds: readonly number[]; actor: string; mode?: JobMode }): Promise<EnqueueOutcome[]>;
