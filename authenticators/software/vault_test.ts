@@ -590,3 +590,45 @@ Deno.test("the passphrase is compared after Unicode normalisation", async () => 
   await vaultWithChanges(path, 0, { passphrase: "caf\u00e9" });
   await using _ = await Vault.open(options(path, { passphrase: "cafe\u0301" }));
 });
+
+Deno.test(
+  "the software key on a full disk fails a registration with 'no space left on <folder>', not CTAP error 0x7f",
+  {
+    ignore: !isRoot,
+  },
+  async () => {
+    const { openSoftwareKey } = await import("./plugin.ts");
+    const { Ctap2Client } = await import("../../core/ctap/client.ts");
+    await using disk = await smallDisk();
+    const context = {
+      interaction: { requestPin: () => Promise.reject(new Error("no PIN")), promptUserPresence: () => {} },
+      env: (name: string) => name === "PROVISIONING_VAULT_PASSPHRASE" ? passphrase : undefined,
+      readSecret: () => Promise.reject(new Error("not asked")),
+    };
+    await using key = await openSoftwareKey(context, {
+      vault: `${disk.path}/key.vault`,
+      kdfIterations: 100_000,
+      vaultGuardDir: `${disk.path}/guard`,
+    });
+    {
+      await using file = await Deno.open(`${disk.path}/filler`, { write: true, create: true });
+      await file.write(new Uint8Array(1 << 20)).catch(() => undefined);
+      for (;;) if (await file.write(new Uint8Array(4096)).catch(() => 0) === 0) break;
+    }
+    const client = new Ctap2Client(key.device);
+    let failure: unknown;
+    for (let i = 0; i < 200 && failure === undefined; i++) {
+      await client.makeCredential({
+        clientDataHash: new Uint8Array(32).fill(i),
+        rp: { id: "login.microsoft.com" },
+        user: { id: Uint8Array.of(i), name: `user${i}@contoso.com` },
+        pubKeyCredParams: [{ type: "public-key", alg: -7 }],
+        options: { rk: true },
+      }).catch((error) => failure = error);
+    }
+    assert.ok(failure instanceof VaultError, `not a vault error: ${failure}`);
+    assert.equal(failure.code, "vault-disk-full");
+    assert.match(failure.message, new RegExp(`no space left on ${disk.path}`));
+    await Deno.remove(`${disk.path}/filler`);
+  },
+);
