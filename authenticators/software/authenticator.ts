@@ -86,6 +86,11 @@ export class MemoryKeyStateStore implements KeyStateStore {
   read(): SoftwareKeyState {
     return this.#state;
   }
+  /** Replaces the whole state (tests that put a key in a given state, such as a blocked PIN). */
+  write(state: SoftwareKeyState): Promise<void> {
+    this.#state = structuredClone(state);
+    return Promise.resolve();
+  }
   change(compute: (state: SoftwareKeyState) => KeyStateChange): Promise<KeyStateChange> {
     // A copy, as the vault keeps what it parsed back from JSON, not the caller's objects.
     const change = structuredClone(compute(this.#state));
