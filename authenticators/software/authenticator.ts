@@ -75,6 +75,11 @@ export interface KeyStateStore {
    * processes, includes the others' changes), and resolves with it once it is durable.
    */
   change(compute: (state: SoftwareKeyState) => KeyStateChange): Promise<KeyStateChange | undefined>;
+  /**
+   * Brings {@link read} up to date with what other processes sharing the store changed; called
+   * before each request. Absent for a store only this process uses.
+   */
+  refresh?(): Promise<unknown>;
 }
 
 /** A store that keeps the state in memory only (bench, throw-away keys). */
@@ -193,6 +198,7 @@ export class SoftwareAuthenticator implements CtapDevice {
 
   async #handle(request: Uint8Array, options: CtapCallOptions): Promise<Uint8Array> {
     try {
+      await this.#store.refresh?.();
       return await this.#dispatch(request, options);
     } catch (error) {
       if (error instanceof CtapError) return Uint8Array.of(error.status);

@@ -632,3 +632,45 @@ Deno.test(
     await Deno.remove(`${disk.path}/filler`);
   },
 );
+
+Deno.test("two software keys on one vault (as two overlapping runs) keep every passkey, with counters that keep increasing", async () => {
+  const { openSoftwareKey } = await import("./plugin.ts");
+  const { Ctap2Client } = await import("../../core/ctap/client.ts");
+  const { decodeAuthenticatorData } = await import("../../core/ctap/auth_data.ts");
+  await using dir = await tempDir();
+  const context = {
+    interaction: { requestPin: () => Promise.reject(new Error("no PIN")), promptUserPresence: () => {} },
+    env: (name: string) => name === "PROVISIONING_VAULT_PASSPHRASE" ? passphrase : undefined,
+    readSecret: () => Promise.reject(new Error("not asked")),
+  };
+  const keyOptions = {
+    vault: `${dir.path}/key.vault`,
+    kdfIterations: 100_000,
+    vaultGuardDir: `${dir.path}/guard`,
+  };
+  await using first = await openSoftwareKey(context, keyOptions);
+  await using second = await openSoftwareKey(context, keyOptions);
+  const clients = [new Ctap2Client(first.device), new Ctap2Client(second.device)];
+  const counters: number[] = [];
+  await Promise.all(clients.map(async (client, which) => {
+    for (let i = 0; i < 40; i++) {
+      const made = await client.makeCredential({
+        clientDataHash: new Uint8Array(32).fill(i),
+        rp: { id: "login.microsoft.com" },
+        user: { id: Uint8Array.of(which, i), name: `user${which}-${i}@contoso.com` },
+        pubKeyCredParams: [{ type: "public-key", alg: -7 }],
+        options: { rk: true },
+      });
+      counters.push(decodeAuthenticatorData(made.authData).signCount);
+    }
+  }));
+  assert.equal(new Set(counters).size, 80, "no two registrations got the same signature counter");
+  // The first key finds a passkey only the second made, without reopening.
+  const found = await clients[0]!.getAssertion({
+    rpId: "login.microsoft.com",
+    clientDataHash: new Uint8Array(32),
+  });
+  assert.equal(found.numberOfCredentials, 80);
+  await using reopened = await openSoftwareKey(context, keyOptions);
+  assert.equal((reopened.vault.read()).credentials.length, 80);
+});
