@@ -53,7 +53,7 @@ import { ProvisioningError } from "../../core/errors.ts";
 import { type CredentialSecrets, unwrapCredentialId, wrapCredentialId } from "./credential_id.ts";
 import {
   cosePublicKey,
-  generatePrivateKey,
+  generateKeyPair,
   isSupportedAlgorithm,
   sign,
   supportedAlgorithms,
@@ -435,9 +435,10 @@ export class SoftwareAuthenticator implements CtapDevice {
     await this.#requireUserPresence("makeCredential", options, request.rp.id);
     if (uv) this.#spendPinUvAuthToken();
 
+    const keyPair = await generateKeyPair(alg);
     const secrets: CredentialSecrets = {
       alg,
-      privateKey: generatePrivateKey(alg),
+      privateKey: keyPair.privateKey,
       credProtect,
       discoverable: rk,
       ...(hmacSecret ? { credRandomWithUv: randomBytes(32), credRandomWithoutUv: randomBytes(32) } : {}),
@@ -456,7 +457,7 @@ export class SoftwareAuthenticator implements CtapDevice {
       attestedCredentialData: {
         aaguid: fromBase64Any(state.aaguid),
         credentialId,
-        publicKey: cosePublicKey(alg, secrets.privateKey),
+        publicKey: keyPair.publicKey,
         publicKeyBytes: new Uint8Array(),
       },
       extensions: authenticatorExtensions,
