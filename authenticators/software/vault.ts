@@ -125,6 +125,9 @@ export interface VaultOpenOptions<T, C = never> {
   compactAfterBytes?: number;
 }
 
+/** An inode no file has: the next transaction reads the file afresh (after a rewrite). */
+const rewritten = -1;
+
 /** Where this process has read the file up to. */
 interface Position {
   /** Inode of the file read; a different one means another process compacted it. */
@@ -347,7 +350,7 @@ export class Vault<T, C = never> implements AsyncDisposable {
     const prepared = prepareState(path, options.schema, state);
     const file = await snapshotFile(keys, id, 1, prepared.json);
     await writeVaultFile(path, file.text);
-    const position: Position = { ...file.position, ino: ino === null ? null : await inodeOf(path) };
+    const position: Position = { ...file.position, ino: ino === null ? null : rewritten };
     return new Vault<T, C>(options, keys, prepared.state, position);
   }
 
@@ -634,7 +637,9 @@ export class Vault<T, C = never> implements AsyncDisposable {
     this.#stats.syncs += 2; // the new file and its folder
     this.#stats.compactions++;
     this.#keys = keys;
-    this.#position = { ...file.position, ino: await inodeOf(this.path) };
+    // Once renamed into place, the new file is no longer under our lock: another process may
+    // append to it (or compact it again) before we could stat it. Read it afresh next time.
+    this.#position = { ...file.position, ino: this.#position.ino === null ? null : rewritten };
     if (this.#guardDir !== undefined) await this.#markGuard().catch(() => undefined);
   }
 
