@@ -590,7 +590,8 @@ export class Vault<T, C = never> implements AsyncDisposable {
       if (sequence === watch) this.#watchedChain = position.chain;
       start = end + 1;
     }
-    if (start < text.length) await cutTornTail(this.path, file, position.offset);
+    // Never before the snapshot: a file without a whole first record is refused, not cut.
+    if (start < text.length && position.records > 0) await cutTornTail(this.path, file, position.offset);
   }
 
   #applyRecord(sequence: number, plain: string): void {

@@ -674,3 +674,15 @@ Deno.test("two software keys on one vault (as two overlapping runs) keep every p
   await using reopened = await openSoftwareKey(context, keyOptions);
   assert.equal((reopened.vault.read()).credentials.length, 80);
 });
+
+Deno.test("a file whose snapshot is cut short is refused and left as it is, never cut further", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/key.vault`;
+  await vaultWithChanges(path, 0);
+  const [headerLine, snapshot] = await lines(path);
+  const damaged = `${headerLine}\n${snapshot!.slice(0, 40)}`;
+  await Deno.writeTextFile(path, damaged);
+  const error = await rejects(Vault.open(options(path)), VaultError);
+  assert.equal(error.code, "vault-corrupt");
+  assert.equal(await Deno.readTextFile(path), damaged, "nothing was cut from a vault that did not open");
+});
