@@ -334,7 +334,12 @@ Deno.test("two opens of one vault (as two processes) lose no change: each reads 
 });
 
 /** Runs testdata/vault_writer.ts; with a count it runs to the end, without one it returns once it is writing. */
-function spawnWriter(path: string, name: string, count?: number): Deno.ChildProcess {
+function spawnWriter(
+  path: string,
+  name: string,
+  count?: number,
+  compactAfterBytes?: number,
+): Deno.ChildProcess {
   const script = new URL("./testdata/vault_writer.ts", import.meta.url);
   const config = new URL("../../deno.json", import.meta.url);
   const dir = path.slice(0, path.lastIndexOf("/"));
@@ -350,7 +355,8 @@ function spawnWriter(path: string, name: string, count?: number): Deno.ChildProc
       script.pathname,
       path,
       name,
-      ...(count === undefined ? [] : [String(count)]),
+      count === undefined ? "forever" : String(count),
+      ...(compactAfterBytes === undefined ? [] : [String(compactAfterBytes)]),
     ],
     env: { DENO_NO_UPDATE_CHECK: "1", PROVISIONING_VAULT_PASSPHRASE: passphrase },
     stdin: "null",
@@ -390,8 +396,8 @@ Deno.test("three processes changing one vault at once lose no change", { ignore:
 });
 
 /** Starts a looping writer, waits until it writes, and SIGKILLs it after `ms`. */
-async function killWriterAfter(path: string, ms: number): Promise<void> {
-  const child = spawnWriter(path, "killed");
+async function killWriterAfter(path: string, ms: number, compactAfterBytes?: number): Promise<void> {
+  const child = spawnWriter(path, "killed", undefined, compactAfterBytes);
   const stderr = new Response(child.stderr).text();
   const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
@@ -416,8 +422,10 @@ Deno.test(
     const path = `${dir.path}/key.vault`;
     await createWriterVault(path);
     let last = 0;
-    for (const ms of [150, 230, 310, 90, 400, 170]) {
-      await killWriterAfter(path, ms);
+    // Every other writer compacts as soon as its changes outgrow the 4 KiB snapshot (every few
+    // dozen changes), so some kills land mid-compaction (a temporary copy, a rename).
+    for (const [i, ms] of [150, 230, 310, 90, 400, 170].entries()) {
+      await killWriterAfter(path, ms, i % 2 ? 64 : undefined);
       await using vault = await Vault.open({
         path,
         passphrase,

@@ -2,8 +2,9 @@
  * Test fixture for vault_test.ts: opens the vault named by the first argument (passphrase from
  * PROVISIONING_VAULT_PASSPHRASE) and makes changes as writer `name` (second argument): `count`
  * of them (third argument) then exits, or, without a count, prints "ready" once and changes it in
- * a tight loop until it is killed. Each change carries a check value derived from the counter, so
- * a torn or lost change shows.
+ * a tight loop until it is killed ("forever" as the count does the same). A fourth argument sets
+ * `compactAfterBytes`: small values make compactions frequent, so that kills land in them too.
+ * Each change carries a check value derived from the counter, so a torn or lost change shows.
  *
  * @module
  */
@@ -51,7 +52,7 @@ export const writerChanges: VaultChanges<WriterState, WriterChange> = {
 };
 
 if (import.meta.main) {
-  const [path, name = "writer", count] = Deno.args;
+  const [path, name = "writer", count, compactAfterBytes] = Deno.args;
   const passphrase = Deno.env.get("PROVISIONING_VAULT_PASSPHRASE");
   if (path === undefined || passphrase === undefined) {
     throw new TypeError(
@@ -63,9 +64,10 @@ if (import.meta.main) {
     passphrase,
     schema: writerStateSchema,
     changes: writerChanges,
+    ...(compactAfterBytes ? { compactAfterBytes: Number(compactAfterBytes) } : {}),
   });
   const change = () => vault.change((state) => ({ writer: name, counter: state.counter + 1 }));
-  if (count === undefined) {
+  if (count === undefined || count === "forever") {
     await Deno.stdout.write(new TextEncoder().encode("ready\n"));
     for (;;) await change();
   }
