@@ -301,3 +301,42 @@ Deno.test("key serve drops a local client that floods it with 30,000 PINGs and r
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("two key serve processes on one vault keep every passkey both registered", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "provisioning-serve-test-" });
+  const vault = `${dir}/key.vault`;
+  const env = { PROVISIONING_VAULT_PASSPHRASE: "correct horse battery" };
+  try {
+    const init = await keyCommand(dir, env, "init", "--vault", vault, "--kdf-iterations", "100000");
+    assertEquals(init.code, 0, init.stderr);
+    const servers = await Promise.all(
+      ["a", "b"].map((name) => startServer(dir, env, vault, `${dir}/${name}.sock`)),
+    );
+    try {
+      await Promise.all(["a", "b"].map(async (name) => {
+        await using hid = await CtapHidClient.open(await connectUnixPacketTransport(`${dir}/${name}.sock`));
+        const client = new Ctap2Client(hid);
+        for (let i = 0; i < 20; i++) {
+          await client.makeCredential({
+            clientDataHash: new Uint8Array(32).fill(i),
+            rp: { id: "login.microsoft.com" },
+            user: { id: new TextEncoder().encode(`${name}-${i}`), name: `${name}${i}@contoso.com` },
+            pubKeyCredParams: [{ type: "public-key", alg: -7 }],
+            options: { rk: true },
+          });
+        }
+      }));
+    } finally {
+      for (const server of servers) {
+        server.kill("SIGINT");
+        await server.status;
+        await server.stderr.cancel().catch(() => {});
+      }
+    }
+    const info = await keyCommand(dir, env, "info", "--vault", vault);
+    assertEquals(info.code, 0, info.stderr);
+    assert.match(info.stdout, /Passkeys that fit\s+99960\n/, "40 passkeys held of 100,000");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
