@@ -237,7 +237,12 @@ export class Vault<T, C = never> implements AsyncDisposable {
           hint: "Create the software key first with `provisioning key init`",
         });
       }
-      await Vault.#create(options);
+      try {
+        await Vault.#create(options);
+      } catch (error) {
+        // Another process created it at the same moment (two runs starting together): open theirs.
+        if (!(error instanceof VaultError && error.code === "vault-exists")) throw error;
+      }
     }
     const timeout = options.lockTimeoutMs ?? defaultLockTimeoutMs;
     return await withLockedFile(path, timeout, async (file, ino) => {

@@ -694,3 +694,18 @@ Deno.test("a file whose snapshot is cut short is refused and left as it is, neve
   assert.equal(error.code, "vault-corrupt");
   assert.equal(await Deno.readTextFile(path), damaged, "nothing was cut from a vault that did not open");
 });
+
+Deno.test("two openers creating the same vault at once end with one vault, both open on it", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/key.vault`;
+  const [a, b] = await Promise.all([
+    Vault.open(options(path, { create: true, initial: () => ({ name: "a", counter: 0, items: [] }) })),
+    Vault.open(options(path, { create: true, initial: () => ({ name: "b", counter: 0, items: [] }) })),
+  ]);
+  await using first = a;
+  await using second = b;
+  assert.equal(first.read().name, second.read().name, "both opened the one vault that was created");
+  await first.change(() => ({ add: 1 }));
+  await second.change(() => ({ add: 2 }));
+  assert.deepEqual((await first.refresh()).items, [1, 2]);
+});
