@@ -1,7 +1,9 @@
 /**
  * `deno task bench`: operations per second of the software key, in-process (state in memory and
  * in an encrypted vault on disk) and over its CTAPHID Unix socket, for makeCredential and
- * getAssertion. Prints one table; numbers belong here, never in tests.
+ * getAssertion; then what the vault an admin uses costs per registration (1,000 passkeys on a
+ * vault on disk): bytes written, fsyncs, CPU and wall time, beside the goals of issue 14.
+ * Prints tables; numbers belong here, never in tests.
  *
  * @module
  */
@@ -9,7 +11,15 @@ import { parseAaguid } from "../core/aaguid.ts";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { createAttestationChain } from "../authenticators/software/attestation.ts";
 import { MemoryKeyStateStore, SoftwareAuthenticator } from "../authenticators/software/authenticator.ts";
-import { defaultAaguid, newKeyState, softwareKeyStateSchema } from "../authenticators/software/state.ts";
+import process from "node:process";
+import {
+  applyKeyStateChange,
+  defaultAaguid,
+  keyStateChangeSchema,
+  newKeyState,
+  type SoftwareKeyState,
+  softwareKeyStateSchema,
+} from "../authenticators/software/state.ts";
 import { Vault } from "../authenticators/software/vault.ts";
 import { Ctap2Client } from "../core/ctap/client.ts";
 import type { CtapDevice } from "../core/ctap/device.ts";
@@ -71,6 +81,7 @@ async function main() {
   const state = newKeyState({ aaguid, chain: await createAttestationChain({ aaguid }) });
   const dir = await Deno.makeTempDir({ prefix: "provisioning-bench-" });
   const rows: Row[] = [];
+  let registrations: RegistrationCost | undefined;
   try {
     for (const alg of [-7, -8] as const) {
       rows.push(
@@ -85,14 +96,7 @@ async function main() {
         ),
       );
     }
-    await using vault = await Vault.open({
-      path: `${dir}/bench.vault`,
-      passphrase: "bench passphrase",
-      schema: softwareKeyStateSchema,
-      create: true,
-      kdfIterations: 100_000,
-      initial: () => state,
-    });
+    await using vault = await openBenchVault(`${dir}/bench.vault`, state);
     rows.push(
       ...await benchDevice("in-process, vault (fsync per op)", new SoftwareAuthenticator(vault), -7, {
         mc: 200,
@@ -107,6 +111,7 @@ async function main() {
     });
     await using hid = await CtapHidClient.open(await connectUnixPacketTransport(socket));
     rows.push(...await benchDevice("CTAPHID over Unix socket, memory", hid, -7, { mc: 300, ga: 500 }));
+    registrations = await benchRegistrations(`${dir}/registrations.vault`, state, 1000);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -120,6 +125,116 @@ async function main() {
         row.perSecond.toFixed(0).padStart(5)
       }`,
     );
+  }
+  if (registrations) printRegistrationCost(registrations);
+}
+
+function openBenchVault(path: string, state: SoftwareKeyState) {
+  return Vault.open({
+    path,
+    passphrase: "bench passphrase",
+    schema: softwareKeyStateSchema,
+    changes: { schema: keyStateChangeSchema, apply: applyKeyStateChange },
+    create: true,
+    kdfIterations: 100_000,
+    initial: () => state,
+  });
+}
+
+/** What registrations cost on a vault on disk, per registration. */
+interface RegistrationCost {
+  count: number;
+  bytesPerRegistration: number;
+  /** From /proc/self/io when this process may read it (Linux, with --allow-read=/proc). */
+  osBytesPerRegistration: number | undefined;
+  syncsPerRegistration: number;
+  compactions: number;
+  cpuMsPerRegistration: number;
+  wallMsPerRegistration: number;
+  fileBytes: number;
+  reopenMs: number;
+}
+
+function osWriteBytes(): number | undefined {
+  try {
+    return Number(/write_bytes: (\d+)/.exec(Deno.readTextFileSync("/proc/self/io"))?.[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `count` discoverable registrations (what a bulk run makes) on a fresh vault in `path`. */
+async function benchRegistrations(
+  path: string,
+  state: SoftwareKeyState,
+  count: number,
+): Promise<RegistrationCost> {
+  let stats;
+  {
+    await using vault = await openBenchVault(path, state);
+    const client = new Ctap2Client(new SoftwareAuthenticator(vault));
+    const osBefore = osWriteBytes();
+    const cpuBefore = process.cpuUsage();
+    const start = performance.now();
+    for (let i = 0; i < count; i++) {
+      await client.makeCredential({
+        clientDataHash: sha256(Uint8Array.of(i & 0xff, i >> 8)),
+        rp: { id: "login.microsoft.com", name: "Microsoft" },
+        user: {
+          id: new TextEncoder().encode(`user-${i}-0123456789abcdef`),
+          name: `user${i}@contoso.com`,
+          displayName: `User ${i}`,
+        },
+        pubKeyCredParams: [{ type: "public-key", alg: -7 }],
+        options: { rk: true },
+      });
+    }
+    const wall = performance.now() - start;
+    const cpu = process.cpuUsage(cpuBefore);
+    const osAfter = osWriteBytes();
+    stats = {
+      ...vault.stats,
+      wall,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      os: osBefore === undefined || osAfter === undefined ? undefined : osAfter - osBefore,
+    };
+  }
+  const reopenStart = performance.now();
+  await using reopened = await openBenchVault(path, state);
+  const reopenMs = performance.now() - reopenStart;
+  if (reopened.read().credentials.length !== count) throw new Error("the bench vault lost credentials");
+  return {
+    count,
+    bytesPerRegistration: stats.bytesWritten / count,
+    osBytesPerRegistration: stats.os === undefined ? undefined : stats.os / count,
+    syncsPerRegistration: stats.syncs / count,
+    compactions: stats.compactions,
+    cpuMsPerRegistration: stats.cpuMs / count,
+    wallMsPerRegistration: stats.wall / count,
+    fileBytes: (await Deno.stat(path)).size,
+    reopenMs,
+  };
+}
+
+function printRegistrationCost(cost: RegistrationCost): void {
+  const rows: [string, string, string][] = [
+    ["bytes written / registration (vault file)", cost.bytesPerRegistration.toFixed(0), "≤ 4096"],
+    [
+      "bytes written / registration (/proc/self/io)",
+      cost.osBytesPerRegistration === undefined ? "not readable" : cost.osBytesPerRegistration.toFixed(0),
+      "≤ 4096",
+    ],
+    ["fsyncs / registration", cost.syncsPerRegistration.toFixed(2), ""],
+    ["compactions", String(cost.compactions), ""],
+    ["CPU ms / registration (key + vault)", cost.cpuMsPerRegistration.toFixed(2), "≤ 2 (whole CLI)"],
+    ["wall ms / registration", cost.wallMsPerRegistration.toFixed(2), ""],
+    ["vault file bytes", String(cost.fileBytes), ""],
+    ["reopen ms", cost.reopenMs.toFixed(0), ""],
+  ];
+  console.log(`\nSoftware key vault on disk: ${cost.count} discoverable registrations`);
+  const width = Math.max(...rows.map(([name]) => name.length));
+  for (const [name, value, goal] of rows) {
+    console.log(`${name.padEnd(width)}  ${value.padStart(12)}  ${goal}`);
   }
 }
 

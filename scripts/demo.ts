@@ -60,6 +60,7 @@ async function demo(): Promise<boolean> {
     await using key = await openSoftwareKey(context, {
       vault: `${dir}/demo-key.vault`,
       kdfIterations: 100_000,
+      vaultGuardDir: `${dir}/.provisioning/vaults`,
     });
     await new Ctap2Client(key.device).setPin(pin);
     say(`2. Software FIDO2 key ${key.label}: vault encrypted at rest, PIN set`);

@@ -241,7 +241,7 @@ if (import.meta.main) {
     // Part 2: memory of a dry run over a huge CSV.
     if (dryRows > 0) {
       await using sandbox = await sandboxFor(dryRows, { throttle: { enabled: false } });
-      const init = await cli(dir, sandbox, ["key", "init", "--kdf-iterations", "1000", "--set-pin"]);
+      const init = await cli(dir, sandbox, ["key", "init", "--kdf-iterations", "100000", "--set-pin"]);
       if (init.code !== 0) throw new Error(`key init failed: ${init.stderr}`);
       await writeCsv(`${dir}/huge.csv`, upnsOf(sandbox, dryRows));
       const started = performance.now();

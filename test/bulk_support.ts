@@ -35,7 +35,7 @@ export async function bulkFixture(options: Omit<SandboxOptions, "webauthn"> = {}
     PROVISIONING_VAULT_PASSPHRASE: "correct horse battery",
     PROVISIONING_KEY_PIN: "482916",
   };
-  const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "1000", "--set-pin");
+  const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "100000", "--set-pin");
   if (init.code !== 0) throw new Error(`key init failed: ${init.stderr}`);
   const users = sandbox.tenant.users().map((u) => u.userPrincipalName).filter((u) => /^user\d+@/.test(u));
   return {

@@ -28,7 +28,7 @@ Deno.test("provision --sandbox: two users get one verified passkey each; a new r
     assertEquals(noKey.code, 1);
     assert.match(noKey.stderr, /vault ".*key\.vault" does not exist.*provisioning key init/);
 
-    const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "10000", "--set-pin");
+    const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "100000", "--set-pin");
     assertEquals(init.code, 0, init.stderr);
 
     const run = await runCli(

@@ -66,7 +66,7 @@ Deno.test("CLI over HTTPS: refuses the sandbox's self-signed certificate by defa
       PROVISIONING_VAULT_PASSPHRASE: "correct horse battery",
       PROVISIONING_KEY_PIN: "482916",
     };
-    const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "10000", "--set-pin");
+    const init = await runCli(dir, env, [], "key", "init", "--kdf-iterations", "100000", "--set-pin");
     assertEquals(init.code, 0, init.stderr);
 
     const refused = await runCli(dir, env, [], "provision", "--user", "user0001@contoso.sandbox");

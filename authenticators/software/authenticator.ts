@@ -49,22 +49,37 @@ import {
   unpadPin,
 } from "../../core/ctap/pin_protocol.ts";
 import { CtapError, CtapStatus } from "../../core/ctap/status.ts";
+import { ProvisioningError } from "../../core/errors.ts";
 import { type CredentialSecrets, unwrapCredentialId, wrapCredentialId } from "./credential_id.ts";
 import {
   cosePublicKey,
-  generatePrivateKey,
+  generateKeyPair,
   isSupportedAlgorithm,
   sign,
   supportedAlgorithms,
 } from "./signing.ts";
-import type { SoftwareKeyState, StoredCredential } from "./state.ts";
+import {
+  applyKeyStateChange,
+  type KeyStateChange,
+  maxDiscoverableOf,
+  type SoftwareKeyState,
+  type StoredCredential,
+} from "./state.ts";
 
 /** Where the key's state lives: the encrypted vault, or memory for a throw-away key. */
 export interface KeyStateStore {
-  /** The current state. */
+  /** The current state (read-only). */
   read(): SoftwareKeyState;
-  /** Persists a new state; resolves once it is durable. */
-  write(state: SoftwareKeyState): Promise<void>;
+  /**
+   * Makes one change, computed from the current state (which, for a vault shared by several
+   * processes, includes the others' changes), and resolves with it once it is durable.
+   */
+  change(compute: (state: SoftwareKeyState) => KeyStateChange): Promise<KeyStateChange | undefined>;
+  /**
+   * Brings {@link read} up to date with what other processes sharing the store changed; called
+   * before each request. Absent for a store only this process uses.
+   */
+  refresh?(): Promise<unknown>;
 }
 
 /** A store that keeps the state in memory only (bench, throw-away keys). */
@@ -76,9 +91,16 @@ export class MemoryKeyStateStore implements KeyStateStore {
   read(): SoftwareKeyState {
     return this.#state;
   }
+  /** Replaces the whole state (tests that put a key in a given state, such as a blocked PIN). */
   write(state: SoftwareKeyState): Promise<void> {
-    this.#state = state;
+    this.#state = structuredClone(state);
     return Promise.resolve();
+  }
+  change(compute: (state: SoftwareKeyState) => KeyStateChange): Promise<KeyStateChange> {
+    // A copy, as the vault keeps what it parsed back from JSON, not the caller's objects.
+    const change = structuredClone(compute(this.#state));
+    applyKeyStateChange(this.#state, change);
+    return Promise.resolve(change);
   }
 }
 
@@ -98,7 +120,7 @@ export interface SoftwareAuthenticatorOptions {
   now?: () => number;
   /** How long after power-up a reset is accepted (CTAP 2.1 §6.6). @default 10000 */
   resetWindowMs?: number;
-  /** Most discoverable credentials the key holds. @default 1000 */
+  /** Most discoverable credentials the key holds. @default the key's own setting (its state) */
   maxDiscoverableCredentials?: number;
 }
 
@@ -146,7 +168,7 @@ export class SoftwareAuthenticator implements CtapDevice {
   readonly #now: () => number;
   readonly #poweredUpAt: number;
   readonly #resetWindowMs: number;
-  readonly #maxDiscoverable: number;
+  readonly #maxDiscoverableOverride: number | undefined;
   readonly #pin: PinProtocolAuthenticatorState;
   #queue: Promise<unknown> = Promise.resolve();
   #pinAttemptsThisPowerCycle = 0;
@@ -159,11 +181,14 @@ export class SoftwareAuthenticator implements CtapDevice {
     this.#now = options.now ?? Date.now;
     this.#poweredUpAt = this.#now();
     this.#resetWindowMs = options.resetWindowMs ?? 10_000;
-    this.#maxDiscoverable = options.maxDiscoverableCredentials ?? 1000;
+    this.#maxDiscoverableOverride = options.maxDiscoverableCredentials;
     this.#pin = new PinProtocolAuthenticatorState({ now: this.#now });
   }
 
-  /** Answers one CTAP2 request; never rejects for a protocol error (those become status bytes). */
+  /**
+   * Answers one CTAP2 request; never rejects for a protocol error (those become status bytes).
+   * Rejects with the store's {@link ProvisioningError} when a change cannot be saved.
+   */
   transceive(request: Uint8Array, options: CtapCallOptions = {}): Promise<Uint8Array> {
     const run = () => this.#handle(request, options);
     const result = this.#queue.then(run, run);
@@ -173,10 +198,14 @@ export class SoftwareAuthenticator implements CtapDevice {
 
   async #handle(request: Uint8Array, options: CtapCallOptions): Promise<Uint8Array> {
     try {
+      await this.#store.refresh?.();
       return await this.#dispatch(request, options);
     } catch (error) {
       if (error instanceof CtapError) return Uint8Array.of(error.status);
       if (options.signal?.aborted) return Uint8Array.of(CtapStatus.CTAP2_ERR_KEEPALIVE_CANCEL);
+      // The state could not be saved (a full disk, a vault locked too long): the caller needs the
+      // reason and what to do, which a status byte (CTAP1_ERR_OTHER) cannot carry.
+      if (error instanceof ProvisioningError) throw error;
       return Uint8Array.of(CtapStatus.CTAP1_ERR_OTHER);
     }
   }
@@ -216,10 +245,23 @@ export class SoftwareAuthenticator implements CtapDevice {
     return this.#store.read();
   }
 
-  async #save(change: (state: SoftwareKeyState) => void): Promise<void> {
-    const next = structuredClone(this.#state);
-    change(next);
-    await this.#store.write(next);
+  get #maxDiscoverable(): number {
+    return this.#maxDiscoverableOverride ?? maxDiscoverableOf(this.#state);
+  }
+
+  /** Saves one change computed from the current state; resolves once it is durable. */
+  async #save(compute: (state: SoftwareKeyState) => KeyStateChange): Promise<KeyStateChange> {
+    const change = await this.#store.change(compute);
+    if (change === undefined) {
+      throw new CtapError(CtapStatus.CTAP1_ERR_OTHER, "the state change was not saved");
+    }
+    return change;
+  }
+
+  /** Spends one signature counter value, durably, and returns it. */
+  async #nextSignCount(extra: Omit<KeyStateChange, "set"> = {}): Promise<number> {
+    const change = await this.#save((current) => ({ ...extra, set: { signCount: current.signCount + 1 } }));
+    return change.set!.signCount!;
   }
 
   #info(): GetInfoResponse {
@@ -381,10 +423,9 @@ export class SoftwareAuthenticator implements CtapDevice {
       ? wantedProtect
       : 1;
     const hmacSecret = extensions["hmac-secret"] === true;
-    if (
-      rk &&
-      !state.credentials.some((c) => c.rpId === request.rp.id && c.user.id === toBase64Url(request.user.id))
-    ) {
+    // Encoded once, not once per stored credential: with 10,000 passkeys that loop was most of the CPU.
+    const userId = toBase64Url(request.user.id);
+    if (rk && !state.credentials.some((c) => c.rpId === request.rp.id && c.user.id === userId)) {
       if (state.credentials.length >= this.#maxDiscoverable) {
         throw new CtapError(CtapStatus.CTAP2_ERR_KEY_STORE_FULL);
       }
@@ -393,15 +434,18 @@ export class SoftwareAuthenticator implements CtapDevice {
     await this.#requireUserPresence("makeCredential", options, request.rp.id);
     if (uv) this.#spendPinUvAuthToken();
 
+    const keyPair = await generateKeyPair(alg);
     const secrets: CredentialSecrets = {
       alg,
-      privateKey: generatePrivateKey(alg),
+      privateKey: keyPair.privateKey,
       credProtect,
       discoverable: rk,
       ...(hmacSecret ? { credRandomWithUv: randomBytes(32), credRandomWithoutUv: randomBytes(32) } : {}),
     };
     const credentialId = wrapCredentialId(fromBase64Any(state.masterKey), rpIdHash, secrets);
-    const signCount = state.signCount + 1;
+    const signCount = await this.#nextSignCount(
+      rk ? { putCredential: this.#discoverableRecord(request, credentialId, alg, credProtect) } : {},
+    );
     const authenticatorExtensions: Record<string, unknown> = {};
     if (typeof wantedProtect === "number") authenticatorExtensions["credProtect"] = credProtect;
     if (hmacSecret) authenticatorExtensions["hmac-secret"] = true;
@@ -412,30 +456,10 @@ export class SoftwareAuthenticator implements CtapDevice {
       attestedCredentialData: {
         aaguid: fromBase64Any(state.aaguid),
         credentialId,
-        publicKey: cosePublicKey(alg, secrets.privateKey),
+        publicKey: keyPair.publicKey,
         publicKeyBytes: new Uint8Array(),
       },
       extensions: authenticatorExtensions,
-    });
-
-    await this.#save((next) => {
-      next.signCount = signCount;
-      if (!rk) return;
-      const userId = toBase64Url(request.user.id);
-      next.credentials = next.credentials.filter((c) => !(c.rpId === request.rp.id && c.user.id === userId));
-      next.credentials.push({
-        id: toBase64Url(credentialId),
-        rpId: request.rp.id,
-        ...(request.rp.name === undefined ? {} : { rpName: request.rp.name }),
-        user: {
-          id: userId,
-          ...(request.user.name === undefined ? {} : { name: request.user.name }),
-          ...(request.user.displayName === undefined ? {} : { displayName: request.user.displayName }),
-        },
-        alg,
-        credProtect,
-        createdAt: new Date(this.#now()).toISOString(),
-      });
     });
 
     const response: MakeCredentialResponse = state.attestation.format === "packed"
@@ -454,6 +478,28 @@ export class SoftwareAuthenticator implements CtapDevice {
       }
       : { fmt: "none", authData, attStmt: {} };
     return encodeResponse(MakeCredentialResponse, response);
+  }
+
+  /** What the key remembers of a discoverable credential (its secrets are sealed in its id). */
+  #discoverableRecord(
+    request: MakeCredentialRequest,
+    credentialId: Uint8Array,
+    alg: number,
+    credProtect: number,
+  ): StoredCredential {
+    return {
+      id: toBase64Url(credentialId),
+      rpId: request.rp.id,
+      ...(request.rp.name === undefined ? {} : { rpName: request.rp.name }),
+      user: {
+        id: toBase64Url(request.user.id),
+        ...(request.user.name === undefined ? {} : { name: request.user.name }),
+        ...(request.user.displayName === undefined ? {} : { displayName: request.user.displayName }),
+      },
+      alg,
+      credProtect,
+      createdAt: new Date(this.#now()).toISOString(),
+    };
   }
 
   /**
@@ -606,10 +652,7 @@ export class SoftwareAuthenticator implements CtapDevice {
     credential: FoundCredential,
     extra: { numberOfCredentials?: number; userDetails: boolean; hmacSecret?: HmacSecretInput },
   ): Promise<GetAssertionResponse> {
-    const signCount = this.#state.signCount + 1;
-    await this.#save((next) => {
-      next.signCount = signCount;
-    });
+    const signCount = await this.#nextSignCount();
     const extensions: Record<string, unknown> = {};
     const credRandom = (flags & AuthDataFlag.userVerified)
       ? credential.secrets.credRandomWithUv
@@ -715,10 +758,12 @@ export class SoftwareAuthenticator implements CtapDevice {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);
     }
     const pin = this.#decryptNewPin(version, sharedSecret, newPinEnc);
-    await this.#save((next) => {
-      next.pin = { hash: toBase64Url(pinHashOf(pin)), codePoints: [...pin].length, retries: pinRetriesMax };
-      next.forcePinChange = false;
-    });
+    await this.#save(() => ({
+      set: {
+        pin: { hash: toBase64Url(pinHashOf(pin)), codePoints: [...pin].length, retries: pinRetriesMax },
+        forcePinChange: false,
+      },
+    }));
     return encodeResponse();
   }
 
@@ -747,9 +792,7 @@ export class SoftwareAuthenticator implements CtapDevice {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_BLOCKED, "power-cycle the key");
     }
     const retriesLeft = state.pin.retries - 1;
-    await this.#save((next) => {
-      next.pin!.retries = retriesLeft;
-    });
+    await this.#save((current) => ({ set: { pin: { ...current.pin!, retries: retriesLeft } } }));
     const decrypted = pinProtocol(version).decrypt(sharedSecret, pinHashEnc);
     if (!equalBytes(decrypted, fromBase64Any(state.pin.hash))) {
       this.#pin.regenerate();
@@ -761,9 +804,7 @@ export class SoftwareAuthenticator implements CtapDevice {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_INVALID);
     }
     this.#pinAttemptsThisPowerCycle = 0;
-    await this.#save((next) => {
-      next.pin!.retries = pinRetriesMax;
-    });
+    await this.#save((current) => ({ set: { pin: { ...current.pin!, retries: pinRetriesMax } } }));
   }
 
   async #changePin(request: ClientPinRequest): Promise<Uint8Array> {
@@ -787,10 +828,12 @@ export class SoftwareAuthenticator implements CtapDevice {
         "the new PIN must differ from the old one",
       );
     }
-    await this.#save((next) => {
-      next.pin = { hash: toBase64Url(hash), codePoints: [...pin].length, retries: pinRetriesMax };
-      next.forcePinChange = false;
-    });
+    await this.#save(() => ({
+      set: {
+        pin: { hash: toBase64Url(hash), codePoints: [...pin].length, retries: pinRetriesMax },
+        forcePinChange: false,
+      },
+    }));
     this.#pin.resetPinUvAuthToken();
     return encodeResponse();
   }
@@ -828,13 +871,10 @@ export class SoftwareAuthenticator implements CtapDevice {
       );
     }
     await this.#requireUserPresence("reset", options);
-    await this.#save((next) => {
-      next.masterKey = toBase64Url(randomBytes(32));
-      delete next.pin;
-      next.forcePinChange = false;
-      next.minPinLength = 4;
-      next.credentials = [];
-    });
+    await this.#save(() => ({
+      set: { masterKey: toBase64Url(randomBytes(32)), pin: null, forcePinChange: false, minPinLength: 4 },
+      clearCredentials: true,
+    }));
     this.#pin.regenerate();
     this.#pin.resetPinUvAuthToken();
     this.#pinAttemptsThisPowerCycle = 0;
@@ -881,10 +921,11 @@ export class SoftwareAuthenticator implements CtapDevice {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_POLICY_VIOLATION, "minPinLengthRPIDs is not supported");
     }
     if (params.forceChangePin && !state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
-    await this.#save((next) => {
-      next.minPinLength = newMin;
-      const tooShort = next.pin !== undefined && next.pin.codePoints < newMin;
-      if (params.forceChangePin || tooShort) next.forcePinChange = true;
+    await this.#save((current) => {
+      const tooShort = current.pin !== undefined && current.pin.codePoints < newMin;
+      return {
+        set: { minPinLength: newMin, ...(params.forceChangePin || tooShort ? { forcePinChange: true } : {}) },
+      };
     });
     return encodeResponse();
   }
@@ -1005,9 +1046,7 @@ export class SoftwareAuthenticator implements CtapDevice {
     if (boundRpId !== undefined && stored.rpId !== boundRpId) {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID, "the token is bound to another rp");
     }
-    await this.#save((next) => {
-      next.credentials = next.credentials.filter((c) => c.id !== idText);
-    });
+    await this.#save(() => ({ deleteCredential: idText }));
     return encodeResponse();
   }
 }

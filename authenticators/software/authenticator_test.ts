@@ -4,6 +4,7 @@
  * sanctioned seams: the clock (`now`) and the user's touch (`userPresence`). Signatures are
  * checked with WebCrypto, independently of the @noble code that made them.
  */
+import { defaultMaxDiscoverableCredentials } from "./state.ts";
 import { x509 } from "../../core/x509.ts";
 import fc from "fast-check";
 import { sha256 } from "@noble/hashes/sha2.js";
@@ -414,7 +415,10 @@ Deno.test("a non-discoverable credential signs in only with an allowList and is 
     CtapStatus.CTAP2_ERR_NO_CREDENTIALS,
   );
   const token = await tokenFor(key.client, cm);
-  assert.deepEqual(await key.client.getCredentialsMetadata(token), { existing: 0, remaining: 1000 });
+  assert.deepEqual(await key.client.getCredentialsMetadata(token), {
+    existing: 0,
+    remaining: defaultMaxDiscoverableCredentials,
+  });
   assert.deepEqual(await key.client.listCredentials(token), []);
 });
 
@@ -1161,7 +1165,10 @@ Deno.test("credential management lists every rp and credential, counts them, and
   await register(key.client, { rpId: rpB, user: userNumber(5) }); // not discoverable: not managed
 
   const token = await tokenFor(key.client, cm);
-  assert.deepEqual(await key.client.getCredentialsMetadata(token), { existing: 4, remaining: 996 });
+  assert.deepEqual(await key.client.getCredentialsMetadata(token), {
+    existing: 4,
+    remaining: defaultMaxDiscoverableCredentials - 4,
+  });
   const listed = await key.client.listCredentials(token);
   assertEquals(listed.length, 4);
   for (const credential of listed) {
@@ -1177,7 +1184,10 @@ Deno.test("credential management lists every rp and credential, counts them, and
 
   const victim = made.get(`${rpA}/1`)!;
   await key.client.deleteCredential(token, victim.descriptor);
-  assert.deepEqual(await key.client.getCredentialsMetadata(token), { existing: 3, remaining: 997 });
+  assert.deepEqual(await key.client.getCredentialsMetadata(token), {
+    existing: 3,
+    remaining: defaultMaxDiscoverableCredentials - 3,
+  });
   assertEquals((await key.client.listCredentials(token)).length, 3);
   await expectStatus(
     authenticate(key.client, { allowList: [victim.id] }),
@@ -1190,7 +1200,10 @@ Deno.test("credential management lists every rp and credential, counts them, and
     key.client.deleteCredential(token, victim.descriptor),
     CtapStatus.CTAP2_ERR_NO_CREDENTIALS,
   );
-  assertEquals((await key.client.getInfo({ refresh: true })).remainingDiscoverableCredentials, 997);
+  assertEquals(
+    (await key.client.getInfo({ refresh: true })).remainingDiscoverableCredentials,
+    defaultMaxDiscoverableCredentials - 3,
+  );
 });
 
 Deno.test("credential management needs a token with cm: PUAT_REQUIRED without one, PIN_AUTH_INVALID with another", async () => {
@@ -1255,7 +1268,7 @@ Deno.test("reset within 10 s of power-up wipes credentials and PIN (CTAP 2.1 §6
   assertEquals(info.options?.["clientPin"], false);
   assertEquals(info.minPINLength, 4);
   assertEquals(info.forcePINChange, false);
-  assertEquals(info.remainingDiscoverableCredentials, 1000);
+  assertEquals(info.remainingDiscoverableCredentials, defaultMaxDiscoverableCredentials);
   await expectStatus(
     authenticate(key.client, { allowList: [registration.id] }),
     CtapStatus.CTAP2_ERR_NO_CREDENTIALS,

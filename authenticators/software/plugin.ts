@@ -14,17 +14,35 @@
 import { parseAaguid } from "../../core/aaguid.ts";
 import { z } from "zod";
 import type { Authenticator, AuthenticatorPlugin, PluginContext } from "../../core/plugin.ts";
+import { UsageError } from "../../core/errors.ts";
 import { readNewSecret, readSecret } from "../../core/secrets.ts";
 import { createAttestationChain } from "./attestation.ts";
 import { SoftwareAuthenticator, type UserPresenceCheck } from "./authenticator.ts";
-import { defaultAaguid, newKeyState, softwareKeyStateSchema } from "./state.ts";
-import { defaultKdfIterations, Vault, VaultError, vaultPassphraseEnv } from "./vault.ts";
+import {
+  applyKeyStateChange,
+  defaultAaguid,
+  defaultMaxDiscoverableCredentials,
+  type KeyStateChange,
+  keyStateChangeSchema,
+  maxMaxDiscoverableCredentials,
+  newKeyState,
+  type SoftwareKeyState,
+  softwareKeyStateSchema,
+} from "./state.ts";
+import { defaultKdfIterations, maxKdfIterations, Vault, VaultError, vaultPassphraseEnv } from "./vault.ts";
+import { defaultGuardDir } from "./vault_guard.ts";
 
 /** The environment variable that names the vault when `--vault` is not given. */
 export const vaultPathEnv = "PROVISIONING_VAULT";
 
 /** Where the vault is when neither `--vault` nor PROVISIONING_VAULT says. */
 export const defaultVaultPath = "software-key.vault";
+
+/**
+ * The fewest PBKDF2 iterations a vault may be given: the default's order of magnitude. Below it a
+ * stolen vault's passphrase is cheap to guess (600,000 is OWASP's 2023 figure for PBKDF2-SHA256).
+ */
+export const minKdfIterations = 100_000;
 
 /** The options of the software key, as the CLI passes them (parsed here: they come from outside). */
 export const softwareKeyOptionsSchema = z.object({
@@ -34,8 +52,12 @@ export const softwareKeyOptionsSchema = z.object({
   aaguid: z.string().optional(),
   /** Attestation of a new key. @default "packed" */
   attestation: z.enum(["packed", "none"]).optional(),
-  /** PBKDF2 iterations for a new vault. @default 600000 */
-  kdfIterations: z.coerce.number().int().min(1).optional(),
+  /** PBKDF2 iterations for a new vault; an existing one is re-encrypted with them. @default 600000 */
+  kdfIterations: z.coerce.number().int().min(minKdfIterations).max(maxKdfIterations).optional(),
+  /** Most passkeys the key holds: set on a new key, changed on an existing one. @default 100000 */
+  maxCredentials: z.coerce.number().int().min(1).max(maxMaxDiscoverableCredentials).optional(),
+  /** The rollback guard's folder (vault_guard.ts). @default ".provisioning/vaults" */
+  vaultGuardDir: z.string().min(1).optional(),
   /** Create the vault when it does not exist. @default true */
   create: z.boolean().optional(),
   /** Refuse to open an existing vault (what `key init` wants). @default false */
@@ -47,7 +69,7 @@ export type SoftwareKeyOptions = z.input<typeof softwareKeyOptionsSchema>;
 
 /** An opened software key: the authenticator plus its vault, for commands that need both. */
 export interface OpenSoftwareKey extends Authenticator {
-  readonly vault: Vault<z.infer<typeof softwareKeyStateSchema>>;
+  readonly vault: Vault<SoftwareKeyState, KeyStateChange>;
   readonly created: boolean;
 }
 
@@ -68,7 +90,18 @@ export async function openSoftwareKey(
   const parsed = softwareKeyOptionsSchema.safeParse(rawOptions ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new TypeError(`Cannot open the software key: option "${issue.path.join(".")}" ${issue.message}`);
+    const name = String(issue.path[0] ?? "");
+    if (name === "kdfIterations") {
+      throw new UsageError(
+        `Cannot use --kdf-iterations ${String((rawOptions as Record<string, unknown>)[name])}: ` +
+          `a vault needs from ${minKdfIterations} to ${maxKdfIterations} PBKDF2 iterations`,
+        {
+          hint: `Leave it out for the default (${defaultKdfIterations}, OWASP's 2023 figure); fewer makes ` +
+            "a stolen vault's passphrase cheap to guess",
+        },
+      );
+    }
+    throw new UsageError(`Cannot open the software key: option "${issue.path.join(".")}" ${issue.message}`);
   }
   const options = parsed.data;
   const path = vaultPathFor(options, context.env);
@@ -102,15 +135,24 @@ export async function openSoftwareKey(
     path,
     passphrase,
     schema: softwareKeyStateSchema,
+    changes: { schema: keyStateChangeSchema, apply: applyKeyStateChange },
     create: options.create ?? true,
     kdfIterations: options.kdfIterations ?? defaultKdfIterations,
+    guardDir: options.vaultGuardDir ?? defaultGuardDir,
     initial: async () =>
       newKeyState({
         ...(aaguid ? { aaguid } : {}),
         attestation: options.attestation ?? "packed",
+        maxDiscoverableCredentials: options.maxCredentials ?? defaultMaxDiscoverableCredentials,
         chain: await createAttestationChain({ aaguid: aaguid ?? parseAaguid(defaultAaguid) }),
       }),
   });
+  try {
+    await applySettings(vault, options, passphrase);
+  } catch (error) {
+    await vault[Symbol.asyncDispose]();
+    throw error;
+  }
   const device = new SoftwareAuthenticator(
     vault,
     extra.userPresence ? { userPresence: extra.userPresence } : {},
@@ -122,9 +164,31 @@ export async function openSoftwareKey(
     attestationFormat: vault.read().attestation.format,
     created: !exists,
     async [Symbol.asyncDispose]() {
-      await vault.flush();
+      await vault[Symbol.asyncDispose]();
     },
   };
+}
+
+/** Applies --max-credentials and --kdf-iterations to an existing vault that differs from them. */
+async function applySettings(
+  vault: Vault<SoftwareKeyState, KeyStateChange>,
+  options: z.infer<typeof softwareKeyOptionsSchema>,
+  passphrase: string,
+): Promise<void> {
+  const wanted = options.maxCredentials;
+  if (wanted !== undefined && vault.read().maxDiscoverableCredentials !== wanted) {
+    const held = vault.read().credentials.length;
+    if (wanted < held) {
+      throw new UsageError(
+        `Cannot set --max-credentials ${wanted} on vault "${vault.path}": it holds ${held} passkeys already`,
+        { hint: "Delete passkeys with `provisioning key delete` first, or choose a larger number" },
+      );
+    }
+    await vault.change(() => ({ set: { maxDiscoverableCredentials: wanted } }));
+  }
+  if (options.kdfIterations !== undefined && vault.kdfIterations !== options.kdfIterations) {
+    await vault.changePassphrase(passphrase, { kdfIterations: options.kdfIterations });
+  }
 }
 
 /** The plugin object `main.ts` registers. */
@@ -146,8 +210,19 @@ export const softwareAuthenticator: AuthenticatorPlugin<SoftwareKeyOptions> = {
       { flags: "--aaguid <uuid>", description: "AAGUID of a new software key" },
       {
         flags: "--kdf-iterations <n>",
-        description: "PBKDF2 iterations of a new vault's key",
-        default: "600000",
+        description:
+          `PBKDF2 iterations of the vault's key (at least ${minKdfIterations}); an existing vault is re-encrypted`,
+        default: String(defaultKdfIterations),
+      },
+      {
+        flags: "--max-credentials <n>",
+        description: "most passkeys the software key holds: set on a new key, changed on an existing one",
+        default: String(defaultMaxDiscoverableCredentials),
+      },
+      {
+        flags: "--vault-guard-dir <dir>",
+        description: "where the vault's rollback guard is kept (how far each vault had got)",
+        default: defaultGuardDir,
       },
       {
         flags: "--attestation <format>",

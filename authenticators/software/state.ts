@@ -27,6 +27,21 @@ export const storedCredentialSchema = z.object({
 });
 export type StoredCredential = z.infer<typeof storedCredentialSchema>;
 
+/** The PIN as kept: never the PIN itself. */
+const pinStateSchema = z.object({
+  /** LEFT(SHA-256(PIN), 16), as CTAP 2.1 §6.5.5.5 keeps it. */
+  hash: b64url(16),
+  /** The PIN's length in Unicode code points, for setMinPINLength. */
+  codePoints: z.number().int().min(1),
+  retries: z.number().int().min(0).max(8),
+});
+
+/** Discoverable credentials a new software key holds at most, unless told otherwise. */
+export const defaultMaxDiscoverableCredentials = 100_000;
+
+/** The most discoverable credentials a software key may be set to hold (its vault's memory and open time grow with them). */
+export const maxMaxDiscoverableCredentials = 1_000_000;
+
 /** The whole state of a software key. */
 export const softwareKeyStateSchema = z.object({
   format: z.literal("provisioning-software-key"),
@@ -40,19 +55,65 @@ export const softwareKeyStateSchema = z.object({
     rootCertificate: b64url(),
     privateKey: b64url(32),
   }),
-  pin: z.object({
-    /** LEFT(SHA-256(PIN), 16), as CTAP 2.1 §6.5.5.5 keeps it. */
-    hash: b64url(16),
-    /** The PIN's length in Unicode code points, for setMinPINLength. */
-    codePoints: z.number().int().min(1),
-    retries: z.number().int().min(0).max(8),
-  }).optional(),
+  pin: pinStateSchema.optional(),
   forcePinChange: z.boolean(),
   minPinLength: z.number().int().min(4).max(63),
   signCount: z.number().int().min(0),
+  /**
+   * Discoverable credentials the key holds at most (getInfo's remainingDiscoverableCredentials
+   * counts down from it). Absent in keys made before it was a setting: they held 1,000.
+   */
+  maxDiscoverableCredentials: z.number().int().min(1).max(maxMaxDiscoverableCredentials).optional(),
   credentials: z.array(storedCredentialSchema),
 });
 export type SoftwareKeyState = z.infer<typeof softwareKeyStateSchema>;
+
+/**
+ * One change to a software key's state, as its vault stores it: a few fields set, and at most one
+ * credential added (replacing the same user's at the same rp), deleted, or all cleared. Applied in
+ * that order by {@link applyKeyStateChange}. A change is a few hundred bytes whatever the number
+ * of credentials, which is what makes a registration cost O(1) on disk.
+ */
+export const keyStateChangeSchema = z.object({
+  set: z.object({
+    masterKey: b64url(32),
+    /** `null` removes the PIN (reset). */
+    pin: pinStateSchema.nullable(),
+    forcePinChange: z.boolean(),
+    minPinLength: z.number().int().min(4).max(63),
+    signCount: z.number().int().min(0),
+    maxDiscoverableCredentials: z.number().int().min(1).max(maxMaxDiscoverableCredentials),
+  }).partial().optional(),
+  clearCredentials: z.literal(true).optional(),
+  deleteCredential: b64url().optional(),
+  putCredential: storedCredentialSchema.optional(),
+});
+export type KeyStateChange = z.infer<typeof keyStateChangeSchema>;
+
+/** Applies `change` to `state` in place. Adding a credential replaces that user's at that rp. */
+export function applyKeyStateChange(state: SoftwareKeyState, change: KeyStateChange): void {
+  const set = change.set ?? {};
+  for (const [name, value] of Object.entries(set)) {
+    if (name === "pin" && value === null) delete state.pin;
+    else (state as Record<string, unknown>)[name] = value;
+  }
+  if (change.clearCredentials) state.credentials = [];
+  if (change.deleteCredential !== undefined) {
+    const at = state.credentials.findIndex((c) => c.id === change.deleteCredential);
+    if (at !== -1) state.credentials.splice(at, 1);
+  }
+  const put = change.putCredential;
+  if (put !== undefined) {
+    const at = state.credentials.findIndex((c) => c.rpId === put.rpId && c.user.id === put.user.id);
+    if (at !== -1) state.credentials.splice(at, 1);
+    state.credentials.push(put);
+  }
+}
+
+/** The most discoverable credentials `state`'s key holds. */
+export function maxDiscoverableOf(state: SoftwareKeyState): number {
+  return state.maxDiscoverableCredentials ?? 1000;
+}
 
 /** The AAGUID the software key reports unless configured otherwise: "provisioning software key v1". */
 export const defaultAaguid = "70726f76-6973-696f-6e69-6e67736b0001";
@@ -63,6 +124,8 @@ export interface NewKeyOptions {
   aaguid?: Uint8Array;
   /** @default "packed" */
   attestation?: "packed" | "none";
+  /** @default defaultMaxDiscoverableCredentials */
+  maxDiscoverableCredentials?: number;
   /** The attestation chain, from attestation.ts. */
   chain: {
     attestationCertificate: Uint8Array;
@@ -87,6 +150,7 @@ export function newKeyState(options: NewKeyOptions): SoftwareKeyState {
     forcePinChange: false,
     minPinLength: 4,
     signCount: 0,
+    maxDiscoverableCredentials: options.maxDiscoverableCredentials ?? defaultMaxDiscoverableCredentials,
     credentials: [],
   };
 }

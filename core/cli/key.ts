@@ -18,7 +18,7 @@ import { Ctap2Client, type PinToken } from "../ctap/client.ts";
 import type { GetInfoResponse } from "../ctap/commands.ts";
 import { PinUvAuthPermission } from "../ctap/pin_protocol.ts";
 import { serveCtapHidOnUnixSocket } from "../ctap/unix_socket.ts";
-import { ProvisioningError, UsageError } from "../errors.ts";
+import { describeError, ProvisioningError, UsageError } from "../errors.ts";
 import type { Authenticator, AuthenticatorPlugin, KeyPreparationPolicy, PluginContext } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 import { keyPolicyFrom, openPinOutputFrom, withKeyPolicyOptions } from "./key_policy.ts";
@@ -150,8 +150,17 @@ export function keyCommand(context: CliContext): CommandUnknownOpts {
     const path = String(options["socket"]);
     await using server = await serveCtapHidOnUnixSocket({
       path,
-      device: authenticator.device,
+      // A request that fails for a reason a status byte cannot carry (a full disk under the vault)
+      // reaches the client as CTAP1_ERR_OTHER; the reason and what to do go to this log.
+      device: {
+        transceive: (request, callOptions) =>
+          authenticator.device.transceive(request, callOptions).catch((error: unknown) => {
+            context.stderr.write(`${describeError(error)}\n`);
+            throw error;
+          }),
+      },
       signal: context.signal,
+      onClientDropped: (reason) => context.stderr.write(`Dropped a client of ${path}: ${reason}\n`),
     });
     context.stderr.write(
       `Serving ${authenticator.label} on ${server.path} (CTAPHID, 64-byte reports). Ctrl+C stops.\n`,

@@ -4,6 +4,11 @@
  * reads packets in a loop of its own and hands them here; `receive` takes them in order, and the
  * end of the transport (closed, unplugged) fails every waiting and later receive.
  *
+ * Packets nobody asked for are kept up to a bound (1024, eight maximum-size CTAPHID messages); past
+ * it the oldest are dropped, so a device or server that floods cannot grow the program's memory.
+ * A client discards stale packets anyway (CTAP 2.1 §11.2.4: a reply is matched by channel and
+ * command).
+ *
  * @example
  * ```ts
  * import { PacketQueue } from "./packet_queue.ts";
@@ -18,11 +23,37 @@
  * @module
  */
 
+/** Options of {@link PacketQueue}. */
+export interface PacketQueueOptions {
+  /**
+   * Packets kept for later receivers at most; the oldest go first.
+   * @default 1024
+   */
+  maxPackets?: number;
+}
+
 /** Packets that arrived before anyone asked, and receivers waiting for packets. */
 export class PacketQueue {
-  readonly #packets: Uint8Array[] = [];
+  #packets: Uint8Array[] = [];
+  #head = 0;
+  readonly #maxPackets: number;
+  #dropped = 0;
   readonly #waiters = new Set<{ resolve: (packet: Uint8Array) => void; reject: (error: unknown) => void }>();
   #ended: Error | undefined;
+
+  constructor(options: PacketQueueOptions = {}) {
+    this.#maxPackets = options.maxPackets ?? 1024;
+  }
+
+  /** Packets waiting for a receiver. */
+  get size(): number {
+    return this.#packets.length - this.#head;
+  }
+
+  /** Packets dropped because too many were waiting. */
+  get dropped(): number {
+    return this.#dropped;
+  }
 
   /** Hands a packet to the first waiting receiver, or keeps it for the next one. */
   push(packet: Uint8Array): void {
@@ -32,6 +63,11 @@ export class PacketQueue {
       waiter.resolve(packet);
     } else {
       this.#packets.push(packet);
+      if (this.size > this.#maxPackets) {
+        this.#head++;
+        this.#dropped++;
+      }
+      this.#compact();
     }
   }
 
@@ -43,10 +79,21 @@ export class PacketQueue {
     this.#waiters.clear();
   }
 
+  /** Drops the array's consumed head now and then (shift() on a long array is O(n) each time). */
+  #compact(): void {
+    if (this.#head > 256 && this.#head * 2 > this.#packets.length) {
+      this.#packets = this.#packets.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
   /** The next packet; rejects with the end's error, or the signal's reason when it aborts. */
   take(signal: AbortSignal | undefined): Promise<Uint8Array> {
-    const packet = this.#packets.shift();
-    if (packet) return Promise.resolve(packet);
+    if (this.size > 0) {
+      const packet = this.#packets[this.#head++]!;
+      this.#compact();
+      return Promise.resolve(packet);
+    }
     if (this.#ended) return Promise.reject(this.#ended);
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {

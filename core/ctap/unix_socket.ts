@@ -26,12 +26,20 @@ import { CTAPHID_PACKET_SIZE, wrongPacketSize } from "./hid.ts";
 import type { PacketTransport } from "./hid_client.ts";
 import { CtapHidDevice, type CtapHidDeviceOptions } from "./hid_device.ts";
 
-/** Reads `conn` until it ends, handing every complete 64-byte report to `onPacket`. */
-async function readPackets(conn: Deno.Conn, onPacket: (packet: Uint8Array) => void): Promise<void> {
+/**
+ * Reads `conn` until it ends, handing every complete 64-byte report to `onPacket`. `beforeRead`
+ * runs before each read and may hold it back (backpressure); reading stops when it returns false.
+ */
+async function readPackets(
+  conn: Deno.Conn,
+  onPacket: (packet: Uint8Array) => void,
+  beforeRead: () => Promise<boolean> | boolean = () => true,
+): Promise<void> {
   const chunk = new Uint8Array(16 * CTAPHID_PACKET_SIZE);
   const partial = new Uint8Array(CTAPHID_PACKET_SIZE);
   let filled = 0;
   for (;;) {
+    if (!(await beforeRead())) return;
     const n = await conn.read(chunk);
     if (n === null) return;
     let offset = 0;
@@ -140,6 +148,120 @@ export async function connectUnixPacketTransport(path: string): Promise<PacketTr
   };
 }
 
+/** How much one connection may make the server hold, and how long it may leave answers unread. */
+export interface ConnectionLimits {
+  /**
+   * Answers (64-byte packets) queued for one client at most. Past half of it the server stops
+   * reading that client's requests until it reads its answers; past all of it, the client is dropped.
+   * @default 1024 (64 KiB)
+   */
+  maxQueuedPackets?: number;
+  /**
+   * How long one write to a client may wait for the client to read before the client is dropped.
+   * @default 10000
+   */
+  stallTimeoutMs?: number;
+}
+
+const defaultLimits: Required<ConnectionLimits> = { maxQueuedPackets: 1024, stallTimeoutMs: 10_000 };
+
+/**
+ * The answers waiting for one client, written in batches by one loop, bounded: a client that
+ * sends without reading fills it, is made to wait (its requests are not read), and is dropped when
+ * it still does not read. Closing it discards what is queued: no work for a client that left.
+ */
+class ConnectionWriter {
+  readonly #conn: Deno.Conn;
+  readonly #limits: Required<ConnectionLimits>;
+  readonly #onDrop: (reason: string) => void;
+  #queue: Uint8Array[] = [];
+  #writing: Promise<void> | undefined;
+  #closed = false;
+  #roomWaiters: (() => void)[] = [];
+
+  constructor(conn: Deno.Conn, limits: Required<ConnectionLimits>, onDrop: (reason: string) => void) {
+    this.#conn = conn;
+    this.#limits = limits;
+    this.#onDrop = onDrop;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Queues one packet; drops the client when its queue is full. */
+  send(packet: Uint8Array): void {
+    if (this.#closed) return;
+    if (this.#queue.length >= this.#limits.maxQueuedPackets) {
+      this.drop(`it left ${this.#queue.length} answers unread`);
+      return;
+    }
+    this.#queue.push(packet);
+    this.#writing ??= this.#run().finally(() => this.#writing = undefined);
+  }
+
+  /** Resolves when the queue is at most half full (true), or the connection is closed (false). */
+  async room(): Promise<boolean> {
+    while (!this.#closed && this.#queue.length > this.#limits.maxQueuedPackets / 2) {
+      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+    }
+    return !this.#closed;
+  }
+
+  /** Closes the connection (its pending read and write fail) and discards the queue. */
+  drop(reason: string): void {
+    if (this.#closed) return;
+    this.close();
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+    this.#onDrop(reason);
+  }
+
+  /** Discards the queue and stops writing (the client left, or the server closes). */
+  close(): void {
+    this.#closed = true;
+    this.#queue = [];
+    this.#wake();
+  }
+
+  /** Resolves once the write in progress, if any, has ended. */
+  async settled(): Promise<void> {
+    await this.#writing;
+  }
+
+  #wake(): void {
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  async #run(): Promise<void> {
+    while (this.#queue.length > 0 && !this.#closed) {
+      const batch = this.#queue.splice(0, 64);
+      const bytes = new Uint8Array(batch.length * CTAPHID_PACKET_SIZE);
+      batch.forEach((packet, i) => bytes.set(packet, i * CTAPHID_PACKET_SIZE));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<"stalled">((resolve) => {
+        timer = setTimeout(() => resolve("stalled"), this.#limits.stallTimeoutMs);
+      });
+      const written = writeAll(this.#conn, bytes).then(() => "written" as const, () => "failed" as const);
+      const outcome = await Promise.race([written, stalled]);
+      clearTimeout(timer);
+      if (outcome === "stalled") {
+        this.drop(`it read nothing for ${this.#limits.stallTimeoutMs / 1000} s`);
+        await written;
+      } else if (outcome === "failed") {
+        this.close();
+      }
+      if (this.#queue.length <= this.#limits.maxQueuedPackets / 2) this.#wake();
+    }
+    this.#wake();
+  }
+}
+
 /** Options of {@link serveCtapHidOnUnixSocket}. */
 export interface ServeCtapHidOptions {
   /** Where to create the socket. A stale socket there is replaced; anything else is refused. */
@@ -150,6 +272,10 @@ export interface ServeCtapHidOptions {
   signal?: AbortSignal;
   /** Options for each connection's {@link CtapHidDevice} (clock, keep-alive interval, version). */
   hid?: CtapHidDeviceOptions;
+  /** Bounds on what one client may make the server hold. */
+  limits?: ConnectionLimits;
+  /** Told when a client is dropped for not reading, and why (for the server's log). */
+  onClientDropped?: (reason: string) => void;
 }
 
 /** A running CTAPHID socket server. */
@@ -158,6 +284,8 @@ export interface CtapHidSocketServer extends AsyncDisposable {
   readonly path: string;
   /** Resolves once the server has stopped (by {@link close} or the signal) and its socket file is gone. */
   readonly closed: Promise<void>;
+  /** Connections being served now. */
+  readonly connections: number;
   /** Stops accepting, ends every connection (aborting its request) and removes the socket file. */
   close(): Promise<void>;
 }
@@ -195,31 +323,31 @@ async function removeStaleSocket(path: string): Promise<void> {
   await Deno.remove(path);
 }
 
-/** Serves one connection until it ends or the server closes it. */
+/**
+ * Serves one connection until it ends, is dropped, or the server closes it. Whatever ends it, the
+ * request in progress is aborted and unsent answers are discarded.
+ */
 async function serveConnection(
   conn: Deno.Conn,
   handler: CtapDevice,
   options: CtapHidDeviceOptions,
+  limits: Required<ConnectionLimits>,
+  onDrop: (reason: string) => void,
 ): Promise<void> {
-  let writing: Promise<void> = Promise.resolve();
-  let broken = false;
-  const device = new CtapHidDevice(handler, (packet) => {
-    if (broken) return;
-    writing = writing.then(() => writeAll(conn, packet)).catch(() => {
-      broken = true;
-    });
-  }, options);
+  const writer = new ConnectionWriter(conn, limits, onDrop);
+  const device = new CtapHidDevice(handler, (packet) => writer.send(packet), options);
   try {
-    await readPackets(conn, (packet) => device.receive(packet));
+    await readPackets(conn, (packet) => device.receive(packet), () => writer.room());
   } catch (error) {
-    if (!isClosedError(error)) throw error;
+    if (!isClosedError(error) && !writer.closed) throw error;
   } finally {
+    writer.close();
     await device.close();
-    await writing;
+    await writer.settled();
     try {
       conn.close();
     } catch {
-      // Already closed by the server shutting down.
+      // Already closed by the server shutting down, or dropped.
     }
   }
 }
@@ -241,10 +369,17 @@ export async function serveCtapHidOnUnixSocket(options: ServeCtapHidOptions): Pr
     // chmod is not supported on every platform; the socket keeps the umask's permissions.
   }
   const connections = new Map<Deno.Conn, Promise<void>>();
+  const limits = { ...defaultLimits, ...options.limits };
   const accepting = (async () => {
     try {
       for await (const conn of listener) {
-        const serving = serveConnection(conn, device, options.hid ?? {})
+        const serving = serveConnection(
+          conn,
+          device,
+          options.hid ?? {},
+          limits,
+          options.onClientDropped ?? (() => {}),
+        )
           .catch(() => {
             // A connection that fails ends alone; the server and the other connections go on.
           })
@@ -298,5 +433,13 @@ export async function serveCtapHidOnUnixSocket(options: ServeCtapHidOptions): Pr
   };
   const onAbort = () => void close().catch(() => {});
   signal?.addEventListener("abort", onAbort, { once: true });
-  return { path, closed, close, [Symbol.asyncDispose]: close };
+  return {
+    path,
+    closed,
+    close,
+    get connections() {
+      return connections.size;
+    },
+    [Symbol.asyncDispose]: close,
+  };
 }

@@ -310,3 +310,111 @@ Deno.test("connecting to a socket nobody serves fails with socket-unreachable", 
     assert.match(error.message, /^Cannot connect to CTAPHID socket ".*missing\.sock": /);
   });
 });
+
+/** Resolves with `promise`'s value, or fails the test when it takes longer than `ms` (a hang, not a timing). */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hang = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([promise, hang]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A raw client: INIT on the broadcast channel, and the channel id the device allocated. */
+async function rawChannel(path: string): Promise<{ conn: Deno.UnixConn; cid: number }> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  const nonce = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8);
+  for (const packet of fragmentMessage(CTAPHID_BROADCAST_CID, CtapHidCommand.INIT, nonce)) {
+    await conn.write(packet);
+  }
+  const assembler = new MessageAssembler();
+  for (;;) {
+    for (const event of assembler.push(await readExactly(conn, 64))) {
+      if (event.kind === "message") return { conn, cid: decodeInitResponse(event.message.payload).cid };
+    }
+  }
+}
+
+/** Writes `count` one-packet PINGs on `cid` and never reads; resolves when the server ends the connection. */
+async function floodPings(conn: Deno.Conn, cid: number, count: number): Promise<number> {
+  const ping = fragmentMessage(cid, CtapHidCommand.PING, new Uint8Array(57).fill(7))[0]!;
+  const batch = concatBytes(...Array.from({ length: 100 }, () => ping));
+  let sent = 0;
+  try {
+    while (sent < count) {
+      let offset = 0;
+      while (offset < batch.length) offset += await conn.write(batch.subarray(offset));
+      sent += 100;
+    }
+  } catch {
+    // The server dropped us.
+  }
+  return sent;
+}
+
+Deno.test("a client that sends 30,000 PINGs without reading is dropped, and the next client is served", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/key.sock`;
+    const dropped = Promise.withResolvers<string>();
+    await using server = await serveCtapHidOnUnixSocket({
+      path,
+      device: echoHandler,
+      limits: { maxQueuedPackets: 64, stallTimeoutMs: 300 },
+      onClientDropped: (reason) => dropped.resolve(reason),
+    });
+    const { conn, cid } = await rawChannel(path);
+    try {
+      const flooding = floodPings(conn, cid, 30_000);
+      const reason = await within(dropped.promise, 20_000, "dropping the client that does not read");
+      assert.match(reason, /read nothing|unread/);
+      const sent = await within(flooding, 20_000, "the end of the flood");
+      assert.ok(
+        sent < 30_000,
+        `the server kept reading (${sent} PINGs accepted) although nobody read its answers`,
+      );
+    } finally {
+      conn.close();
+    }
+    await within(
+      (async () => {
+        while (server.connections > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      10_000,
+      "the dropped connection ending",
+    );
+    await using client = await CtapHidClient.open(await connectUnixPacketTransport(path));
+    assert.deepEqual(await client.transceive(Uint8Array.of(4)), Uint8Array.of(0, 4));
+  });
+});
+
+Deno.test("a client that floods and leaves ends its connection on the server and aborts its request", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/key.sock`;
+    const handler = new TouchHandler();
+    await using server = await serveCtapHidOnUnixSocket({ path, device: handler });
+    const { conn, cid } = await rawChannel(path);
+    for (const packet of fragmentMessage(cid, CtapHidCommand.CBOR, Uint8Array.of(1, 2, 3))) {
+      await conn.write(packet);
+    }
+    await handler.started.promise;
+    const ping = fragmentMessage(cid, CtapHidCommand.PING, new Uint8Array(57))[0]!;
+    for (let i = 0; i < 200; i++) await conn.write(ping);
+    conn.close();
+    await within(
+      (async () => {
+        while (server.connections > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      })(),
+      10_000,
+      "the connection of a client that left ending",
+    );
+    assert.equal(
+      handler.calls[0]!.options.signal?.aborted,
+      true,
+      "the request of a client that left is aborted",
+    );
+  });
+});
