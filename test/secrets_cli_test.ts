@@ -13,7 +13,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { type CliRun, runCli, sandboxEnvironment } from "./cli.ts";
 import { entraProvider } from "../plugins/entra/plugin.ts";
 import { TokenCache } from "../plugins/entra/auth/token_cache.ts";
-import { loopbackSandbox, sandboxEnv } from "./bulk_support.ts";
+import { cliSandbox, sandboxEnv } from "./bulk_support.ts";
 import type { PluginContext } from "../core/plugin.ts";
 
 const quiet: PluginContext = {
@@ -182,7 +182,7 @@ Deno.test("bulk runs with --verbose and --log-format json leave no secret or tok
 });
 
 Deno.test("browser-path runs with --verbose and --log-format json leave no Temporary Access Pass, PIN or secret behind", async () => {
-  await using sandbox = await loopbackSandbox({ users: 6 });
+  await using sandbox = await cliSandbox({ users: 6 });
   // Every pass the tenant issues, as Graph returned it to the tool (observed on the sandbox's side).
   const passes: string[] = [];
   const store = sandbox.tenant.setTemporaryAccessPass.bind(sandbox.tenant);

@@ -7,10 +7,10 @@
 import { decodeProtectedHeader } from "jose";
 import { assert, assertEquals } from "./assert.ts";
 import { runCli } from "./cli.ts";
-import { loopbackSandbox, sandboxEnv } from "./bulk_support.ts";
+import { cliSandbox, sandboxEnv } from "./bulk_support.ts";
 
 Deno.test("whoami after the client secret or client id changed says what changed instead of 'signed in'", async () => {
-  await using sandbox = await loopbackSandbox({ users: 1 });
+  await using sandbox = await cliSandbox({ users: 1 });
   const dir = await Deno.makeTempDir({ prefix: "provisioning-whoami-cli-" });
   try {
     const env = sandboxEnv(sandbox);
@@ -55,7 +55,7 @@ Deno.test("whoami after the client secret or client id changed says what changed
 });
 
 Deno.test("setting the token cache passphrase re-encrypts the existing cache at once and removes its key file", async () => {
-  await using sandbox = await loopbackSandbox({ users: 1 });
+  await using sandbox = await cliSandbox({ users: 1 });
   const dir = await Deno.makeTempDir({ prefix: "provisioning-whoami-cli-" });
   try {
     const env = sandboxEnv(sandbox);
