@@ -26,7 +26,10 @@ export interface BenchSandboxInfo {
   tenantId: string;
   clientId: string;
   clientSecret: string;
-  /** `GET ${control}/counts` answers {@link BenchSandboxCounts}. */
+  /**
+   * `GET ${control}/counts` answers {@link BenchSandboxCounts}; `POST ${control}/arm` forgets the
+   * first request's time, so that the next request's is recorded (the start-up of the next run).
+   */
   control: string;
   /** User principal names and object ids of the seeded regular users, in order. */
   users: { upn: string; id: string }[];
@@ -38,7 +41,7 @@ export interface BenchSandboxCounts {
   requests: number;
   /** Requests by method and path with ids replaced, e.g. `GET /v1.0/users/{id}`. */
   byPath: Record<string, number>;
-  /** Wall clock (ms since the epoch, sub-millisecond) of the first request, or null. */
+  /** Wall clock (ms since the epoch, sub-millisecond) of the first request since start or `/arm`, or null. */
   firstRequestAt: number | null;
   /** Graph calls by route, as the sandbox's inspection counts them. */
   graphCalls: Record<string, number>;
@@ -71,7 +74,12 @@ if (import.meta.main) {
   };
 
   const control = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    if (new URL(request.url).pathname !== "/counts") return new Response("not found", { status: 404 });
+    const path = new URL(request.url).pathname;
+    if (path === "/arm" && request.method === "POST") {
+      firstRequestAt = null;
+      return new Response(null, { status: 204 });
+    }
+    if (path !== "/counts") return new Response("not found", { status: 404 });
     const inspection = sandbox.inspect();
     const counts: BenchSandboxCounts = {
       requests,
