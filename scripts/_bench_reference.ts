@@ -116,7 +116,7 @@ export async function measureReference(options: {
     const started = performance.now();
     const cpu = process.cpuUsage();
     for (const user of info.users.slice(0, options.users)) {
-      await register({
+      await registerOne(register, user.upn, {
         baseUrl: info.url,
         tokenUrl: `${info.url}/${info.tenantId}/oauth2/v2.0/token`,
         graphUrl: `${info.url}/v1.0`,
@@ -146,5 +146,23 @@ export async function measureReference(options: {
     };
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Runs the reference for one user; its error names the user and the module. */
+async function registerOne(
+  register: RegisterOne,
+  upn: string,
+  options: ReferenceRegistration,
+): Promise<void> {
+  try {
+    await register(options);
+  } catch (error) {
+    throw new Error(
+      `The reference client (${referenceModule.pathname}) failed to register ${upn}: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      { cause: error },
+    );
   }
 }

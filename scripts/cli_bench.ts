@@ -550,6 +550,13 @@ async function main(): Promise<void> {
   if (referenceAbsent) console.log(`  ${referenceAbsent}`);
   console.log("\nRequests per user by route (Graph), and per run (OAuth):");
   for (const line of requestLines(results)) console.log(`  ${line}`);
+  const failed = results.filter((r) => r.exitCode !== 0 || r.verified < r.users);
+  if (failed.length > 0) {
+    console.log(
+      `\n${failed.length} run(s) did not end with exit 0 and every user verified: the figures above are not valid`,
+    );
+    Deno.exitCode = 1;
+  }
   console.log(
     `\nMachine: ${navigator.hardwareConcurrency} cores, load average at the end ${await loadAverage()}; ` +
       "invol. = involuntary context switches of the CLI (time it waited for a core).",
