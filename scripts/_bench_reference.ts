@@ -5,52 +5,24 @@
  * own (the same authenticator code and vault format as the CLI's), so that the bench can print
  * ours / reference.
  *
- * The module is imported dynamically: until it exists, the bench prints "reference client not
- * present". It must export one function (`registerUser`, the default export, or its only exported
- * function) that registers one user given a {@link ReferenceRegistration}; the harness awaits it
- * once per user, in order, and times the whole loop (wall clock and this process's CPU, the key's
- * included, as the CLI's CPU includes its key).
+ * The module is imported dynamically (a checkout without it prints "reference client not
+ * present"). Its `registerPasskeysSequentially` gets every user in one call, takes its own token
+ * and registers them in order, as a published script does; the harness times that call (wall clock
+ * and this process's CPU, the key's included, as the CLI's CPU includes its key).
  *
  * @module
  */
 import process from "node:process";
 import { openSoftwareKey } from "../authenticators/software/plugin.ts";
 import { Ctap2Client } from "../core/ctap/client.ts";
-import type { CtapDevice } from "../core/ctap/device.ts";
-import type { Authenticator } from "../core/plugin.ts";
+import type { registerPasskeysSequentially } from "../test/reference/graph_reference_client.ts";
 import type { BenchSandboxCounts, BenchSandboxInfo } from "./_bench_sandbox.ts";
 
 /** Where the reference client lives. */
 export const referenceModule = new URL("../test/reference/graph_reference_client.ts", import.meta.url);
 
-/**
- * What the harness passes the reference client for one user: everything Microsoft's published
- * scripts take (tenant, app credentials, the user) plus the sandbox's endpoints and the key.
- */
-export interface ReferenceRegistration {
-  /** The sandbox's base URL, standing in for both login.microsoftonline.com and graph.microsoft.com. */
-  baseUrl: string;
-  /** `${baseUrl}/${tenantId}/oauth2/v2.0/token` (client credentials). */
-  tokenUrl: string;
-  /** `${baseUrl}/v1.0`. */
-  graphUrl: string;
-  tenantId: string;
-  clientId: string;
-  clientSecret: string;
-  /** The user's object id and sign-in name. */
-  userId: string;
-  userPrincipalName: string;
-  /** The passkey's display name in the directory. */
-  displayName: string;
-  /** The origin a WebAuthn client would run at: the sandbox's rp id is its host, 127.0.0.1. */
-  origin: string;
-  /** The key, as a CTAP2 device, and the authenticator around it. */
-  device: CtapDevice;
-  authenticator: Authenticator;
-  /** The key's PIN. */
-  pin: string;
-  fetch: typeof fetch;
-}
+/** The reference client's entry point: every user in one sequential call. */
+type RegisterSequentially = typeof registerPasskeysSequentially;
 
 /** A timed reference run. */
 export interface ReferenceResult {
@@ -63,10 +35,8 @@ export interface ReferenceResult {
   verified: number;
 }
 
-type RegisterOne = (options: ReferenceRegistration) => Promise<unknown>;
-
-/** The reference's registration function, or a sentence saying why there is none. */
-export async function loadReferenceClient(): Promise<RegisterOne | string> {
+/** The reference's sequential entry point, or a sentence saying why there is none. */
+export async function loadReferenceClient(): Promise<RegisterSequentially | string> {
   try {
     await Deno.stat(referenceModule);
   } catch (error) {
@@ -76,15 +46,11 @@ export async function loadReferenceClient(): Promise<RegisterOne | string> {
     throw error;
   }
   const module = await import(referenceModule.href) as Record<string, unknown>;
-  const functions = Object.entries(module).filter(([, v]) => typeof v === "function");
-  const chosen = module["registerUser"] ?? module["default"] ??
-    (functions.length === 1 ? functions[0]![1] : undefined);
+  const chosen = module["registerPasskeysSequentially"];
   if (typeof chosen !== "function") {
-    return `reference client present but it exports no single registration function (found: ${
-      functions.map(([k]) => k).join(", ") || "none"
-    }); export registerUser(options) to bench it`;
+    return "reference client present but it exports no registerPasskeysSequentially(options)";
   }
-  return chosen as RegisterOne;
+  return chosen as RegisterSequentially;
 }
 
 /**
@@ -115,23 +81,24 @@ export async function measureReference(options: {
     const before = await sandbox.counts();
     const started = performance.now();
     const cpu = process.cpuUsage();
-    for (const user of info.users.slice(0, options.users)) {
-      await registerOne(register, user.upn, {
-        baseUrl: info.url,
-        tokenUrl: `${info.url}/${info.tenantId}/oauth2/v2.0/token`,
-        graphUrl: `${info.url}/v1.0`,
-        tenantId: info.tenantId,
-        clientId: info.clientId,
-        clientSecret: info.clientSecret,
-        userId: user.id,
-        userPrincipalName: user.upn,
-        displayName: "Reference key",
-        origin: new URL(info.url).origin,
-        device: key.device,
-        authenticator: key,
-        pin: options.pin,
-        fetch: globalThis.fetch,
-      });
+    const upns = info.users.slice(0, options.users).map((user) => user.upn);
+    const results = await register({
+      loginBase: info.url,
+      graphBase: info.url,
+      tenantId: info.tenantId,
+      clientId: info.clientId,
+      clientSecret: info.clientSecret,
+      users: upns,
+      device: key.device,
+      pin: options.pin,
+      graphVersion: "v1.0",
+      displayName: "Reference key",
+    });
+    const failed = results.find((result) => !result.ok);
+    if (failed !== undefined) {
+      throw new Error(
+        `The reference client (${referenceModule.pathname}) failed to register ${failed.user}: ${failed.error}`,
+      );
     }
     const used = process.cpuUsage(cpu);
     const seconds = (performance.now() - started) / 1000;
@@ -146,23 +113,5 @@ export async function measureReference(options: {
     };
   } finally {
     await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** Runs the reference for one user; its error names the user and the module. */
-async function registerOne(
-  register: RegisterOne,
-  upn: string,
-  options: ReferenceRegistration,
-): Promise<void> {
-  try {
-    await register(options);
-  } catch (error) {
-    throw new Error(
-      `The reference client (${referenceModule.pathname}) failed to register ${upn}: ${
-        error instanceof Error ? error.message : String(error)
-      }`,
-      { cause: error },
-    );
   }
 }

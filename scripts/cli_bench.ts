@@ -35,13 +35,12 @@
  * and time are those of reopening that many finished users.
  *
  * When `test/reference/graph_reference_client.ts` exists, a sequential reference client (written
- * from Microsoft's documentation; see {@link ReferenceRegistration}) registers the same number of
+ * from Microsoft's documentation, `registerPasskeysSequentially`) registers the same number of
  * users on a fresh sandbox at each latency, in this process, on a software key vault of its own;
  * the table shows ours / reference in users per second. Otherwise it says "reference client not
  * present". Ours is measured end to end (process start, vault key derivation and sign-in
  * included), the reference's loop only; `after start-up` shows our rate without the start-up, which
- * matters at small sizes. The module is imported once: state it keeps between calls (a cached
- * token) must be keyed by `tokenUrl`, since each latency gets a fresh sandbox.
+ * matters at small sizes.
  *
  * The machine these numbers come from is shared (two cores, other work running): the `invol.`
  * column (involuntary context switches of the CLI) shows how much it had to wait for a core. Use
