@@ -36,7 +36,9 @@ import type {
   UserInteraction,
 } from "../plugin.ts";
 import type { JobListener, RunCounts, RunSummary, UserOutcome } from "./events.ts";
-import type { Journal, UserRecord } from "./journal.ts";
+import { type Journal, journalWriteFailedCode, type UserRecord } from "./journal.ts";
+import { outputWriteFailedCode } from "./output/csv_file.ts";
+import { describeHolder, type UserLocks } from "./user_locks.ts";
 import type { FailuresWriter } from "./output/failures.ts";
 import type { PinRecord } from "./output/pin_output.ts";
 import type { ResultRow, ResultsWriter } from "./output/results.ts";
@@ -96,6 +98,20 @@ export interface BulkRunOptions {
   readonly onEvent?: JobListener;
   /** Users the source is expected to hold: for progress, and to size the table of claimed users. */
   readonly total?: number;
+  /**
+   * One process at a time per user and tenant on this machine (see user_locks.ts): taken before a
+   * user's passkeys are listed, held until the user is finished. Without it only this run's own
+   * journal keeps users from being started twice.
+   */
+  readonly userLocks?: UserLocks;
+  /** Told (once per holder) when a user is held by another process and this run waits for it. */
+  readonly onWaitForUser?: (text: string) => void;
+  /**
+   * Users in a row whose last attempt failed the same transient way (the provider unreachable, 5xx)
+   * with no success in between before the run halts: a provider that is down stops the run instead
+   * of failing every user one by one. @default 5
+   */
+  readonly haltAfterUnavailable?: number;
   /** Attempts per user for transient failures. @default 3 */
   readonly maxAttempts?: number;
   /** First backoff between attempts of one user, ms; doubles. @default 1000 */
@@ -134,6 +150,18 @@ export const haltingReasons: ReadonlySet<string> = new Set([
   "aaguid-not-allowed",
   "rp-id-not-allowed",
 ]);
+
+/**
+ * Failures of the run, not of a user (its journal or an output file cannot be written): they stop
+ * the run at once and are thrown by {@link runBulk}; what the journal holds is never lost.
+ */
+const runWideCodes: ReadonlySet<string> = new Set([journalWriteFailedCode, outputWriteFailedCode]);
+
+/** The halt code of a provider that failed the same transient way for several users in a row. */
+export const providerUnavailableCode = "provider-unavailable";
+
+/** A user left for the next attempt of the run (a Ctrl+C while waiting for another process). */
+class LeftForNextAttempt extends Error {}
 
 /** Reasons worth another attempt within the run, besides errors flagged `retryable`. */
 const transientCodes = new Set([outcomeUnknownCode, "throttled"]);
@@ -193,7 +221,10 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     dryRun: options.dryRun ?? false,
   });
 
+  // Users in a row whose final failure was the same transient one (see haltAfterUnavailable).
+  let unavailable: { code: string; users: number } | undefined;
   const finish = (row: number, user: string, outcome: UserOutcome, code?: string, message?: string) => {
+    if (outcome !== "failed") unavailable = undefined;
     if (outcome === "provisioned") counts.provisioned++;
     else if (outcome === "reconciled") counts.reconciled++;
     else if (outcome === "skipped") counts.skipped++;
@@ -233,6 +264,26 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     exclusive: mutex(),
     halt,
     successes: () => counts.provisioned + counts.reconciled + counts.skipped + counts.dryRun,
+    noteFailure: (failure, message) => {
+      const transient = failure !== undefined && failure.retryable && failure.code !== "throttled" &&
+        failure.code !== outcomeUnknownCode;
+      if (!transient) {
+        unavailable = undefined;
+        return;
+      }
+      unavailable = unavailable?.code === failure.code
+        ? { code: failure.code, users: unavailable.users + 1 }
+        : { code: failure.code, users: 1 };
+      const limit = Math.max(1, options.haltAfterUnavailable ?? 5);
+      if (unavailable.users >= limit) {
+        halt(
+          providerUnavailableCode,
+          `${unavailable.users} users in a row failed the same way (${failure.code}) after every retry, ` +
+            `with no success in between: the provider looks unreachable or down (last: ${message}). ` +
+            "Check the network, a proxy, and the provider's service status",
+        );
+      }
+    },
     claim: (userId, row) => {
       const first = claimed.admit(userId, row);
       return first === undefined || first === row ? undefined : first;
@@ -301,8 +352,14 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     // Ending the source waits for a read in progress: not for one abandoned at Ctrl+C (stdin).
     if (abandoned) iterator.return?.().catch(() => {});
     else await iterator.return?.();
-    await options.results.sync();
-    await options.failures.sync();
+    // An output file that cannot be synced is the run's error, unless an earlier one explains it.
+    for (const file of [options.results, options.failures]) {
+      try {
+        await file.sync();
+      } catch (error) {
+        escaped ??= { error };
+      }
+    }
   }
   if (escaped) throw escaped.error;
   if (options.abort?.aborted) interrupted = true;
@@ -334,6 +391,8 @@ interface UserContext {
   readonly successes: () => number;
   /** Claims an object id for a row; returns the row that claimed it first, if another did. */
   readonly claim: (userId: string, row: number) => number | undefined;
+  /** Counts a user's final failure towards halting a run whose provider is down. */
+  readonly noteFailure: (failure: ProvisioningError | undefined, message: string) => void;
 }
 
 /** One user, with retries of transient failures. */
@@ -349,6 +408,9 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
       return;
     } catch (error) {
       if (options.abort?.aborted) return; // left as journaled, for the next attempt of the run
+      if (error instanceof LeftForNextAttempt) return;
+      // The journal or an output file cannot be written: the run's failure, never this user's.
+      if (error instanceof ProvisioningError && runWideCodes.has(error.code)) throw error;
       const failure = error instanceof ProvisioningError ? error : undefined;
       const code = failure?.code ?? engineReasons.unexpected;
       const message = failure?.message ??
@@ -377,6 +439,7 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
       // Only while nobody succeeded: after a success, the reason may be this user's alone (a 403
       // for an admin account, a policy that targets some groups).
       if (haltingReasons.has(code) && context.successes() === 0) context.halt(code, hinted);
+      context.noteFailure(failure, hinted);
       return;
     }
   }
@@ -413,6 +476,48 @@ async function attemptUser(
     await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName });
   }
   emit({ type: "user-state", row, user: ref, state: "resolved", detail: `id ${user.id}` });
+
+  // No other process on this machine works on this user until this attempt ends.
+  const lock = await lockUser(context, row, ref, user);
+  try {
+    await provisionResolved(context, row, ref, key, user, prior, pin);
+  } finally {
+    await lock?.release();
+  }
+}
+
+/** Takes the user's lock across processes (when the run has locks), saying whom it waits for. */
+async function lockUser(context: UserContext, row: number, ref: string, user: DirectoryUser) {
+  const { options, emit } = context;
+  if (!options.userLocks) return undefined;
+  const signals = [options.stop, options.abort].filter((x): x is AbortSignal => !!x);
+  const lock = await options.userLocks.acquire({ userId: user.id, user: ref }, {
+    ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
+    onWait: (holder) => {
+      const detail = `waiting: ${describeHolder(holder)} is provisioning this user`;
+      emit({ type: "user-state", row, user: ref, state: "resolved", detail });
+      options.onWaitForUser?.(`${ref} (row ${row}): ${detail}`);
+    },
+  });
+  // Ctrl+C while waiting: nothing was done for this user; the next attempt takes them.
+  if (lock === undefined) throw new LeftForNextAttempt();
+  return lock;
+}
+
+/** The steps after the user is resolved and locked: reconcile or skip, register, verify. */
+async function provisionResolved(
+  context: UserContext,
+  row: number,
+  ref: string,
+  key: string,
+  user: DirectoryUser,
+  prior: UserRecord | undefined,
+  pin: string | undefined,
+): Promise<void> {
+  const { options, emit } = context;
+  const signal = options.abort;
+  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">) =>
+    context.journal ? context.journal.append({ k: key, row, ref, ...fields }) : Promise.resolve();
   // A one-time sign-in pass an interrupted browser attempt left: deleted before anything else.
   if (prior?.passId && options.session.deleteSignInPass) {
     await options.session.deleteSignInPass(user, prior.passId, signal);

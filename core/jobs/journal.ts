@@ -34,6 +34,7 @@
 import { z } from "zod";
 import { concatBytes } from "../bytes.ts";
 import { ProvisioningError } from "../errors.ts";
+import { describeIoError, isNoSpace } from "./disk_errors.ts";
 
 const userStateSchema = z.enum([
   "queued",
@@ -188,7 +189,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
     const validLength = replayed.bytes;
     await file.truncate(validLength);
     await file.seek(validLength, Deno.SeekMode.Start);
-    const writer = new GroupCommit(file);
+    const writer = new GroupCommit(file, path);
     if (validLength === 0) {
       // A new file: its directory entry must survive a power cut too, or a re-run would not find
       // the journal and could repeat what it records.
@@ -372,20 +373,30 @@ async function syncFolder(folder: string): Promise<void> {
   }
 }
 
-/** Appends lines; concurrent writes share one write and one fsync. */
+/**
+ * Appends lines; concurrent writes share one write and one fsync. After a write or fsync fails (a
+ * full disk), every pending and later write is refused at once with the same error: appending after
+ * a partial line would corrupt the journal in its middle, and nothing may wait for a flush that will
+ * never come.
+ */
 class GroupCommit {
   readonly #file: Deno.FsFile;
+  readonly #path: string;
   #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
   #flushing: Promise<void> | undefined;
   #closed = false;
-  #failed: unknown;
+  #failed: ProvisioningError | undefined;
 
-  constructor(file: Deno.FsFile) {
+  constructor(file: Deno.FsFile, path: string) {
     this.#file = file;
+    this.#path = path;
   }
 
   write(line: string): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error("Cannot write to the journal: it is closed"));
+    if (this.#failed) return Promise.reject(this.#failed);
+    if (this.#closed) {
+      return Promise.reject(new Error(`Cannot write to the journal ${this.#path}: it is closed`));
+    }
     return new Promise((resolve, reject) => {
       this.#pending.push({ line, resolve, reject });
       this.#flushing ??= this.#flush();
@@ -393,6 +404,9 @@ class GroupCommit {
   }
 
   async #flush(): Promise<void> {
+    // Never settles synchronously (so `#flushing` is never left holding a settled flush), and
+    // every append of this turn of the event loop joins the first batch.
+    await Promise.resolve();
     while (this.#pending.length > 0) {
       const batch = this.#pending;
       this.#pending = [];
@@ -407,10 +421,8 @@ class GroupCommit {
         await this.#file.sync();
         for (const p of batch) p.resolve();
       } catch (error) {
-        // A write that failed halfway (a full disk) may have left part of a line: appending after
-        // it would corrupt the journal in its middle, so every later append fails too.
-        this.#failed = error;
-        for (const p of batch) p.reject(error);
+        this.#failed = journalWriteError(this.#path, error);
+        for (const p of batch) p.reject(this.#failed);
       }
     }
     this.#flushing = undefined;
@@ -418,8 +430,26 @@ class GroupCommit {
 
   async close(): Promise<void> {
     if (this.#closed) return;
-    await this.#flushing;
     this.#closed = true;
+    while (this.#flushing) await this.#flushing.catch(() => {});
     this.#file.close();
   }
+}
+
+/** The reason code of a journal that cannot be written: the run stops at once (never a user's failure). */
+export const journalWriteFailedCode = "journal-write-failed";
+
+/** A failed journal write as the admin must read it: the path, the cause, what to do. */
+function journalWriteError(path: string, error: unknown): ProvisioningError {
+  const cause = describeIoError(error);
+  return new ProvisioningError(
+    journalWriteFailedCode,
+    `Cannot write the run's journal ${path}: ${cause}`,
+    {
+      cause: error,
+      hint: `${
+        isNoSpace(error) ? "Free space on the disk that holds it" : "Fix the journal's folder"
+      }, then run the same command again to resume: users in flight are reconciled, none is created twice`,
+    },
+  );
 }

@@ -13,6 +13,7 @@
  */
 import { stringify } from "csv-stringify/sync";
 import { ProvisioningError } from "../../errors.ts";
+import { describeIoError, isNoSpace } from "../disk_errors.ts";
 import { neutraliseCell } from "./formula.ts";
 
 const bom = "\uFEFF";
@@ -31,6 +32,7 @@ export class CsvAppender implements AsyncDisposable {
   #file: Deno.FsFile;
   #queue: Promise<void> = Promise.resolve();
   #closed = false;
+  #failed: ProvisioningError | undefined;
 
   private constructor(file: Deno.FsFile, readonly path: string) {
     this.#file = file;
@@ -59,16 +61,20 @@ export class CsvAppender implements AsyncDisposable {
       await file.seek(0, Deno.SeekMode.End);
     } catch (error) {
       file.close();
-      throw error;
+      if (error instanceof ProvisioningError) throw error;
+      throw outputWriteError(path, error);
     }
     return new CsvAppender(file, path);
   }
 
   /** Appends one row (one write system call of whole bytes, no buffering in between). */
   append(cells: readonly string[]): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
     if (this.#closed) return Promise.reject(new Error(`Cannot write to "${this.path}": it is closed`));
     const bytes = encoder.encode(formatCsvRow(cells));
-    const next = this.#queue.then(() => writeAll(this.#file, bytes));
+    const next = this.#queue.then(() =>
+      this.#failed ? Promise.reject(this.#failed) : this.#guard(writeAll(this.#file, bytes))
+    );
     this.#queue = next.catch(() => undefined);
     return next;
   }
@@ -76,16 +82,33 @@ export class CsvAppender implements AsyncDisposable {
   /** Waits for the rows written so far and makes them durable (fsync). */
   async sync(): Promise<void> {
     await this.#queue;
-    await this.#file.sync();
+    if (this.#failed) throw this.#failed;
+    await this.#guard(this.#file.sync());
   }
 
-  /** Syncs and closes; a second call does nothing. */
+  /**
+   * A write that failed (a full disk) may have left part of a row: later rows are refused with the
+   * same error, which names the file and the cause.
+   */
+  async #guard(operation: Promise<void>): Promise<void> {
+    try {
+      await operation;
+    } catch (error) {
+      this.#failed ??= outputWriteError(this.path, error);
+      throw this.#failed;
+    }
+  }
+
+  /**
+   * Syncs and closes; a second call does nothing. A file whose write already failed is closed
+   * quietly: that error went to the writer (a disposal must not hide it behind a second one).
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     try {
       await this.#queue;
-      await this.#file.sync();
+      if (!this.#failed) await this.#guard(this.#file.sync());
     } finally {
       this.#file.close();
     }
@@ -94,6 +117,25 @@ export class CsvAppender implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** The reason code of an output file that cannot be written: the run stops; nobody's result is lost. */
+export const outputWriteFailedCode = "output-write-failed";
+
+/** A failed write to an output file, naming it, its cause and what to do. */
+export function outputWriteError(path: string, error: unknown): ProvisioningError {
+  return new ProvisioningError(
+    outputWriteFailedCode,
+    `Cannot write "${path}": ${describeIoError(error)}`,
+    {
+      cause: error,
+      hint: `${
+        isNoSpace(error)
+          ? "Free space on the disk that holds it (or give --results/--failures elsewhere)"
+          : "Check the file and its folder"
+      }, then run the same command again: the results already journaled are written again, none is lost`,
+    },
+  );
 }
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
