@@ -38,7 +38,7 @@ import type {
 import type { JobListener, RunCounts, RunSummary, UserOutcome } from "./events.ts";
 import { type Journal, journalWriteFailedCode, type UserRecord } from "./journal.ts";
 import { outputWriteFailedCode } from "./output/csv_file.ts";
-import { describeHolder, type UserLocks } from "./user_locks.ts";
+import { describeHolder, userLockFailedCode, type UserLocks } from "./user_locks.ts";
 import type { FailuresWriter } from "./output/failures.ts";
 import type { PinRecord } from "./output/pin_output.ts";
 import type { ResultRow, ResultsWriter } from "./output/results.ts";
@@ -152,10 +152,14 @@ export const haltingReasons: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Failures of the run, not of a user (its journal or an output file cannot be written): they stop
+ * Failures of the run, not of a user (its journal, a lock or an output file cannot be written): they stop
  * the run at once and are thrown by {@link runBulk}; what the journal holds is never lost.
  */
-const runWideCodes: ReadonlySet<string> = new Set([journalWriteFailedCode, outputWriteFailedCode]);
+const runWideCodes: ReadonlySet<string> = new Set([
+  journalWriteFailedCode,
+  outputWriteFailedCode,
+  userLockFailedCode,
+]);
 
 /** The halt code of a provider that failed the same transient way for several users in a row. */
 export const providerUnavailableCode = "provider-unavailable";

@@ -189,7 +189,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
     const validLength = replayed.bytes;
     await file.truncate(validLength);
     await file.seek(validLength, Deno.SeekMode.Start);
-    const writer = new GroupCommit(file, path);
+    const writer = new GroupCommit(file, path, validLength);
     if (validLength === 0) {
       // A new file: its directory entry must survive a power cut too, or a re-run would not find
       // the journal and could repeat what it records.
@@ -387,9 +387,13 @@ class GroupCommit {
   #closed = false;
   #failed: ProvisioningError | undefined;
 
-  constructor(file: Deno.FsFile, path: string) {
+  /** Bytes of whole lines in the file: a failed write is cut back to this. */
+  #length: number;
+
+  constructor(file: Deno.FsFile, path: string, length: number) {
     this.#file = file;
     this.#path = path;
+    this.#length = length;
   }
 
   write(line: string): Promise<void> {
@@ -419,9 +423,12 @@ class GroupCommit {
         let written = 0;
         while (written < data.length) written += await this.#file.write(data.subarray(written));
         await this.#file.sync();
+        this.#length += data.length;
         for (const p of batch) p.resolve();
       } catch (error) {
         this.#failed = journalWriteError(this.#path, error);
+        // No torn line is left for the next attempt to cut (cutting frees space: it works when full).
+        await this.#file.truncate(this.#length).catch(() => {});
         for (const p of batch) p.reject(this.#failed);
       }
     }

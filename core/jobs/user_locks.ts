@@ -33,6 +33,7 @@
 import { z } from "zod";
 import { ProvisioningError } from "../errors.ts";
 import { sleep } from "../sleep.ts";
+import { describeIoError, isNoSpace } from "./disk_errors.ts";
 
 /** Who holds a user's lock, as written in its file. */
 export interface LockHolder {
@@ -94,7 +95,11 @@ export function openUserLocks(folder: string, options: UserLocksOptions): UserLo
       let lastHolder: string | undefined;
       while (true) {
         if (signal?.aborted) return undefined;
-        const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+        const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 }).catch(
+          (error) => {
+            throw userLockError(who.user, path, error);
+          },
+        );
         let locked = false;
         try {
           locked = await file.tryLock(true);
@@ -105,8 +110,9 @@ export function openUserLocks(folder: string, options: UserLocksOptions): UserLo
               user: who.user,
               since: now().toISOString(),
             };
-            await file.truncate(0);
-            await file.write(new TextEncoder().encode(JSON.stringify(holder)));
+            // Who holds it is for the messages of others: a full disk does not stop the lock.
+            await file.truncate(0).then(() => file.write(new TextEncoder().encode(JSON.stringify(holder))))
+              .catch(() => {});
             return held(path, file);
           }
           if (!locked) {
@@ -119,13 +125,7 @@ export function openUserLocks(folder: string, options: UserLocksOptions): UserLo
           }
         } catch (error) {
           file.close();
-          throw new ProvisioningError(
-            "user-lock-failed",
-            `Cannot lock ${who.user} for this run: ${path}: ${
-              error instanceof Error ? error.message : String(error)
-            }`,
-            { cause: error, hint: "Check that the journal folder is writable" },
-          );
+          throw userLockError(who.user, path, error);
         }
         // Held elsewhere, or this file was removed by its holder before we locked it.
         file.close();
@@ -138,6 +138,25 @@ export function openUserLocks(folder: string, options: UserLocksOptions): UserLo
       }
     },
   };
+}
+
+/** The reason code of a lock that cannot be taken (its folder is full or not writable): the run stops. */
+export const userLockFailedCode = "user-lock-failed";
+
+function userLockError(user: string, path: string, error: unknown): ProvisioningError {
+  if (error instanceof ProvisioningError) return error;
+  return new ProvisioningError(
+    userLockFailedCode,
+    `Cannot lock ${user} for this run: ${path}: ${describeIoError(error)}`,
+    {
+      cause: error,
+      hint: `${
+        isNoSpace(error)
+          ? "Free space on the disk that holds the journal folder"
+          : "Check that the journal folder is writable"
+      }, then run the same command again to resume`,
+    },
+  );
 }
 
 /** Describes a holder for a message: "process 4242 (run 0123456789ab) since 2026-12-06T05:30:00Z". */

@@ -34,8 +34,12 @@ export class CsvAppender implements AsyncDisposable {
   #closed = false;
   #failed: ProvisioningError | undefined;
 
-  private constructor(file: Deno.FsFile, readonly path: string) {
+  /** Bytes of whole rows in the file: a failed write is cut back to this. */
+  #size: number;
+
+  private constructor(file: Deno.FsFile, readonly path: string, size: number) {
     this.#file = file;
+    this.#size = size;
   }
 
   /**
@@ -49,22 +53,23 @@ export class CsvAppender implements AsyncDisposable {
   ): Promise<CsvAppender> {
     const headerLine = formatCsvRow(header);
     const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+    let size: number;
     try {
       if (Deno.build.os !== "windows") await Deno.chmod(path, 0o600);
       if (options.fresh) await file.truncate(0);
-      const size = (await file.stat()).size;
-      if (size === 0) {
+      const existing = (await file.stat()).size;
+      if (existing === 0) {
         await writeAll(file, encoder.encode(bom + headerLine));
       } else {
-        await checkExisting(file, path, size, headerLine);
+        await checkExisting(file, path, existing, headerLine);
       }
-      await file.seek(0, Deno.SeekMode.End);
+      size = await file.seek(0, Deno.SeekMode.End);
     } catch (error) {
       file.close();
       if (error instanceof ProvisioningError) throw error;
       throw outputWriteError(path, error);
     }
-    return new CsvAppender(file, path);
+    return new CsvAppender(file, path, size);
   }
 
   /** Appends one row (one write system call of whole bytes, no buffering in between). */
@@ -72,11 +77,24 @@ export class CsvAppender implements AsyncDisposable {
     if (this.#failed) return Promise.reject(this.#failed);
     if (this.#closed) return Promise.reject(new Error(`Cannot write to "${this.path}": it is closed`));
     const bytes = encoder.encode(formatCsvRow(cells));
-    const next = this.#queue.then(() =>
-      this.#failed ? Promise.reject(this.#failed) : this.#guard(writeAll(this.#file, bytes))
-    );
+    const next = this.#queue.then(() => this.#appendRow(bytes));
     this.#queue = next.catch(() => undefined);
     return next;
+  }
+
+  /** Writes one row whole, or cuts back what a failed write left, so the file holds whole rows. */
+  async #appendRow(bytes: Uint8Array): Promise<void> {
+    if (this.#failed) throw this.#failed;
+    try {
+      await writeAll(this.#file, bytes);
+      this.#size += bytes.length;
+    } catch (error) {
+      this.#failed ??= outputWriteError(this.path, error);
+      // Cutting frees space, so it works on a full disk too; a reader then sees whole rows only.
+      await this.#file.truncate(this.#size).catch(() => {});
+      await this.#file.seek(this.#size, Deno.SeekMode.Start).catch(() => {});
+      throw this.#failed;
+    }
   }
 
   /** Waits for the rows written so far and makes them durable (fsync). */
