@@ -68,6 +68,8 @@ async function run(
     : await openJournal(`${w.dir}/${options.journal ?? "run"}.jsonl`, {
       runId: "0123456789ab",
       fingerprint: "f",
+      // As the CLI opens it: finished users stay on disk.
+      keepFinished: false,
     });
   const events: JobEvent[] = [];
   const summary = await runBulk({

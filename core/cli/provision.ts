@@ -239,7 +239,10 @@ async function runProvision(
   const resultsPath = flags.results ?? (dryRun ? "dry-run-results.csv" : "results.csv");
   const failuresPath = flags.failures ?? (dryRun ? "dry-run-failures.csv" : "failures.csv");
   const journalPath = `${flags.journalDir}/${identity.runId}.jsonl`;
-  await using journal = dryRun ? undefined : await openJournal(journalPath, identity);
+  // Finished users stay on disk (their rows are streamed back): a million of them resume in flat memory.
+  await using journal = dryRun
+    ? undefined
+    : await openJournal(journalPath, { ...identity, keepFinished: false });
   const csvPath = source.kind === "csv" ? source.path : undefined;
   // The browser path: one browser for the run, a private context per user.
   const viaBrowser = flags.via === "browser" || flags.mode === "headful" || flags.manual === true;

@@ -205,12 +205,16 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
   const journal = options.journal;
   let fromEarlierAttempts = 0;
 
-  // Users an earlier attempt finished: their rows again, so each output file lists each user once.
-  const alreadyDone = new Set<string>();
+  // Object ids claimed by a user of this run (seeded from the journal): one person reached by two
+  // references (UPN and object id, a mail alias) is provisioned once.
+  const claimed = new SeenUsers({ expectedUsers: options.total });
+  // Users an earlier attempt finished: their rows again, so each output file lists each user once
+  // (streamed from the journal's file: a million finished users are never held at once).
+  let alreadyDone = 0;
   if (journal && !options.dryRun) {
-    for (const record of journal.users()) {
-      if (record.s !== "verified" && record.s !== "skipped") continue;
-      alreadyDone.add(record.k);
+    for await (const record of journal.finishedAtOpen()) {
+      alreadyDone++;
+      if (record.userId && record.row !== undefined) claimed.admit(record.userId, record.row);
       await options.results.write(resultRowOf(record));
     }
   }
@@ -219,7 +223,7 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     type: "run-started",
     runId: options.runId,
     resumed: journal?.resumed ?? false,
-    alreadyDone: alreadyDone.size,
+    alreadyDone,
     ...(options.total === undefined ? {} : { total: options.total }),
     concurrency,
     dryRun: options.dryRun ?? false,
@@ -253,9 +257,6 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     halted = { code, message };
     emit({ type: "stopping", reason: "halt", code });
   };
-  // Object ids claimed by a user of this run (seeded from the journal): one person reached by two
-  // references (UPN and object id, a mail alias) is provisioned once.
-  const claimed = new SeenUsers({ expectedUsers: options.total });
   for (const record of journal?.users() ?? []) {
     if (record.userId && record.row !== undefined) claimed.admit(record.userId, record.row);
   }
@@ -334,7 +335,7 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
         continue;
       }
       const key = row.user.reference.toLowerCase();
-      if (alreadyDone.has(key)) {
+      if (journal?.isFinished(key) && !options.dryRun) {
         fromEarlierAttempts++;
         continue;
       }
@@ -829,8 +830,10 @@ async function done(
       }
       : {}),
   };
+  // Merged before the append: a journal that keeps no finished users forgets the record then.
+  const resultRow = resultRowOf({ ...journal?.get(key), ...verified });
   await journal?.append(verified);
-  await options.results.write(resultRowOf({ ...journal?.get(key), ...verified }));
+  await options.results.write(resultRow);
   emit({
     type: "user-state",
     row,
