@@ -5,8 +5,8 @@
  *
  * One user: `queued` → `resolved` (the provider knows them) → `options` (a challenge) →
  * `created` (the authenticator made the credential, journaled with the ids of the passkeys the
- * user had before) → `registered` (the provider accepted it) → `verified` (the provider lists
- * it). Users who already hold a passkey matching the run's policy (the authenticator's AAGUID,
+ * user had before) → `registered` (the provider accepted it) → `verified` (confirmed: the POST's
+ * answer, or a listing after a lost answer, names the new method; journaled with the result). Users who already hold a passkey matching the run's policy (the authenticator's AAGUID,
  * or the run's display name) are `skipped` unless `force`. Transient failures (throttling, a
  * server error, a lost connection, a lost answer) are retried with backoff up to `maxAttempts`;
  * then, and for every other failure, the user is `failed` with the provider's reason code.
@@ -713,15 +713,16 @@ async function provisionResolved(
     });
   }
 
-  // 4. Verify: the provider lists the new passkey.
-  const listed = (await options.session.listPasskeys(user, signal)).find((m) => m.id === result.methodId);
-  await done(context, row, ref, key, user, listed ?? { id: result.methodId }, {
+  // 4. Verified: the provider's answer to the POST (201 with the new method), or the listing that
+  // found it after a lost answer, is its confirmation. No second listing: one request fewer per
+  // user (4, against 5 before: resolve, list, creation options, POST), and nothing a listing would
+  // add (it may even lag behind the POST's answer).
+  await done(context, row, ref, key, user, { id: result.methodId }, {
     credentialId: result.credentialId,
-    aaguid: listed?.aaguid ?? result.aaguid,
+    aaguid: result.aaguid,
     reconciled: result.reconciled,
     older: existing,
     ...(device ? { device } : {}),
-    ...(listed ? {} : { note: "registered; the provider does not list it yet" }),
   });
 }
 
