@@ -19,8 +19,23 @@ import { neutraliseCell } from "./formula.ts";
 const bom = "\uFEFF";
 const encoder = new TextEncoder();
 
-/** Renders one row: neutralised, NUL replaced (a reader refuses it as binary), CRLF, quoted. */
+/**
+ * Renders one row: neutralised, NUL replaced (a reader refuses it as binary), CRLF, every non-empty
+ * cell quoted with its quotes doubled (RFC 4180; what csv-stringify's `quoted: true` writes, at a
+ * tenth of its cost per row: the property test in output_test.ts holds them equal).
+ */
 export function formatCsvRow(cells: readonly string[]): string {
+  let line = "";
+  for (let i = 0; i < cells.length; i++) {
+    const cell = neutraliseCell(cells[i]!.replaceAll("\0", "\uFFFD"));
+    if (i > 0) line += ",";
+    if (cell !== "") line += `"${cell.replaceAll('"', '""')}"`;
+  }
+  return `${line}\r\n`;
+}
+
+/** {@link formatCsvRow} by csv-stringify, for the test that holds the two equal. */
+export function formatCsvRowByLibrary(cells: readonly string[]): string {
   return stringify([cells.map((cell) => neutraliseCell(cell.replaceAll("\0", "\uFFFD")))], {
     quoted: true,
     record_delimiter: "\r\n",
@@ -30,7 +45,8 @@ export function formatCsvRow(cells: readonly string[]): string {
 /** An open output file; rows are written in call order even when calls overlap. */
 export class CsvAppender implements AsyncDisposable {
   #file: Deno.FsFile;
-  #queue: Promise<void> = Promise.resolve();
+  #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #writing: Promise<void> | undefined;
   #closed = false;
   #failed: ProvisioningError | undefined;
 
@@ -72,18 +88,39 @@ export class CsvAppender implements AsyncDisposable {
     return new CsvAppender(file, path, size);
   }
 
-  /** Appends one row (one write system call of whole bytes, no buffering in between). */
+  /**
+   * Appends one row. Rows appended while a write is in progress go out together in the next one
+   * (whole rows, in call order): a million rows rewritten from a journal are not a million system
+   * calls. Resolves once the row is written (not yet fsynced).
+   */
   append(cells: readonly string[]): Promise<void> {
     if (this.#failed) return Promise.reject(this.#failed);
     if (this.#closed) return Promise.reject(new Error(`Cannot write to "${this.path}": it is closed`));
-    const bytes = encoder.encode(formatCsvRow(cells));
-    const next = this.#queue.then(() => this.#appendRow(bytes));
-    this.#queue = next.catch(() => undefined);
-    return next;
+    const line = formatCsvRow(cells);
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ line, resolve, reject });
+      this.#writing ??= this.#drain();
+    });
   }
 
-  /** Writes one row whole, or cuts back what a failed write left, so the file holds whole rows. */
-  async #appendRow(bytes: Uint8Array): Promise<void> {
+  /** Writes what is pending, batch after batch; never settles synchronously. */
+  async #drain(): Promise<void> {
+    await Promise.resolve();
+    while (this.#pending.length > 0) {
+      const batch = this.#pending;
+      this.#pending = [];
+      try {
+        await this.#appendRows(encoder.encode(batch.map((p) => p.line).join("")));
+        for (const p of batch) p.resolve();
+      } catch (error) {
+        for (const p of batch) p.reject(error);
+      }
+    }
+    this.#writing = undefined;
+  }
+
+  /** Writes whole rows, or cuts back what a failed write left, so the file holds whole rows. */
+  async #appendRows(bytes: Uint8Array): Promise<void> {
     if (this.#failed) throw this.#failed;
     try {
       await writeAll(this.#file, bytes);
@@ -97,9 +134,14 @@ export class CsvAppender implements AsyncDisposable {
     }
   }
 
+  /** Waits until every row appended so far is written (or failed). */
+  async #written(): Promise<void> {
+    while (this.#writing) await this.#writing;
+  }
+
   /** Waits for the rows written so far and makes them durable (fsync). */
   async sync(): Promise<void> {
-    await this.#queue;
+    await this.#written();
     if (this.#failed) throw this.#failed;
     await this.#guard(this.#file.sync());
   }
@@ -125,7 +167,7 @@ export class CsvAppender implements AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     try {
-      await this.#queue;
+      await this.#written();
       if (!this.#failed) await this.#guard(this.#file.sync());
     } finally {
       this.#file.close();
