@@ -25,6 +25,11 @@
  *    The journal is made the honest way: the CLI starts the run (so the run id and header are its
  *    own), is killed once its journal exists, and the bench appends the users' lines.
  *
+ *    Measured on two cores shared with other work: 1,000,000 finished users (a 396 MB journal) in
+ *    60 s, 1,000,000 rows written, RSS 154 / 153 / 173 / 180 MB at each quarter, peak 180 MB. Before
+ *    (every user's record held, a row per write system call, a reaction left per source row on a
+ *    long-lived promise): 315 s, flat at 176 MB until the source was read, then 736 MB.
+ *
  * All parts take minutes with the defaults; pass smaller numbers to try it, `0` to skip one.
  *
  * Measured on two cores: 10,000 users in 351.5 s against a theoretical 350.0 s (fraction 1.00, 11

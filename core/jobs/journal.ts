@@ -210,7 +210,11 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
       { hint: "Wait for that run to finish (or stop it), then run the same command again", exitCode: 2 },
     );
   }
-  const finished = options.keepFinished === false ? new SeenUsers() : undefined;
+  // Sized once from the file (a finished user's lines take 400 bytes or more): no doubling, which
+  // would hold the old and the new table at once, and at most 4% of the file's size.
+  const finished = options.keepFinished === false
+    ? new SeenUsers({ expectedUsers: Math.ceil((await file.stat()).size / 400) })
+    : undefined;
   try {
     const replayed = await replay(file, path, options, state, finished);
     attempts = replayed.attempts;
@@ -459,7 +463,8 @@ async function* readFinished(path: string, length: number, finished: SeenUsers):
   for await (const bytes of linesOf(file, length)) {
     lineNumber++;
     if (lineNumber === 1) continue;
-    const parsed = lineSchema.parse(JSON.parse(decoder.decode(bytes)));
+    // Checked line by line when the journal was opened: the same bytes, read again.
+    const parsed = JSON.parse(decoder.decode(bytes)) as z.infer<typeof lineSchema>;
     if (parsed.t !== "user" || !finishedStates.has(parsed.s)) continue;
     if (finished.get(parsed.k) !== lineNumber) continue; // finished again later, or reopened
     const { t: _t, ...record } = parsed;
