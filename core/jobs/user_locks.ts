@@ -24,7 +24,7 @@
  * const locks = openUserLocks(`${dir}/locks`, { runId: "r1", tenant: "contoso" });
  * const held = await locks.acquire({ userId: "5f0c", user: "alice@contoso.com" });
  * console.assert(held !== undefined);
- * await held.release();
+ * await held?.release();
  * await Deno.remove(dir, { recursive: true });
  * ```
  *
