@@ -19,6 +19,15 @@
  * Stopping: `stop` (the first Ctrl+C) lets in-flight users finish and takes no more; `abort`
  * cancels in-flight calls too, leaving their journal state for the next attempt.
  *
+ * Across processes: with `userLocks`, a user is taken only under their lock (per tenant and object
+ * id, held from before the skip check to the user's end), so two overlapping runs never both
+ * register one user; the second waits and then skips. See docs/exactly-once.md.
+ *
+ * Failures of the run, not of a user: a journal, lock or output file that cannot be written stops
+ * the run at once and is thrown (nobody whose outcome is journaled becomes a failure); a provider
+ * that fails the same transient way for `haltAfterUnavailable` users in a row, with no success in
+ * between, halts it like the other run-wide reasons.
+ *
  * The engine formats no text: it reports {@link JobEvent}s and returns a {@link RunSummary}.
  *
  * @module
