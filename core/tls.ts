@@ -328,8 +328,14 @@ function signalNumber(signal: Deno.Signal): number {
   return numbers[signal] ?? 1;
 }
 
-/** A fetch with this run's TLS settings; dispose of it to close its HTTP client. */
-export type TlsFetch = typeof fetch & Disposable;
+/**
+ * Where a {@link TlsFetch} keeps its fetch for requests that must not be sent twice; read it with
+ * {@link fetchOnFreshConnection}.
+ */
+export const freshConnectionFetch: unique symbol = Symbol("freshConnectionFetch");
+
+/** A fetch with this run's TLS settings; dispose of it to close its HTTP clients. */
+export type TlsFetch = typeof fetch & Disposable & { readonly [freshConnectionFetch]: typeof fetch };
 
 /** Options of {@link tlsFetch}. */
 export interface TlsFetchOptions {
@@ -348,24 +354,61 @@ export interface TlsFetchOptions {
  */
 export async function tlsFetch(options: TlsFetchOptions = {}): Promise<TlsFetch> {
   let client: Deno.HttpClient | undefined;
-  if (options.caFile !== undefined) {
-    const pems = await readCaFile(options.caFile);
-    client = Deno.createHttpClient({ caCerts: pems });
-  }
+  const pems = options.caFile === undefined ? undefined : await readCaFile(options.caFile);
+  if (pems !== undefined) client = Deno.createHttpClient({ caCerts: pems });
+  // Requests that must not be sent twice: no idle connection is kept, so none is ever reused.
+  let fresh: Deno.HttpClient | undefined = Deno.createHttpClient({
+    ...(pems === undefined ? {} : { caCerts: pems }),
+    poolMaxIdlePerHost: 0,
+  });
   const base = options.fetch ?? globalThis.fetch;
-  const wrapped: typeof fetch = async (input, init) => {
+  const via = (chosen: () => Deno.HttpClient | undefined): typeof fetch => async (input, init) => {
+    const httpClient = chosen();
     try {
-      return await (client ? base(input, { ...init, client }) : base(input, init));
+      return await (httpClient ? base(input, { ...init, client: httpClient }) : base(input, init));
     } catch (error) {
       throw untrustedCertificate(error, input) ?? error;
     }
   };
-  return Object.assign(wrapped, {
+  return Object.assign(via(() => client), {
+    [freshConnectionFetch]: via(() => fresh),
     [Symbol.dispose]() {
       client?.close();
       client = undefined;
+      fresh?.close();
+      fresh = undefined;
     },
   });
+}
+
+/**
+ * A fetch for requests that must reach the server at most once (`POST fido2Methods`, a Temporary
+ * Access Pass): each is sent on a new connection. Deno's fetch (hyper underneath) silently sends a
+ * request again when a pooled keep-alive connection turns out closed by the server without an
+ * answer (measured on 2.9.6: two POSTs for one call; a new connection gets one); a connection that
+ * was never used before is never retried that way, so a lost answer surfaces as an error the
+ * caller can reconcile. Of a {@link TlsFetch}, its own such fetch (same CA, same TLS errors); of
+ * any other fetch, one that passes a client without a pool per request and closes it once the
+ * answer is read.
+ */
+export function fetchOnFreshConnection(base: typeof fetch): typeof fetch {
+  const own = (base as Partial<TlsFetch>)[freshConnectionFetch];
+  if (own) return own;
+  return async (input, init) => {
+    const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+    try {
+      const response = await base(input, { ...init, client });
+      const body = await response.arrayBuffer();
+      const empty = [101, 204, 205, 304].includes(response.status);
+      return new Response(empty ? null : body, {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
+      });
+    } finally {
+      client.close();
+    }
+  };
 }
 
 /** Reads and checks a PEM file of certificates; returns each certificate as PEM. */

@@ -3,7 +3,14 @@
  * HTTPS are in test/tls_test.ts (they use the Entra sandbox's certificate and server).
  */
 import { assert, assertEquals } from "../test/assert.ts";
-import { decideLaunch, type LaunchInput, parseTlsFlags, TLS_APPLIED_ENV } from "./tls.ts";
+import {
+  decideLaunch,
+  fetchOnFreshConnection,
+  type LaunchInput,
+  parseTlsFlags,
+  TLS_APPLIED_ENV,
+  tlsFetch,
+} from "./tls.ts";
 
 const base: LaunchInput = {
   args: ["provision", "--user", "a@contoso.com"],
@@ -114,4 +121,95 @@ Deno.test("decideLaunch refuses --disable-ssl-verify in a compiled build, and a 
   const badFlags = decideLaunch({ ...base, args: ["--disable-ssl-verify", "--local-ssl-verify"] });
   assert.ok(badFlags.kind === "refuse");
   assertEquals(badFlags.error.exitCode, 2);
+});
+
+/**
+ * A server on loopback that answers the first request of each connection (keep-alive) and closes
+ * the connection on the second without answering: what a server or proxy that drops an idle
+ * connection as a request arrives looks like. Counts the POSTs it received.
+ */
+function droppingServer(): { url: string; posts: () => number; close: () => Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let posts = 0;
+  const connections: Promise<void>[] = [];
+  const open = new Set<Deno.Conn>();
+  const serve = (async () => {
+    for await (const conn of listener) {
+      open.add(conn);
+      connections.push((async () => {
+        const buffer = new Uint8Array(65536);
+        for (let request = 1;; request++) {
+          const n = await conn.read(buffer).catch(() => null);
+          if (n === null) break;
+          if (new TextDecoder().decode(buffer.subarray(0, n)).startsWith("POST")) posts++;
+          if (request > 1) break;
+          await conn.write(
+            new TextEncoder().encode(
+              "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok",
+            ),
+          ).catch(() => {});
+        }
+        open.delete(conn);
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      })());
+    }
+  })();
+  const { port } = listener.addr as Deno.NetAddr;
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    posts: () => posts,
+    async close() {
+      listener.close();
+      // A client's idle keep-alive connection would hold its reader for a minute and more.
+      for (const conn of open) {
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
+      await serve.catch(() => {});
+      await Promise.all(connections);
+    },
+  };
+}
+
+Deno.test("fetchOnFreshConnection: a POST is never sent twice by the runtime (a pooled connection closed unanswered is silently retried; a fresh one is not)", async () => {
+  // The runtime's own behaviour first (measured: two POSTs for one fetch call), so this test
+  // shows what the fresh connection is for.
+  {
+    const server = droppingServer();
+    using client = Deno.createHttpClient({});
+    await (await fetch(server.url, { method: "POST", body: "1", client })).text();
+    await (await fetch(server.url, { method: "POST", body: "2", client })).text().catch(() => {});
+    assertEquals(server.posts(), 3, "the pooled connection's POST was sent again");
+    await server.close();
+  }
+  for (
+    const [name, make] of [
+      [
+        "of any fetch",
+        () => Promise.resolve(Object.assign(fetchOnFreshConnection(fetch), { [Symbol.dispose]() {} })),
+      ],
+      ["of a TlsFetch", async () => {
+        const tls = await tlsFetch();
+        return Object.assign(fetchOnFreshConnection(tls), {
+          [Symbol.dispose]: () => tls[Symbol.dispose](),
+        });
+      }],
+    ] as const
+  ) {
+    const server = droppingServer();
+    using once = await make();
+    for (let i = 0; i < 3; i++) {
+      const answer = await once(server.url, { method: "POST", body: String(i) });
+      assertEquals(await answer.text(), "ok", name);
+    }
+    assertEquals(server.posts(), 3, `${name}: one POST per call`);
+    await server.close();
+  }
 });

@@ -27,30 +27,41 @@ function seeded(seed: number): () => number {
   };
 }
 
-Deno.test("bulk: 500 users at concurrency 8, killed with SIGKILL five times and re-run, end with one passkey each", async () => {
+Deno.test("bulk: 500 users at concurrency 8, killed with SIGKILL five times mid-run (on progress) and re-run, end with one passkey each", async () => {
   await using fixture = await bulkFixture({ users: 520, throttle: { enabled: false } });
   const upns = fixture.upns(500);
   assertEquals(upns.length, 500);
   const csv = await writeUsersCsv(fixture, upns);
   const seed = Date.now() % 100_000;
   const random = seeded(seed);
-  let kills = 0;
+  // Each kill lands after the round made 10 to 60 new passkeys, whatever the machine's speed: a
+  // kill never comes before any work (under load a fixed delay did), and never after the end.
+  const progress: { before: number; atKill: number }[] = [];
   for (let round = 0; round < 5; round++) {
+    const before = passkeysByUser(fixture.sandbox).size;
+    const step = 10 + Math.floor(random() * 51);
     const child = spawnCli(fixture, "--csv", csv, "--concurrency", "8");
-    // Between 0.4 and 2.4 s in: sign-in, mid-run, and (later rounds) near the end.
-    const delay = 400 + Math.floor(random() * 2000);
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-        kills++;
-      } catch {
-        // It had already finished.
-      }
-    }, delay);
-    const status = await child.output();
-    clearTimeout(timer);
-    if (status.code === 0) break;
+    const exited = child.output();
+    let ended = false;
+    void exited.then(() => ended = true);
+    while (!ended && passkeysByUser(fixture.sandbox).size < before + step) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    if (!ended) {
+      child.kill("SIGKILL");
+      progress.push({ before, atKill: passkeysByUser(fixture.sandbox).size });
+    }
+    await exited;
   }
+  assertEquals(progress.length, 5, `seed ${seed}: every kill landed mid-run`);
+  for (const [i, { before, atKill }] of progress.entries()) {
+    assert.ok(
+      atKill >= before + 10 && atKill < upns.length,
+      `seed ${seed}: kill ${i + 1} at ${atKill} (${before} before)`,
+    );
+    if (i > 0) assert.ok(before >= progress[i - 1]!.atKill, "no passkey disappears");
+  }
+  const kills = progress.length;
   const final = await runCli(fixture.dir, fixture.env, [], "--csv", csv, "--concurrency", "8");
   assertEquals(final.code, 0, `seed ${seed}, ${kills} kills: ${final.stderr}`);
 
@@ -78,8 +89,9 @@ Deno.test("bulk: 500 users at concurrency 8, killed with SIGKILL five times and 
 Deno.test("bulk: with 5% server errors, resets and lost answers and a tight write limit, every user ends provisioned or in failures.csv, once", async () => {
   await using fixture = await bulkFixture({
     users: 130,
-    // 30 writes per 3 s per app and tenant: throttling answers within seconds.
-    throttle: { writesPerAppTenant: { limit: 30, windowSeconds: 3 } },
+    // 40 writes per 30 s per app and tenant, for 120 users: reached unless the run makes fewer
+    // than 1.3 writes a second (a count the run must exceed, not a race against a short window).
+    throttle: { writesPerAppTenant: { limit: 40, windowSeconds: 30 } },
     faults: { serverErrorRate: 0.02, resetRate: 0.02, lostResponseRate: 0.01, seed: 7 },
   });
   const upns = fixture.upns(120);
@@ -180,11 +192,11 @@ Deno.test("bulk --user -: the first Ctrl+C stops a run waiting on stdin, after t
   const child = spawnCliWith(fixture, { stdin: "piped" }, "provision", "--user", "-");
   const stdin = child.stdin.getWriter();
   await stdin.write(new TextEncoder().encode(`${first}\n`));
-  // The run provisions what it was given, then waits for the next line that never comes.
-  while (!passkeysByUser(fixture.sandbox).has(first!)) {
+  // The run provisions what it was given (its row in results.csv, written as the user finishes),
+  // then waits for the next line that never comes.
+  while ((await readOutput(`${fixture.dir}/results.csv`)).length === 0) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  await new Promise((resolve) => setTimeout(resolve, 300));
   child.kill("SIGINT");
   // Guard against a hang (what this test is about): stdin is never closed.
   const guard = setTimeout(() => child.kill("SIGKILL"), 60_000);

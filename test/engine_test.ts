@@ -55,6 +55,8 @@ async function run(
     keyPin?: string | null;
     journal?: string;
     displayName?: string;
+    concurrency?: number;
+    maxAttempts?: number;
   } = {},
 ) {
   await using key = await newTestKey(options.keyPin === null ? {} : { pin: options.keyPin ?? pin });
@@ -66,6 +68,8 @@ async function run(
     : await openJournal(`${w.dir}/${options.journal ?? "run"}.jsonl`, {
       runId: "0123456789ab",
       fingerprint: "f",
+      // As the CLI opens it: finished users stay on disk.
+      keepFinished: false,
     });
   const events: JobEvent[] = [];
   const summary = await runBulk({
@@ -76,7 +80,8 @@ async function run(
     authenticatorAaguid: aaguid,
     interaction: scriptedUser([pin]),
     displayName: options.displayName ?? "Security key",
-    concurrency: 3,
+    concurrency: options.concurrency ?? 3,
+    ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}),
     ...(options.dryRun ? { dryRun: true } : {}),
     ...(options.force ? { force: true } : {}),
     ...(options.replaceExisting ? { replaceExisting: true } : {}),
@@ -227,4 +232,47 @@ Deno.test("engine: a sign-in pass an interrupted browser attempt left is deleted
   );
   const lines = (await Deno.readTextFile(`${w.dir}/run.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
   assertEquals(lines.filter((l) => l.k === upn && "passId" in l).at(-1)?.passId, "");
+});
+
+Deno.test("engine: --replace-existing keeps the older passkey when the new one is refused (failure injected by policy)", async () => {
+  await using w = await world();
+  const users = w.upns.slice(0, 3);
+  const old = await run(w, users, { journal: "old", displayName: "Old key" });
+  assertEquals(old.summary.counts.provisioned, 3);
+  // The tenant now blocks the key's model: every new registration is refused by Graph.
+  await using key = await newTestKey({ pin });
+  const aaguid = formatAaguid((await key.client.getInfo()).aaguid);
+  w.sandbox.tenant.setFido2Policy({
+    keyRestrictions: { isEnforced: true, enforcementType: "block", aaGuids: [aaguid] },
+  });
+  const replaced = await run(w, users, { journal: "new", displayName: "New key", replaceExisting: true });
+  assertEquals(replaced.summary.counts.provisioned, 0);
+  assert.ok(replaced.summary.counts.failed >= 1);
+  assertEquals(replaced.results.length, 0);
+  for (const upn of users) {
+    deepStrictEqual(passkeysByUser(w.sandbox).get(upn)?.map((p) => p.displayName), ["Old key"], upn);
+  }
+});
+
+Deno.test("engine: a provider that answers every call with a server error halts the run after 5 users in a row, not one by one", async () => {
+  await using w = await world();
+  const users = w.upns.slice(0, 12);
+  w.sandbox.faults.configure({ serverErrorRate: 1 });
+  const outcome = await run(w, users, { concurrency: 2, maxAttempts: 1 });
+  assertEquals(outcome.summary.halted?.code, "provider-unavailable");
+  assert.match(outcome.summary.halted!.message, /5 users in a row failed the same way \(graph-error\)/);
+  assert.match(outcome.summary.halted!.message, /Check the network/);
+  // The five, and at most the one other user in flight when the fifth failed.
+  assert.ok(
+    outcome.summary.counts.failed >= 5 && outcome.summary.counts.failed <= 6,
+    String(outcome.summary.counts.failed),
+  );
+  assertEquals(outcome.failures.length, outcome.summary.counts.failed);
+  assert.ok(outcome.events.some((e) => e.type === "stopping" && e.reason === "halt"));
+  assertEquals(passkeysByUser(w.sandbox).size, 0);
+  // A success in between resets the count: with the provider back, the same run finishes everyone.
+  w.sandbox.faults.configure({ serverErrorRate: 0 });
+  const again = await run(w, users);
+  assertEquals(again.summary.halted, undefined);
+  assertEquals(again.summary.counts.provisioned, 12);
 });

@@ -5,6 +5,12 @@
  * earlier run's file at a final name is first kept under a name with its time
  * (`results.2026-11-23T12-40-00.csv`), unless it is the input itself.
  *
+ * With `inPlace` (provision), every file but the input is written under its final name from the
+ * start, so an admin sees rows appear as users finish. Such a file never lies after a crash: each
+ * row is written only after the journal holds the user's outcome, a row cut short is the only
+ * damage (a reader sees an unterminated last line), and the next attempt rewrites the file from the
+ * journal. The input is still staged: it is being read.
+ *
  * @example
  * ```ts
  * import { stageOutputFiles } from "./output_files.ts";
@@ -33,6 +39,8 @@ export interface StageOptions {
   readonly input?: string | undefined;
   /** Keep an earlier run's files aside first (false when resuming a run that owns them). */
   readonly keepEarlier: boolean;
+  /** Write every file but the input under its final name from the start. @default false */
+  readonly inPlace?: boolean;
 }
 
 /** Prepares `finals` for writing; see the module documentation. */
@@ -40,19 +48,19 @@ export async function stageOutputFiles(
   finals: readonly string[],
   options: StageOptions,
 ): Promise<StagedOutputFiles> {
-  if (options.keepEarlier) {
-    const input = options.input === undefined
-      ? undefined
-      : await Deno.realPath(options.input).catch(() => undefined);
-    for (const path of finals) {
-      if (input !== undefined && await Deno.realPath(path).catch(() => undefined) === input) continue;
-      await keepEarlierOutput(path);
-    }
+  const input = options.input === undefined
+    ? undefined
+    : await Deno.realPath(options.input).catch(() => undefined);
+  const staged = new Set<string>();
+  for (const path of finals) {
+    const isInput = input !== undefined && await Deno.realPath(path).catch(() => undefined) === input;
+    if (options.keepEarlier && !isInput) await keepEarlierOutput(path);
+    if (!options.inPlace || isInput) staged.add(path);
   }
   return {
-    path: (final) => `${final}.partial`,
+    path: (final) => staged.has(final) ? `${final}.partial` : final,
     async commit() {
-      for (const final of finals) await Deno.rename(`${final}.partial`, final);
+      for (const final of staged) await Deno.rename(`${final}.partial`, final);
     },
   };
 }

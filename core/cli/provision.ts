@@ -19,6 +19,7 @@ import { Ctap2Client } from "../ctap/client.ts";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import { runBulk } from "../jobs/engine.ts";
 import { openJournal } from "../jobs/journal.ts";
+import { openUserLocks } from "../jobs/user_locks.ts";
 import { openFailuresFile } from "../jobs/output/failures.ts";
 import { openResultsFile } from "../jobs/output/results.ts";
 import { AdaptivePacer } from "../jobs/rate.ts";
@@ -238,7 +239,10 @@ async function runProvision(
   const resultsPath = flags.results ?? (dryRun ? "dry-run-results.csv" : "results.csv");
   const failuresPath = flags.failures ?? (dryRun ? "dry-run-failures.csv" : "failures.csv");
   const journalPath = `${flags.journalDir}/${identity.runId}.jsonl`;
-  await using journal = dryRun ? undefined : await openJournal(journalPath, identity);
+  // Finished users stay on disk (their rows are streamed back): a million of them resume in flat memory.
+  await using journal = dryRun
+    ? undefined
+    : await openJournal(journalPath, { ...identity, keepFinished: false });
   const csvPath = source.kind === "csv" ? source.path : undefined;
   // The browser path: one browser for the run, a private context per user.
   const viaBrowser = flags.via === "browser" || flags.mode === "headful" || flags.manual === true;
@@ -257,9 +261,11 @@ async function runProvision(
     : undefined;
   // Outputs are written beside their final names and put in place at the end of the attempt; a
   // new run first keeps an earlier run's files aside (a resumed one owns what is there).
-  const staged = dryRun
-    ? undefined
-    : await stageOutputFiles([resultsPath, failuresPath], { input: csvPath, keepEarlier: !journal?.resumed });
+  const staged = dryRun ? undefined : await stageOutputFiles([resultsPath, failuresPath], {
+    input: csvPath,
+    keepEarlier: !journal?.resumed,
+    inPlace: true,
+  });
   const outputs = {
     results: staged?.path(resultsPath) ?? resultsPath,
     failures: staged?.path(failuresPath) ?? failuresPath,
@@ -301,6 +307,16 @@ async function runProvision(
       force: flags.force === true,
       ...(flags.replaceExisting ? { replaceExisting: true } : {}),
       ...(journal ? { journal } : {}),
+      // One process per user and tenant on this machine, whatever the run (docs/exactly-once.md).
+      ...(journal
+        ? {
+          userLocks: openUserLocks(`${flags.journalDir}/locks`, {
+            runId: identity.runId,
+            tenant: JSON.stringify([provider.manifest.id, session.tenant ?? providerOptions]),
+          }),
+          onWaitForUser: (text: string) => context.stderr.write(`note: ${text}\n`),
+        }
+        : {}),
       ...(browser
         ? {
           browser: {

@@ -5,8 +5,8 @@
  *
  * One user: `queued` → `resolved` (the provider knows them) → `options` (a challenge) →
  * `created` (the authenticator made the credential, journaled with the ids of the passkeys the
- * user had before) → `registered` (the provider accepted it) → `verified` (the provider lists
- * it). Users who already hold a passkey matching the run's policy (the authenticator's AAGUID,
+ * user had before) → `registered` (the provider accepted it) → `verified` (confirmed: the POST's
+ * answer, or a listing after a lost answer, names the new method; journaled with the result). Users who already hold a passkey matching the run's policy (the authenticator's AAGUID,
  * or the run's display name) are `skipped` unless `force`. Transient failures (throttling, a
  * server error, a lost connection, a lost answer) are retried with backoff up to `maxAttempts`;
  * then, and for every other failure, the user is `failed` with the provider's reason code.
@@ -18,6 +18,15 @@
  *
  * Stopping: `stop` (the first Ctrl+C) lets in-flight users finish and takes no more; `abort`
  * cancels in-flight calls too, leaving their journal state for the next attempt.
+ *
+ * Across processes: with `userLocks`, a user is taken only under their lock (per tenant and object
+ * id, held from before the skip check to the user's end), so two overlapping runs never both
+ * register one user; the second waits and then skips. See docs/exactly-once.md.
+ *
+ * Failures of the run, not of a user: a journal, lock or output file that cannot be written stops
+ * the run at once and is thrown (nobody whose outcome is journaled becomes a failure); a provider
+ * that fails the same transient way for `haltAfterUnavailable` users in a row, with no success in
+ * between, halts it like the other run-wide reasons.
  *
  * The engine formats no text: it reports {@link JobEvent}s and returns a {@link RunSummary}.
  *
@@ -36,7 +45,9 @@ import type {
   UserInteraction,
 } from "../plugin.ts";
 import type { JobListener, RunCounts, RunSummary, UserOutcome } from "./events.ts";
-import type { Journal, UserRecord } from "./journal.ts";
+import { type Journal, journalWriteFailedCode, type UserRecord } from "./journal.ts";
+import { outputWriteFailedCode } from "./output/csv_file.ts";
+import { describeHolder, userLockFailedCode, type UserLocks } from "./user_locks.ts";
 import type { FailuresWriter } from "./output/failures.ts";
 import type { PinRecord } from "./output/pin_output.ts";
 import type { ResultRow, ResultsWriter } from "./output/results.ts";
@@ -96,6 +107,20 @@ export interface BulkRunOptions {
   readonly onEvent?: JobListener;
   /** Users the source is expected to hold: for progress, and to size the table of claimed users. */
   readonly total?: number;
+  /**
+   * One process at a time per user and tenant on this machine (see user_locks.ts): taken before a
+   * user's passkeys are listed, held until the user is finished. Without it only this run's own
+   * journal keeps users from being started twice.
+   */
+  readonly userLocks?: UserLocks;
+  /** Told (once per holder) when a user is held by another process and this run waits for it. */
+  readonly onWaitForUser?: (text: string) => void;
+  /**
+   * Users in a row whose last attempt failed the same transient way (the provider unreachable, 5xx)
+   * with no success in between before the run halts: a provider that is down stops the run instead
+   * of failing every user one by one. @default 5
+   */
+  readonly haltAfterUnavailable?: number;
   /** Attempts per user for transient failures. @default 3 */
   readonly maxAttempts?: number;
   /** First backoff between attempts of one user, ms; doubles. @default 1000 */
@@ -135,6 +160,22 @@ export const haltingReasons: ReadonlySet<string> = new Set([
   "rp-id-not-allowed",
 ]);
 
+/**
+ * Failures of the run, not of a user (its journal, a lock or an output file cannot be written): they stop
+ * the run at once and are thrown by {@link runBulk}; what the journal holds is never lost.
+ */
+const runWideCodes: ReadonlySet<string> = new Set([
+  journalWriteFailedCode,
+  outputWriteFailedCode,
+  userLockFailedCode,
+]);
+
+/** The halt code of a provider that failed the same transient way for several users in a row. */
+export const providerUnavailableCode = "provider-unavailable";
+
+/** A user left for the next attempt of the run (a Ctrl+C while waiting for another process). */
+class LeftForNextAttempt extends Error {}
+
 /** Reasons worth another attempt within the run, besides errors flagged `retryable`. */
 const transientCodes = new Set([outcomeUnknownCode, "throttled"]);
 
@@ -173,27 +214,41 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
   const journal = options.journal;
   let fromEarlierAttempts = 0;
 
-  // Users an earlier attempt finished: their rows again, so each output file lists each user once.
-  const alreadyDone = new Set<string>();
+  // Object ids claimed by a user of this run (seeded from the journal): one person reached by two
+  // references (UPN and object id, a mail alias) is provisioned once.
+  const claimed = new SeenUsers({ expectedUsers: options.total });
+  // Users an earlier attempt finished: their rows again, so each output file lists each user once
+  // (streamed from the journal's file: a million finished users are never held at once).
+  let alreadyDone = 0;
   if (journal && !options.dryRun) {
-    for (const record of journal.users()) {
-      if (record.s !== "verified" && record.s !== "skipped") continue;
-      alreadyDone.add(record.k);
-      await options.results.write(resultRowOf(record));
+    // A few hundred rows in flight at once: the file writes them together, memory stays bounded.
+    let writing: Promise<void>[] = [];
+    for await (const record of journal.finishedAtOpen()) {
+      alreadyDone++;
+      if (record.userId && record.row !== undefined) claimed.admit(record.userId, record.row);
+      writing.push(options.results.write(resultRowOf(record)));
+      if (writing.length >= 256) {
+        await Promise.all(writing);
+        writing = [];
+      }
     }
+    await Promise.all(writing);
   }
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? 4));
   emit({
     type: "run-started",
     runId: options.runId,
     resumed: journal?.resumed ?? false,
-    alreadyDone: alreadyDone.size,
+    alreadyDone,
     ...(options.total === undefined ? {} : { total: options.total }),
     concurrency,
     dryRun: options.dryRun ?? false,
   });
 
+  // Users in a row whose final failure was the same transient one (see haltAfterUnavailable).
+  let unavailable: { code: string; users: number } | undefined;
   const finish = (row: number, user: string, outcome: UserOutcome, code?: string, message?: string) => {
+    if (outcome !== "failed") unavailable = undefined;
     if (outcome === "provisioned") counts.provisioned++;
     else if (outcome === "reconciled") counts.reconciled++;
     else if (outcome === "skipped") counts.skipped++;
@@ -218,9 +273,6 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     halted = { code, message };
     emit({ type: "stopping", reason: "halt", code });
   };
-  // Object ids claimed by a user of this run (seeded from the journal): one person reached by two
-  // references (UPN and object id, a mail alias) is provisioned once.
-  const claimed = new SeenUsers({ expectedUsers: options.total });
   for (const record of journal?.users() ?? []) {
     if (record.userId && record.row !== undefined) claimed.admit(record.userId, record.row);
   }
@@ -233,6 +285,26 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     exclusive: mutex(),
     halt,
     successes: () => counts.provisioned + counts.reconciled + counts.skipped + counts.dryRun,
+    noteFailure: (failure, message) => {
+      const transient = failure !== undefined && failure.retryable && failure.code !== "throttled" &&
+        failure.code !== outcomeUnknownCode;
+      if (!transient) {
+        unavailable = undefined;
+        return;
+      }
+      unavailable = unavailable?.code === failure.code
+        ? { code: failure.code, users: unavailable.users + 1 }
+        : { code: failure.code, users: 1 };
+      const limit = Math.max(1, options.haltAfterUnavailable ?? 5);
+      if (unavailable.users >= limit) {
+        halt(
+          providerUnavailableCode,
+          `${unavailable.users} users in a row failed the same way (${failure.code}) after every retry, ` +
+            `with no success in between: the provider looks unreachable or down (last: ${message}). ` +
+            "Check the network, a proxy, and the provider's service status",
+        );
+      }
+    },
     claim: (userId, row) => {
       const first = claimed.admit(userId, row);
       return first === undefined || first === row ? undefined : first;
@@ -248,18 +320,26 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
   // A worker waiting for the source (stdin a person types into, a slow group listing) stops
   // waiting at Ctrl+C; the row it would have got is left for the next attempt.
   const stopSignals = [options.stop, options.abort].filter((signal): signal is AbortSignal => !!signal);
-  const stopped = stopSignals.length === 0 ? undefined : new Promise<undefined>((resolve) => {
-    const any = AbortSignal.any(stopSignals);
-    if (any.aborted) resolve(undefined);
-    else any.addEventListener("abort", () => resolve(undefined), { once: true });
-  });
+  const stopSignal = stopSignals.length === 0 ? undefined : AbortSignal.any(stopSignals);
   let abandoned = false;
+  // One listener per wait, removed after it: a race against one long-lived "stopped" promise would
+  // leave a reaction (holding the row) on it per row, 560 MB for a million rows.
   const nextRow = async (): Promise<IteratorResult<SourceRow> | undefined> => {
     const next = iterator.next();
-    if (!stopped) return await next;
-    const first = await Promise.race([next, stopped]);
-    if (first === undefined) abandoned = true;
-    return first;
+    if (!stopSignal) return await next;
+    let onStop = () => {};
+    const stoppedNow = new Promise<undefined>((resolve) => {
+      onStop = () => resolve(undefined);
+      if (stopSignal.aborted) resolve(undefined);
+      else stopSignal.addEventListener("abort", onStop, { once: true });
+    });
+    try {
+      const first = await Promise.race([next, stoppedNow]);
+      if (first === undefined) abandoned = true;
+      return first;
+    } finally {
+      stopSignal.removeEventListener("abort", onStop);
+    }
   };
   const worker = async () => {
     while (!options.stop?.aborted && !options.abort?.aborted && !halted) {
@@ -279,7 +359,7 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
         continue;
       }
       const key = row.user.reference.toLowerCase();
-      if (alreadyDone.has(key)) {
+      if (journal?.isFinished(key) && !options.dryRun) {
         fromEarlierAttempts++;
         continue;
       }
@@ -301,8 +381,14 @@ export async function runBulk(options: BulkRunOptions): Promise<RunSummary> {
     // Ending the source waits for a read in progress: not for one abandoned at Ctrl+C (stdin).
     if (abandoned) iterator.return?.().catch(() => {});
     else await iterator.return?.();
-    await options.results.sync();
-    await options.failures.sync();
+    // An output file that cannot be synced is the run's error, unless an earlier one explains it.
+    for (const file of [options.results, options.failures]) {
+      try {
+        await file.sync();
+      } catch (error) {
+        escaped ??= { error };
+      }
+    }
   }
   if (escaped) throw escaped.error;
   if (options.abort?.aborted) interrupted = true;
@@ -334,6 +420,8 @@ interface UserContext {
   readonly successes: () => number;
   /** Claims an object id for a row; returns the row that claimed it first, if another did. */
   readonly claim: (userId: string, row: number) => number | undefined;
+  /** Counts a user's final failure towards halting a run whose provider is down. */
+  readonly noteFailure: (failure: ProvisioningError | undefined, message: string) => void;
 }
 
 /** One user, with retries of transient failures. */
@@ -349,6 +437,9 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
       return;
     } catch (error) {
       if (options.abort?.aborted) return; // left as journaled, for the next attempt of the run
+      if (error instanceof LeftForNextAttempt) return;
+      // The journal or an output file cannot be written: the run's failure, never this user's.
+      if (error instanceof ProvisioningError && runWideCodes.has(error.code)) throw error;
       const failure = error instanceof ProvisioningError ? error : undefined;
       const code = failure?.code ?? engineReasons.unexpected;
       const message = failure?.message ??
@@ -377,6 +468,7 @@ async function runUser(context: UserContext, row: number, source: SourceUser): P
       // Only while nobody succeeded: after a success, the reason may be this user's alone (a 403
       // for an admin account, a policy that targets some groups).
       if (haltingReasons.has(code) && context.successes() === 0) context.halt(code, hinted);
+      context.noteFailure(failure, hinted);
       return;
     }
   }
@@ -413,6 +505,48 @@ async function attemptUser(
     await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName });
   }
   emit({ type: "user-state", row, user: ref, state: "resolved", detail: `id ${user.id}` });
+
+  // No other process on this machine works on this user until this attempt ends.
+  const lock = await lockUser(context, row, ref, user);
+  try {
+    await provisionResolved(context, row, ref, key, user, prior, pin);
+  } finally {
+    await lock?.release();
+  }
+}
+
+/** Takes the user's lock across processes (when the run has locks), saying whom it waits for. */
+async function lockUser(context: UserContext, row: number, ref: string, user: DirectoryUser) {
+  const { options, emit } = context;
+  if (!options.userLocks) return undefined;
+  const signals = [options.stop, options.abort].filter((x): x is AbortSignal => !!x);
+  const lock = await options.userLocks.acquire({ userId: user.id, user: ref }, {
+    ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
+    onWait: (holder) => {
+      const detail = `waiting: ${describeHolder(holder)} is provisioning this user`;
+      emit({ type: "user-state", row, user: ref, state: "resolved", detail });
+      options.onWaitForUser?.(`${ref} (row ${row}): ${detail}`);
+    },
+  });
+  // Ctrl+C while waiting: nothing was done for this user; the next attempt takes them.
+  if (lock === undefined) throw new LeftForNextAttempt();
+  return lock;
+}
+
+/** The steps after the user is resolved and locked: reconcile or skip, register, verify. */
+async function provisionResolved(
+  context: UserContext,
+  row: number,
+  ref: string,
+  key: string,
+  user: DirectoryUser,
+  prior: UserRecord | undefined,
+  pin: string | undefined,
+): Promise<void> {
+  const { options, emit } = context;
+  const signal = options.abort;
+  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">) =>
+    context.journal ? context.journal.append({ k: key, row, ref, ...fields }) : Promise.resolve();
   // A one-time sign-in pass an interrupted browser attempt left: deleted before anything else.
   if (prior?.passId && options.session.deleteSignInPass) {
     await options.session.deleteSignInPass(user, prior.passId, signal);
@@ -603,15 +737,16 @@ async function attemptUser(
     });
   }
 
-  // 4. Verify: the provider lists the new passkey.
-  const listed = (await options.session.listPasskeys(user, signal)).find((m) => m.id === result.methodId);
-  await done(context, row, ref, key, user, listed ?? { id: result.methodId }, {
+  // 4. Verified: the provider's answer to the POST (201 with the new method), or the listing that
+  // found it after a lost answer, is its confirmation. No second listing: one request fewer per
+  // user (4, against 5 before: resolve, list, creation options, POST), and nothing a listing would
+  // add (it may even lag behind the POST's answer).
+  await done(context, row, ref, key, user, { id: result.methodId }, {
     credentialId: result.credentialId,
-    aaguid: listed?.aaguid ?? result.aaguid,
+    aaguid: result.aaguid,
     reconciled: result.reconciled,
     older: existing,
     ...(device ? { device } : {}),
-    ...(listed ? {} : { note: "registered; the provider does not list it yet" }),
   });
 }
 
@@ -720,8 +855,10 @@ async function done(
       }
       : {}),
   };
+  // Merged before the append: a journal that keeps no finished users forgets the record then.
+  const resultRow = resultRowOf({ ...journal?.get(key), ...verified });
   await journal?.append(verified);
-  await options.results.write(resultRowOf({ ...journal?.get(key), ...verified }));
+  await options.results.write(resultRow);
   emit({
     type: "user-state",
     row,

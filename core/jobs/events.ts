@@ -22,7 +22,7 @@
 /**
  * The states one user moves through. `queued` → `resolved` → `options` → `created` (the
  * authenticator made the credential; about to be sent) → `registered` (the provider accepted it)
- * → `verified` (the provider lists it); or `skipped`, or `failed` with a reason code.
+ * → `verified` (confirmed by the POST's answer or a listing); or `skipped`, or `failed` with a reason code.
  */
 export type UserState =
   | "queued"

@@ -34,6 +34,8 @@
 import { z } from "zod";
 import { concatBytes } from "../bytes.ts";
 import { ProvisioningError } from "../errors.ts";
+import { describeIoError, isNoSpace } from "./disk_errors.ts";
+import { maxRow, SeenUsers } from "./sources/seen_users.ts";
 
 const userStateSchema = z.enum([
   "queued",
@@ -139,10 +141,24 @@ export interface Journal extends AsyncDisposable {
   readonly attempt: number;
   /** The header's `meta`, as the run's first attempt wrote it. */
   readonly meta: Readonly<Record<string, string>>;
-  /** The latest state of a user (by key), merged over all their records. */
+  /**
+   * The latest state of a user (by key), merged over all their records. With `keepFinished: false`,
+   * only for users not finished (see {@link Journal.isFinished}).
+   */
   get(key: string): UserRecord | undefined;
-  /** Every user's latest state, in the order they were first journaled. */
+  /**
+   * Every user's latest state, in the order they were first journaled. With `keepFinished: false`,
+   * only the users not finished.
+   */
   users(): IterableIterator<UserRecord>;
+  /** True when the user's latest state is `verified` or `skipped`. */
+  isFinished(key: string): boolean;
+  /**
+   * The latest record of each user that was finished when the journal was opened (the line that
+   * finished them, once per user even when a user was revoked and finished again), in file order.
+   * With `keepFinished: false` they are read again from the file, never all held at once.
+   */
+  finishedAtOpen(): AsyncIterable<UserRecord>;
   /** Appends a transition; resolves once it is on disk (fsync'd). */
   append(record: UserRecord): Promise<void>;
   close(): Promise<void>;
@@ -154,7 +170,20 @@ export interface OpenJournalOptions extends JournalIdentity {
   now?: () => Date;
   /** Written into the header of a new journal; a resumed one keeps its own. @default {} */
   meta?: Readonly<Record<string, string>>;
+  /**
+   * Hold finished users' records in memory. `false` (bulk runs): only unfinished users are held,
+   * finished ones are a 12-byte fingerprint each (a line number; see sources/seen_users.ts for
+   * the one-in-3·10⁷ chance at a million users that two keys share one), and their rows are
+   * streamed from the file: a journal of a million users resumes in flat memory. @default true
+   */
+  keepFinished?: boolean;
 }
+
+/** The states that finish a user: the engine does not touch them again in this run. */
+const finishedStates: ReadonlySet<string> = new Set(["verified", "skipped"]);
+
+/** The value a finished-users table holds for a user finished once and then reopened (revoked). */
+const reopened = maxRow;
 
 /**
  * Opens (creating it, 0600, and its folder) or reopens the journal at `path`.
@@ -181,14 +210,19 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
       { hint: "Wait for that run to finish (or stop it), then run the same command again", exitCode: 2 },
     );
   }
+  // Sized once from the file (a finished user's lines take 400 bytes or more): no doubling, which
+  // would hold the old and the new table at once, and at most 4% of the file's size.
+  const finished = options.keepFinished === false
+    ? new SeenUsers({ expectedUsers: Math.ceil((await file.stat()).size / 400) })
+    : undefined;
   try {
-    const replayed = await replay(file, path, options, state);
+    const replayed = await replay(file, path, options, state, finished);
     attempts = replayed.attempts;
     if (replayed.header) meta = replayed.header.meta ?? {};
     const validLength = replayed.bytes;
     await file.truncate(validLength);
     await file.seek(validLength, Deno.SeekMode.Start);
-    const writer = new GroupCommit(file);
+    const writer = new GroupCommit(file, path, validLength);
     if (validLength === 0) {
       // A new file: its directory entry must survive a power cut too, or a re-run would not find
       // the journal and could repeat what it records.
@@ -206,6 +240,8 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
     }
     await writer.write(JSON.stringify({ t: "attempt", at: now().toISOString() }));
     attempts++;
+    // Line numbers of what this process appends (the header, when new, and the attempt so far).
+    let lines = replayed.lines + (validLength === 0 ? 2 : 1);
     return {
       path,
       runId: options.runId,
@@ -214,10 +250,23 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
       meta,
       get: (key) => state.get(key),
       users: () => state.values(),
+      isFinished: (key) => {
+        if (!finished) return finishedStates.has(state.get(key)?.s ?? "");
+        const line = finished.get(key);
+        return line !== undefined && line !== reopened;
+      },
+      finishedAtOpen: () =>
+        finished ? readFinished(path, validLength, finished) : (async function* () {
+          for (const record of [...state.values()]) if (finishedStates.has(record.s)) yield record;
+        })(),
       async append(record) {
         const stamped = { ...record, at: record.at ?? now().toISOString() };
-        const merged = { ...state.get(record.k), ...stamped };
-        state.set(record.k, merged);
+        const line = ++lines;
+        if (finished) {
+          track(state, finished, record.k, stamped, line);
+        } else {
+          state.set(record.k, { ...state.get(record.k), ...stamped });
+        }
         await writer.write(JSON.stringify({ t: "user", ...stamped }));
       },
       close: () => writer.close(),
@@ -273,6 +322,8 @@ interface Replayed {
   readonly bytes: number;
   readonly attempts: number;
   readonly header: z.infer<typeof headerSchema> | undefined;
+  /** Lines in the valid part. */
+  readonly lines: number;
 }
 
 /**
@@ -286,6 +337,7 @@ async function replay(
   path: string,
   identity: JournalIdentity | undefined,
   state: Map<string, UserRecord>,
+  finished?: SeenUsers,
 ): Promise<Replayed> {
   const decoder = new TextDecoder();
   let bytes = 0;
@@ -293,6 +345,7 @@ async function replay(
   let attempts = 0;
   let header: z.infer<typeof headerSchema> | undefined;
   let bad: { lineNumber: number; error: unknown } | undefined;
+  let lines = 0;
   const corrupt = (at: { lineNumber: number; error: unknown }) =>
     new ProvisioningError(
       "journal-corrupt",
@@ -333,32 +386,90 @@ async function replay(
       attempts++;
     } else if (parsed.t === "user") {
       const { t: _t, ...record } = parsed;
-      state.set(record.k, { ...state.get(record.k), ...record });
+      if (finished) track(state, finished, record.k, record, lineNumber);
+      else state.set(record.k, { ...state.get(record.k), ...record });
     }
     bytes += lineBytes.length + 1;
+    lines = lineNumber;
   };
 
+  for await (const line of linesOf(file, Infinity, () => bad && corrupt(bad))) handle(line);
+  // A torn last line was never handed out, and `bad` is an unreadable last one: both cut off.
+  return { bytes, attempts, header, lines };
+}
+
+/**
+ * The complete lines of `file` from its start within its first `limit` bytes (the line feed not
+ * included); a last line without its line feed is not one. `beforeMore` may throw to stop when
+ * more bytes follow a line the caller found bad.
+ */
+async function* linesOf(
+  file: Deno.FsFile,
+  limit: number,
+  beforeMore: () => Error | undefined = () => undefined,
+): AsyncGenerator<Uint8Array> {
   await file.seek(0, Deno.SeekMode.Start);
   const buffer = new Uint8Array(1 << 16);
   let carry: Uint8Array[] = [];
-  while (true) {
+  let offset = 0;
+  while (offset < limit) {
     const n = await file.read(buffer);
     if (n === null) break;
+    const end = Math.min(n, limit - offset);
+    offset += n;
     let start = 0;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < end; i++) {
       if (buffer[i] !== 10) continue;
       const piece = buffer.subarray(start, i);
-      handle(carry.length === 0 ? piece : concatBytes(...carry, piece));
+      yield carry.length === 0 ? piece : concatBytes(...carry, piece);
       carry = [];
       start = i + 1;
     }
-    if (start < n) {
-      if (bad) throw corrupt(bad);
-      carry.push(buffer.slice(start, n));
+    if (start < end) {
+      const stop = beforeMore();
+      if (stop) throw stop;
+      carry.push(buffer.slice(start, end));
     }
   }
-  // What is left in `carry` is a torn last line, and `bad` an unreadable last one: both cut off.
-  return { bytes, attempts, header };
+}
+
+/**
+ * Records a transition in the compact state: a finishing one leaves only the line number of the
+ * user's latest outcome; any other one is merged into the user's record (started afresh when the
+ * user had been finished and is now reopened, e.g. revoked).
+ */
+function track(
+  state: Map<string, UserRecord>,
+  finished: SeenUsers,
+  key: string,
+  record: UserRecord,
+  line: number,
+): void {
+  if (finishedStates.has(record.s)) {
+    finished.put(key, line);
+    state.delete(key);
+    return;
+  }
+  const was = finished.get(key);
+  if (was !== undefined && was !== reopened) finished.put(key, reopened);
+  state.set(key, { ...state.get(key), ...record });
+}
+
+/** The records of the users finished within the first `length` bytes, from the file. */
+async function* readFinished(path: string, length: number, finished: SeenUsers): AsyncGenerator<UserRecord> {
+  using file = await Deno.open(path, { read: true });
+  const decoder = new TextDecoder();
+  let lineNumber = 0;
+  for await (const bytes of linesOf(file, length)) {
+    lineNumber++;
+    if (lineNumber === 1) continue;
+    // Checked line by line when the journal was opened: the same bytes, read again.
+    const parsed = JSON.parse(decoder.decode(bytes)) as z.infer<typeof lineSchema>;
+    if (parsed.t !== "user" || !finishedStates.has(parsed.s)) continue;
+    if (finished.get(parsed.k) !== lineNumber) continue; // finished again later, or reopened
+    const { t: _t, ...record } = parsed;
+    yield record;
+  }
 }
 
 /** fsync of a folder (its entries), where the platform allows it; best effort elsewhere. */
@@ -372,20 +483,34 @@ async function syncFolder(folder: string): Promise<void> {
   }
 }
 
-/** Appends lines; concurrent writes share one write and one fsync. */
+/**
+ * Appends lines; concurrent writes share one write and one fsync. After a write or fsync fails (a
+ * full disk), every pending and later write is refused at once with the same error: appending after
+ * a partial line would corrupt the journal in its middle, and nothing may wait for a flush that will
+ * never come.
+ */
 class GroupCommit {
   readonly #file: Deno.FsFile;
+  readonly #path: string;
   #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
   #flushing: Promise<void> | undefined;
   #closed = false;
-  #failed: unknown;
+  #failed: ProvisioningError | undefined;
 
-  constructor(file: Deno.FsFile) {
+  /** Bytes of whole lines in the file: a failed write is cut back to this. */
+  #length: number;
+
+  constructor(file: Deno.FsFile, path: string, length: number) {
     this.#file = file;
+    this.#path = path;
+    this.#length = length;
   }
 
   write(line: string): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error("Cannot write to the journal: it is closed"));
+    if (this.#failed) return Promise.reject(this.#failed);
+    if (this.#closed) {
+      return Promise.reject(new Error(`Cannot write to the journal ${this.#path}: it is closed`));
+    }
     return new Promise((resolve, reject) => {
       this.#pending.push({ line, resolve, reject });
       this.#flushing ??= this.#flush();
@@ -393,6 +518,9 @@ class GroupCommit {
   }
 
   async #flush(): Promise<void> {
+    // Never settles synchronously (so `#flushing` is never left holding a settled flush), and
+    // every append of this turn of the event loop joins the first batch.
+    await Promise.resolve();
     while (this.#pending.length > 0) {
       const batch = this.#pending;
       this.#pending = [];
@@ -405,12 +533,13 @@ class GroupCommit {
         let written = 0;
         while (written < data.length) written += await this.#file.write(data.subarray(written));
         await this.#file.sync();
+        this.#length += data.length;
         for (const p of batch) p.resolve();
       } catch (error) {
-        // A write that failed halfway (a full disk) may have left part of a line: appending after
-        // it would corrupt the journal in its middle, so every later append fails too.
-        this.#failed = error;
-        for (const p of batch) p.reject(error);
+        this.#failed = journalWriteError(this.#path, error);
+        // No torn line is left for the next attempt to cut (cutting frees space: it works when full).
+        await this.#file.truncate(this.#length).catch(() => {});
+        for (const p of batch) p.reject(this.#failed);
       }
     }
     this.#flushing = undefined;
@@ -418,8 +547,26 @@ class GroupCommit {
 
   async close(): Promise<void> {
     if (this.#closed) return;
-    await this.#flushing;
     this.#closed = true;
+    while (this.#flushing) await this.#flushing.catch(() => {});
     this.#file.close();
   }
+}
+
+/** The reason code of a journal that cannot be written: the run stops at once (never a user's failure). */
+export const journalWriteFailedCode = "journal-write-failed";
+
+/** A failed journal write as the admin must read it: the path, the cause, what to do. */
+function journalWriteError(path: string, error: unknown): ProvisioningError {
+  const cause = describeIoError(error);
+  return new ProvisioningError(
+    journalWriteFailedCode,
+    `Cannot write the run's journal ${path}: ${cause}`,
+    {
+      cause: error,
+      hint: `${
+        isNoSpace(error) ? "Free space on the disk that holds it" : "Fix the journal's folder"
+      }, then run the same command again to resume: users in flight are reconciled, none is created twice`,
+    },
+  );
 }

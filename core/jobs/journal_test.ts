@@ -136,3 +136,52 @@ Deno.test("journal: read back in pieces: lines longer than a read, characters sp
     assertEquals(users.get("bob@contoso.com")?.s, "resolved");
     for (const line of (await Deno.readTextFile(path)).trimEnd().split("\n")) JSON.parse(line);
   }));
+
+Deno.test("journal without finished users in memory: finished ones are streamed once each (revoked and re-provisioned: the latest), the rest held", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/run.jsonl`;
+    const compact = { ...identity, keepFinished: false };
+    {
+      await using journal = await openJournal(path, compact);
+      await journal.append({ k: "alice", s: "resolved", row: 2, userId: "id-a", upn: "alice@c" });
+      await journal.append({ k: "alice", s: "verified", row: 2, userId: "id-a", methodId: "m1" });
+      // Revoked by `revoke --run`, then provisioned again under the same run id.
+      await journal.append({ k: "alice", s: "revoked", methodId: "m1" });
+      await journal.append({ k: "alice", s: "verified", row: 2, userId: "id-a", methodId: "m2" });
+      await journal.append({ k: "bob", s: "skipped", row: 3, userId: "id-b", methodId: "m0" });
+      await journal.append({ k: "carol", s: "verified", row: 4, userId: "id-c", methodId: "m3" });
+      await journal.append({ k: "carol", s: "revoked", methodId: "m3" });
+      await journal.append({
+        k: "dave",
+        s: "created",
+        row: 5,
+        userId: "id-d",
+        credentialId: "c4",
+        existing: [],
+      });
+      assert.ok(journal.isFinished("alice"));
+      assertEquals(journal.get("alice"), undefined, "a finished user is not held");
+      assertEquals(journal.get("dave")?.credentialId, "c4");
+    }
+    // Torn last line: cut off, as before.
+    await Deno.writeTextFile(path, '{"t":"user","k":"eve","s":"veri', { append: true });
+    await using again = await openJournal(path, compact);
+    assert.ok(again.isFinished("alice"));
+    assert.ok(again.isFinished("bob"));
+    assert.ok(!again.isFinished("carol"), "revoked: to do again");
+    assert.ok(!again.isFinished("dave"));
+    assertEquals(again.get("carol")?.s, "revoked");
+    assertEquals(again.get("dave")?.s, "created");
+    assertEquals(again.get("alice"), undefined);
+    assertEquals([...again.users()].map((u) => u.k).sort().join(), "carol,dave");
+    const streamed = [];
+    for await (const record of again.finishedAtOpen()) streamed.push(`${record.k}:${record.methodId}`);
+    assertEquals(streamed.join(), "alice:m2,bob:m0");
+    // Finishing in this process: no longer held, and not streamed (the engine wrote its row).
+    await again.append({ k: "dave", s: "verified", row: 5, methodId: "m4" });
+    assert.ok(again.isFinished("dave"));
+    assertEquals(again.get("dave"), undefined);
+    const after = [];
+    for await (const record of again.finishedAtOpen()) after.push(record.k);
+    assertEquals(after.join(), "alice,bob");
+  }));

@@ -6,8 +6,9 @@
  * engine builds on the same steps.
  *
  * Every failure keeps the user's UPN in its message and its reason code in `code`. A registration
- * whose answer was lost (`outcome-unknown`) is reconciled by listing the user's passkeys before it
- * is reported, so that a re-run never creates a second passkey for a first that did get through.
+ * that failed in any way (its answer lost, `outcome-unknown`, or refused) is reconciled by listing
+ * the user's passkeys before it is reported, so that a user holding the passkey is never reported
+ * failed and a re-run never creates a second passkey for a first that did get through.
  *
  * @module
  */
@@ -109,6 +110,7 @@ export class UserProvisioningError extends ProvisioningError {
     super(error.code, `Cannot provision a passkey for ${name}: ${error.message}`, {
       cause: error,
       exitCode: error.exitCode,
+      retryable: error.retryable,
       ...(error.hint === undefined ? {} : { hint: error.hint }),
     });
     this.user = user;
@@ -168,7 +170,12 @@ export async function provisionUser(options: ProvisionUserOptions): Promise<Prov
       () => session.registerPasskey(user, { credential, displayName }, signal),
     );
   } catch (error) {
-    if (!(error instanceof ProvisioningError && error.code === outcomeUnknownCode)) throw error;
+    // No failure of the POST is final before a listing: its answer may have been lost, or a copy
+    // the runtime sent again may have been refused ("challenge already used") after the first got
+    // through. Only an abort skips the look. Without the ids the user had before, only a lost
+    // answer is looked for (by name and time), so that an older passkey is not taken for the new one.
+    if (!(error instanceof ProvisioningError)) throw error;
+    if (error.code !== outcomeUnknownCode && options.existingMethodIds === undefined) throw error;
     const found = await reconcileRegistration({
       session,
       user,

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { ProvisioningError } from "../../errors.ts";
 import { assert, assertEquals, rejects } from "../../../test/assert.ts";
+import { formatCsvRow, formatCsvRowByLibrary } from "./csv_file.ts";
 import { failuresHeader, openFailuresFile } from "./failures.ts";
 import { neutraliseCell, restoreCell } from "./formula.ts";
 import { openResultsFile, type ResultRow } from "./results.ts";
@@ -120,4 +121,14 @@ Deno.test("a NUL in a message is replaced so the file stays readable text", asyn
     await failures.close();
     assert.ok(!(await Deno.readTextFile(path)).includes("\0"));
   });
+});
+
+Deno.test("property: the row formatter writes exactly what csv-stringify (quoted, CRLF) writes", () => {
+  fc.assert(
+    fc.property(fc.array(fc.string({ unit: "binary" }), { minLength: 1, maxLength: 12 }), (cells) => {
+      assertEquals(formatCsvRow(cells), formatCsvRowByLibrary(cells));
+    }),
+    { numRuns: 2000 },
+  );
+  assertEquals(formatCsvRow(["a", "", 'b"c', "=1+2", "x\r\ny"]), '"a",,"b""c","\'=1+2","x\r\ny"\r\n');
 });

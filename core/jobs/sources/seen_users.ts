@@ -114,6 +114,46 @@ export class SeenUsers {
     return undefined;
   }
 
+  /** The number recorded for `reference` (case-insensitive), if any. */
+  get(reference: string): number | undefined {
+    const at = this.#find(reference);
+    return at < 0 ? undefined : this.#slots[at + 2];
+  }
+
+  /**
+   * Records `value` for `reference` (case-insensitive), replacing what was recorded: for tables
+   * whose number changes (the journal's line of a user's latest outcome).
+   *
+   * @throws {RangeError} for a value that is not a whole number from 1 to {@link maxRow}.
+   */
+  put(reference: string, value: number): void {
+    if (!Number.isInteger(value) || value < 1 || value > maxRow) {
+      throw new RangeError(`Cannot record ${value}: values are whole numbers from 1 to ${maxRow}`);
+    }
+    const at = this.#find(reference);
+    if (at >= 0) {
+      this.#slots[at + 2] = value;
+      return;
+    }
+    const h1 = this.#hash1, h2 = this.#hash2;
+    if ((this.#size + 1) * maxLoadDenominator > this.#capacity * maxLoadNumerator) this.#grow();
+    this.#insert(h1, h2, value);
+    this.#size++;
+  }
+
+  /** The slot offset holding `reference`'s fingerprint, or -1; leaves the fingerprint in `#hash1/2`. */
+  #find(reference: string): number {
+    this.#fingerprint(reference.toLowerCase());
+    const h1 = this.#hash1, h2 = this.#hash2;
+    const slots = this.#slots;
+    const capacity = this.#capacity;
+    for (let i = home(h1, capacity);; i = i + 1 === capacity ? 0 : i + 1) {
+      const at = i * 3;
+      if (slots[at + 2] === 0) return -1;
+      if (slots[at] === h1 && slots[at + 1] === h2) return at;
+    }
+  }
+
   /** Puts a fingerprint known to be absent into the first free slot of its probe sequence. */
   #insert(h1: number, h2: number, row: number): void {
     const slots = this.#slots;

@@ -107,3 +107,12 @@ Deno.test("rows outside 1 to 2^32-1 are refused", () => {
   assertEquals(seen.admit("Alice@contoso.com", 3), maxRow);
   assert.ok(seen.size === 1);
 });
+
+Deno.test("SeenUsers put/get: a value replaced in place, case-insensitive, growing past its guess", () => {
+  const table = new SeenUsers({ expectedUsers: 4, seeds: [1, 2] });
+  for (let i = 1; i <= 1000; i++) table.put(`user${i}@contoso.com`, i);
+  for (let i = 1; i <= 1000; i++) table.put(`USER${i}@contoso.com`, i + 5);
+  assertEquals(table.size, 1000);
+  assertEquals(table.get("user7@contoso.com"), 12);
+  assertEquals(table.get("nobody@contoso.com"), undefined);
+});

@@ -32,6 +32,7 @@
  *
  * @module
  */
+import { fetchOnFreshConnection } from "../../../core/tls.ts";
 import type { z } from "zod";
 import denoConfig from "../../../deno.json" with { type: "json" };
 import {
@@ -203,6 +204,8 @@ export class GraphClient {
   readonly #options: GraphClientOptions;
   readonly #retry: Required<RetryOptions>;
   readonly #fetch: typeof fetch;
+  /** For requests that must not be sent twice: never on a reused connection (core/tls.ts). */
+  readonly #freshFetch: typeof fetch;
   readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly #random: () => number;
   readonly #now: () => number;
@@ -221,6 +224,7 @@ export class GraphClient {
       throw new RangeError("Cannot create a Graph client: maxAttempts must be >= 1");
     }
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#freshFetch = fetchOnFreshConnection(this.#fetch);
     this.#sleep = options.sleep ?? sleep;
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
@@ -385,7 +389,7 @@ export class GraphClient {
       );
       const attemptSignal = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
       try {
-        response = await this.#fetch(url, {
+        response = await (idempotent ? this.#fetch : this.#freshFetch)(url, {
           method,
           headers,
           ...(body === undefined ? {} : { body }),
