@@ -47,8 +47,12 @@ export interface Manifest {
  * `prompt()` deep inside a plugin, so a bulk run can answer them from policy or files.
  */
 export interface UserInteraction {
-  /** Ask for an authenticator PIN. `attemptsLeft` is the key's remaining retries, when known. */
-  requestPin(request: { label: string; attemptsLeft?: number }): Promise<string>;
+  /**
+   * Ask for an authenticator PIN. `attemptsLeft` is the key's remaining retries, when known;
+   * `refused` is true when the key refused the PIN given for this same ceremony a moment ago (a
+   * drop in `attemptsLeft` alone proves nothing: another process sharing the key may be mid-check).
+   */
+  requestPin(request: { label: string; attemptsLeft?: number; refused?: boolean }): Promise<string>;
   /** Tell the operator to touch the key (a keep-alive asked for user presence). */
   promptUserPresence(label: string): void;
 }

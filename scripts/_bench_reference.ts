@@ -75,7 +75,7 @@ export async function measureReference(options: {
       interaction: { requestPin: () => Promise.resolve(options.pin), promptUserPresence: () => {} },
       env: () => undefined,
       readSecret: () => Promise.resolve(passphrase),
-    }, { vault: `${dir}/reference.vault` });
+    }, { vault: `${dir}/reference.vault`, vaultGuardDir: `${dir}/guard` });
     await new Ctap2Client(key.device).setPin(options.pin);
     const { info } = sandbox;
     const before = await sandbox.counts();

@@ -4,8 +4,8 @@
  *
  * `deno run -P=bench scripts/_bench_sandbox.ts <users> <latency ms>`
  *
- * Starts a sandbox seeded with `users` users, with the rp id and origin the plugin's own
- * `provisioning sandbox` uses, throttling off (the write limit is `provision_bench.ts`'s subject;
+ * Starts a sandbox seeded with `users` users, with Entra's real rp id and origin (the sandbox's
+ * default, as `provisioning sandbox` uses), throttling off (the write limit is `provision_bench.ts`'s subject;
  * here it would only measure the limit) and `latencyMs` of the sandbox's fault injector as the
  * added latency of every Graph request (the sandbox adds none to OAuth requests). Prints one JSON
  * line on stdout ({@link BenchSandboxInfo}) and serves counters on a second loopback port until
@@ -57,9 +57,7 @@ if (import.meta.main) {
     users,
     throttle: { enabled: false },
     faults: { latencyMs },
-    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
   });
-  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
 
   let requests = 0;
   let firstRequestAt: number | null = null;

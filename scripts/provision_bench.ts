@@ -290,7 +290,7 @@ if (import.meta.main) {
 async function resume(parent: string, users: number): Promise<void> {
   const dir = await Deno.makeTempDir({ dir: parent, prefix: "resume-" });
   await using sandbox = await sandboxFor(25, { throttle: { enabled: false } });
-  const init = await cli(dir, sandbox, ["key", "init", "--kdf-iterations", "1000", "--set-pin"]);
+  const init = await cli(dir, sandbox, ["key", "init", "--kdf-iterations", "100000", "--set-pin"]);
   if (init.code !== 0) throw new Error(`key init failed: ${init.stderr}`);
   const upn = (i: number) => `user${String(i).padStart(7, "0")}@contoso.sandbox`;
   await writeCsv(

@@ -13,24 +13,24 @@ export const keyPinEnv = "PROVISIONING_KEY_PIN";
 
 /**
  * The context's interaction, answering PIN prompts from PROVISIONING_KEY_PIN when it is set. A
- * fixed PIN cannot get better by asking again: when the key asks once more with fewer retries left
- * than the last time (it refused the PIN), this fails with `pin-invalid` instead of spending the
- * key's retries until it locks.
+ * fixed PIN cannot get better by asking again: when the key refused it for this ceremony and asks
+ * once more (`refused`), this fails with `pin-invalid` instead of spending the key's retries until
+ * it locks. A lower `attemptsLeft` alone is not a refusal: another process sharing the key (two
+ * runs on one vault) lowers it while it checks its own PIN.
  */
 export function pinFromEnvironment(context: CliContext): UserInteraction {
   const pin = context.env(keyPinEnv);
   if (!pin) return context.interaction;
-  const lastRetries = new Map<string, number>();
   return {
-    requestPin: ({ label, attemptsLeft }) => {
-      const last = lastRetries.get(label);
-      if (attemptsLeft !== undefined) lastRetries.set(label, attemptsLeft);
-      if (last !== undefined && attemptsLeft !== undefined && attemptsLeft < last) {
+    requestPin: ({ label, attemptsLeft, refused }) => {
+      if (refused === true) {
         return Promise.reject(
           new ProvisioningError("pin-invalid", `Cannot use the PIN in ${keyPinEnv}: ${label} refused it`, {
-            hint: `Set the key's PIN in ${keyPinEnv}; ${attemptsLeft} attempt${
-              attemptsLeft === 1 ? "" : "s"
-            } left before the key locks`,
+            hint: `Set the key's PIN in ${keyPinEnv}${
+              attemptsLeft === undefined
+                ? ""
+                : `; ${attemptsLeft} attempt${attemptsLeft === 1 ? "" : "s"} left before the key locks`
+            }`,
           }),
         );
       }

@@ -52,7 +52,11 @@ export async function obtainPinToken(request: {
 
   for (let prompt = 1;; prompt++) {
     const { retries } = await request.client.getPinRetries();
-    const pin = await request.interaction.requestPin({ label: request.label, attemptsLeft: retries });
+    const pin = await request.interaction.requestPin({
+      label: request.label,
+      attemptsLeft: retries,
+      ...(prompt > 1 ? { refused: true } : {}),
+    });
     try {
       return await request.client.getPinToken({ pin, permissions: request.permission, rpId: request.rpId });
     } catch (error) {
