@@ -27,8 +27,10 @@
 import type { BrowserHandle, UserContext } from "../../../core/browser/driver.ts";
 import { type BridgeEvent, WebAuthnBridge } from "../../../core/browser/bridge.ts";
 import { captureFailure } from "../../../core/browser/debug_capture.ts";
+import { FlowCapture } from "../../../core/browser/flow_capture.ts";
 import type { BrowserFlow } from "../../../core/browser/flow.ts";
-import { runSteps, StepFailure } from "../../../core/browser/steps.ts";
+import { type RoutedOrigins, routeOrigin } from "../../../core/browser/route_origin.ts";
+import { runFlow, StepFailure } from "../../../core/browser/steps.ts";
 import { ProvisioningError } from "../../../core/errors.ts";
 import type { Authenticator, DirectoryUser, PasskeyMethod, UserInteraction } from "../../../core/plugin.ts";
 import type { Page } from "puppeteer-core/internal/puppeteer-core-browser.js";
@@ -37,6 +39,7 @@ import type { EntraSession } from "../session.ts";
 import { BrowserFlowError, browserReasons, describeReason } from "./errors.ts";
 import { automaticFlow, manualFlow } from "./flows.ts";
 import { sleep } from "../../../core/sleep.ts";
+import { getFido2Policy, getTapPolicy } from "../graph/policies.ts";
 
 /** What {@link registerInBrowser} needs. */
 export interface RegisterInBrowserOptions {
@@ -73,7 +76,15 @@ export interface RegisterInBrowserOptions {
   onStep?: (step: string) => void;
   /** Replaces the data file's flow (a tenant with localised or changed pages). */
   flow?: BrowserFlow;
+  /**
+   * `--capture-flow DIR`: saves, before each screen the flow answers and at its end, the URL, a
+   * sanitized DOM snapshot and a masked screenshot into `DIR/<user>/` (core/browser/flow_capture.ts).
+   */
+  captureDir?: string;
 }
+
+/** The ceremony origin of Microsoft's Security info, served by the sandbox when the target is one. */
+const ceremonyOrigin = "https://login.microsoft.com";
 
 /** What a successful registration yields. */
 export interface BrowserRegistration {
@@ -99,65 +110,89 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
   const startUrl = options.startUrl ?? startUrlFor(flow, session, upn);
   const displayName = session.checkDisplayName(options.displayName, user);
   const toolSignsIn = options.mode === "automatic" || (options.manualSignIn ?? "tool") === "tool";
+  // Never spend a pass on a flow that cannot finish: the policies first, the page before the pass.
+  await checkPolicies(session, upn, signal);
 
   const before = new Set((await session.listPasskeys(user, signal)).map((m) => m.id));
-  const issuePass = toolSignsIn || options.showTemporaryAccessPass !== undefined;
-  const tap = issuePass
-    ? await session.createTemporaryAccessPass(user, {
+  let tap: TemporaryAccessPass | undefined;
+  const issuePass = async () => {
+    if (tap) return;
+    tap = await session.createTemporaryAccessPass(user, {
       isUsableOnce: true,
       ...(options.tapLifetimeInMinutes === undefined
         ? {}
         : { lifetimeInMinutes: options.tapLifetimeInMinutes }),
       ...(signal ? { signal } : {}),
-    })
-    : undefined;
-  if (tap && options.onPassIssued) {
-    try {
-      await options.onPassIssued(tap.id);
-    } catch (error) {
-      // Not recorded, so no later attempt would find it: it must not outlive this call.
-      await deletePass(session, user, tap);
-      throw error;
-    }
-  }
-  if (tap && !toolSignsIn) {
-    options.showTemporaryAccessPass?.({
-      userPrincipalName: upn,
-      reveal: () => tap.reveal(),
     });
+    if (options.onPassIssued) {
+      try {
+        await options.onPassIssued(tap.id);
+      } catch (error) {
+        // Not recorded, so no later attempt would find it: it must not outlive this call.
+        const issued = tap;
+        tap = undefined;
+        await deletePass(session, user, issued);
+        throw error;
+      }
+    }
+  };
+  if (!toolSignsIn && options.showTemporaryAccessPass) {
+    await issuePass();
+    const issued = tap!;
+    options.showTemporaryAccessPass({ userPrincipalName: upn, reveal: () => issued.reveal() });
   }
 
   let context: UserContext | undefined;
   let page: Page | undefined;
   let bridge: WebAuthnBridge | undefined;
+  let routes: RoutedOrigins | undefined;
   let step = "open-browser";
   let outcome: BrowserRegistration | undefined;
   let failure: BrowserFlowError | undefined;
+  const capture = options.captureDir === undefined ? undefined : new FlowCapture({
+    dir: options.captureDir,
+    label: upn,
+    maskSelectors: flow.maskSelectors,
+    displayName,
+  });
+  const secrets = () => tap ? [tap.reveal()] : [];
   try {
     context = await options.browser.newContext();
     page = await context.newPage();
+    const sandbox = session.cloud.name === "sandbox";
+    if (sandbox) {
+      // The ceremony runs on login.microsoft.com as on real tenants; for a sandbox target that
+      // origin is served by the sandbox, in this page only.
+      routes = await routeOrigin(page, [{ from: ceremonyOrigin, to: session.cloud.loginBase }]);
+    }
     bridge = await WebAuthnBridge.install(page, {
       authenticator: options.authenticator,
       interaction: options.interaction,
-      allowedRpIds: session.allowedRpIds,
+      allowedRpIds: sandbox && !session.allowedRpIds.includes("login.microsoft.com")
+        ? [...session.allowedRpIds, "login.microsoft.com"]
+        : session.allowedRpIds,
       ...(signal ? { signal } : {}),
     });
     await options.onPage?.(page);
     step = "open-start-page";
     await page.goto(startUrl, { waitUntil: "domcontentloaded", timeout: 60_000 });
 
-    const values = { upn, displayName, ...(tap ? { tap: () => tap.reveal() } : {}) };
-    const steps = toolSignsIn ? flow.steps : [];
-    await runSteps(page, steps, {
-      values,
-      failures: flow.failures,
-      bridge,
-      ...(signal ? { signal } : {}),
-      onStep: (s) => {
-        step = s.name;
-        options.onStep?.(s.name);
-      },
-    });
+    const values = { upn, displayName, tap: () => tap?.reveal() ?? "" };
+    if (toolSignsIn) {
+      const currentPage = page;
+      await runFlow(page, flow, {
+        values,
+        bridge,
+        ...(signal ? { signal } : {}),
+        beforeScreen: async (screen, nth) => {
+          step = screen.name;
+          if (nth === 1) options.onStep?.(screen.name);
+          await capture?.step(currentPage, screen.name, secrets());
+          if (screen.issuesPass) await issuePass();
+        },
+      });
+      await capture?.step(page, "goal", secrets());
+    }
 
     if (options.mode === "automatic") {
       step = "confirm";
@@ -169,7 +204,7 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
           "registration-not-confirmed",
           upn,
           step,
-          "the page confirmed, but no security key was created",
+          "the page confirmed, but no passkey was created",
         );
       }
       const method = await findNewPasskey(session, user, before, displayName, 10, 500, signal);
@@ -189,24 +224,29 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
     }
   } catch (error) {
     failure = toFlowError(error, upn, step);
-    if (page && options.debugDir !== false && !page.isClosed()) {
-      const capture = await captureFailure(page, {
-        dir: options.debugDir ?? "debug",
-        step,
-        reason: failure.code,
-        label: upn,
-        message: failure.message,
-        secrets: tap ? [tap.reveal()] : [],
-        maskSelectors: flow.maskSelectors,
-      });
-      failure.debugFiles = [capture.screenshot, capture.html, capture.info].filter((f): f is string => !!f);
+    if (page && !page.isClosed()) {
+      await capture?.step(page, `failed-${failure.code}`, secrets());
+      if (options.debugDir !== false) {
+        const saved = await captureFailure(page, {
+          dir: options.debugDir ?? "debug",
+          step,
+          reason: failure.code,
+          label: upn,
+          message: failure.message,
+          secrets: secrets(),
+          maskSelectors: flow.maskSelectors,
+        });
+        failure.debugFiles = [saved.screenshot, saved.html, saved.info].filter((f): f is string => !!f);
+      }
     }
   } finally {
     await bridge?.close();
+    await routes?.close();
     await context?.close();
   }
 
-  const deleteError = tap ? await deletePass(session, user, tap) : undefined;
+  const issued = tap as TemporaryAccessPass | undefined;
+  const deleteError = issued ? await deletePass(session, user, issued) : undefined;
   if (failure) {
     if (deleteError !== undefined) failure.tapDeleteError = deleteError;
     throw failure;
@@ -225,6 +265,47 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
     throw error;
   }
   return outcome!;
+}
+
+/** What the policies said, per session, for a few seconds: one read serves a burst of users. */
+const policyChecks = new WeakMap<EntraSession, { at: number; result: Promise<string | undefined> }>();
+
+/**
+ * Refuses before any pass exists when the tenant's policies make the flow impossible: the Passkey
+ * (FIDO2) method disabled or without self-service setup, or the Temporary Access Pass method
+ * disabled. A session that may not read the policies goes on (the page will say).
+ */
+async function checkPolicies(
+  session: EntraSession,
+  upn: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  let entry = policyChecks.get(session);
+  if (!entry || Date.now() - entry.at > 5_000) {
+    entry = { at: Date.now(), result: readPolicyRefusal(session, signal) };
+    policyChecks.set(session, entry);
+  }
+  const refusal = await entry.result;
+  if (refusal) throw new BrowserFlowError(refusal, upn, "check-policy", describeReason(refusal));
+}
+
+async function readPolicyRefusal(
+  session: EntraSession,
+  signal: AbortSignal | undefined,
+): Promise<string | undefined> {
+  try {
+    const [fido2, tap] = await Promise.all([
+      getFido2Policy(session.client, signal ? { signal } : {}),
+      getTapPolicy(session.client, signal ? { signal } : {}),
+    ]);
+    if (tap.state !== "enabled") return "tap-disabled";
+    if (fido2.state !== "enabled" || fido2.isSelfServiceRegistrationAllowed === false) {
+      return "policy-forbids-security-keys";
+    }
+    return undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The start page for the session's cloud, from the flow's `startUrls`. */

@@ -33,7 +33,7 @@
 import { z } from "zod";
 import { x509 } from "../../../core/x509.ts";
 import { createGraphApi, type GraphApi, graphContentType, graphError, type RequestIds } from "./graph.ts";
-import { createSignInPages } from "./pages.ts";
+import { createSignInPages, type SignInPages } from "./pages.ts";
 import {
   createOAuthServer,
   type OAuthServer,
@@ -162,6 +162,8 @@ export interface Sandbox extends AsyncDisposable {
   certificate?: string;
   /** The Security info page of the browser path (`${url}/mysignins/security-info`). */
   securityInfoUrl: string;
+  /** The browser path's pages: their variant per user and where the ceremony page is (pages.ts). */
+  pages: SignInPages;
   inspect(): Inspection;
   close(): Promise<void>;
 }
@@ -442,6 +444,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     graph,
     ...(certificate ? { certificate } : {}),
     securityInfoUrl: `${baseUrl}/mysignins/security-info`,
+    pages,
     inspect,
     close,
     [Symbol.asyncDispose]: close,

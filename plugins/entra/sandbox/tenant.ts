@@ -592,12 +592,16 @@ export class SandboxTenant {
 
   // --- WebAuthn challenges ---------------------------------------------------------------------
 
-  /** Issues a fresh 32-byte challenge for a user, valid for `timeoutMinutes`. */
-  issueChallenge(userId: string, timeoutMinutes: number): PendingChallenge {
+  /**
+   * Issues a fresh 32-byte challenge for a user, valid for `timeoutMinutes`; `challenge` (the
+   * base64url of the bytes) replaces the random one, e.g. the Security info ceremony's, whose
+   * bytes are a JWE string.
+   */
+  issueChallenge(userId: string, timeoutMinutes: number, challenge?: string): PendingChallenge {
     this.#pruneChallenges();
     const issuedAt = this.now();
     const pending: PendingChallenge = {
-      challenge: toBase64Url(randomBytes(32)),
+      challenge: challenge ?? toBase64Url(randomBytes(32)),
       userId,
       issuedAt,
       expiresAt: issuedAt + timeoutMinutes * 60_000,
