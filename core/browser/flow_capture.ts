@@ -4,7 +4,8 @@
  * screenshot, so that an admin can send us what their tenant shows, and a capture becomes a
  * regression test (flow_replay.ts runs the flow engine on it offline).
  *
- * The snapshot is serialized from the live page without the values of inputs, without script
+ * The snapshot is serialized from the live page without the values of inputs (a button's label
+ * stays), without script
  * bodies (Microsoft's pages embed flow tokens and canaries there), with every attribute value
  * that looks like a token (40 or more base64/hex characters) and every known secret replaced, and
  * with elements the page did not show marked `data-capture-hidden` so a replay sees what the
@@ -127,7 +128,8 @@ const sanitizedSnapshot = `(secrets) => {
     let out = "<" + tag;
     for (const attr of node.attributes) {
       const name = attr.name.toLowerCase();
-      if (name === "value" || name.startsWith("on") || name === "data-provisioning-target") continue;
+      const isLabel = tag === "input" && ["submit", "button", "reset"].includes((node.getAttribute("type") || "").toLowerCase());
+      if ((name === "value" && !isLabel) || name.startsWith("on") || name === "data-provisioning-target") continue;
       let value = attr.value;
       if (urlAttrs.has(name)) value = value.split(/[?#]/)[0];
       out += " " + name + '="' + escapeAttr(scrub(value)) + '"';

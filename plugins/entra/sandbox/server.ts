@@ -10,8 +10,9 @@
  * - `POST /_sandbox/policy` — `{ fido2?, temporaryAccessPass?, trustAttestationRoots?,
  *   clearTrustedAttestationRoots? }`: changes the method policies at run time.
  * - `POST /_sandbox/throttle`, `POST /_sandbox/faults` — change limits and faults at run time.
- * - `/login`, `/mysignins/security-info`, `/mysignins/api/fido2/*` — the web pages of the browser
- *   path (`pages.ts`): sign-in with a Temporary Access Pass and the Security info wizard.
+ * - `/login`, `/{tenant}/fido/create`, `/mysignins/security-info`, `/mysignins/register`,
+ *   `/mysignins/api/*` — the web pages of the browser path (`pages.ts`): sign-in with a Temporary
+ *   Access Pass and the Security info wizard, the ceremony page on `login.microsoft.com`.
  *
  * The `_sandbox` paths have no Microsoft counterpart and no authentication: the sandbox listens
  * on loopback only.
