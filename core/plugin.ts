@@ -277,6 +277,8 @@ export interface BrowserRegistrationOptions {
   readonly mode: "automatic" | "manual";
   /** Where failure screenshots (secrets masked) go; `false` for none. */
   readonly debugDir?: string | false;
+  /** `--capture-flow DIR`: evidence of every step (URL, sanitized DOM snapshot, masked screenshot). */
+  readonly captureDir?: string;
   readonly signal?: AbortSignal;
   /**
    * Told the id of a one-time sign-in pass as soon as the flow has created it, before the pass is

@@ -60,6 +60,7 @@ interface ProvisionFlags {
   manual?: true;
   browser?: string;
   debugDir: string;
+  captureFlow?: string;
   registerDeeplink?: true;
   provider?: string;
   authenticator?: string;
@@ -116,6 +117,10 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
     )
     .option("--browser <path>", "browser path: Chromium, Chrome or Edge to use (found when left out)")
     .option("--debug-dir <dir>", "browser path: where failure screenshots go (secrets masked)", "debug")
+    .option(
+      "--capture-flow <dir>",
+      "browser path: save every step's URL, sanitized page and masked screenshot, to send us what your tenant shows",
+    )
     .addOption(
       new Option("--automatic-provision", "seed-compatible; provisioning is automatic unless --manual")
         .hideHelp(),
@@ -142,6 +147,11 @@ async function runProvision(
   }
   if (flags.mode !== undefined && flags.mode !== "headless" && flags.mode !== "headful") {
     throw new UsageError(`Cannot provision: --mode ${JSON.stringify(flags.mode)} is not headless or headful`);
+  }
+  if (flags.captureFlow !== undefined && viaBrowserFlag(flags) !== "browser") {
+    throw new UsageError("Cannot use --capture-flow without the browser path: it captures the pages' steps", {
+      hint: "Add --via browser, or leave --capture-flow out",
+    });
   }
   if (flags.registerDeeplink) {
     context.stderr.write(
@@ -307,6 +317,7 @@ async function runProvision(
             browser,
             mode: flags.manual ? "manual" as const : "automatic" as const,
             debugDir: flags.debugDir,
+            ...(flags.captureFlow ? { captureDir: flags.captureFlow } : {}),
           },
         }
         : {}),
