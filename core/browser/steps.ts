@@ -5,7 +5,9 @@
  * flow's order) that shows and may still be answered. Answering a screen means doing its actions
  * with real input events (clicks through puppeteer, text through one `Input.insertText`).
  *
- * Waits are polls with bounds: the whole flow has `timeoutMs`, a flow where no screen was
+ * Waits are polls with bounds, run inside the page (a look waits there up to a second for the
+ * page to show something the flow knows, so a change is seen within tens of milliseconds at one
+ * round trip): the whole flow has `timeoutMs`, a flow where no screen was
  * answered for `stallMs` (and no WebAuthn ceremony is running) stops with `page-changed`, and
  * each action's target has its own timeout. The WebAuthn bridge's failures end the flow at once
  * with the ceremony's own reason.
@@ -87,6 +89,7 @@ interface ScreenRecord {
 export async function runFlow(page: Page, flow: BrowserFlow, options: RunFlowOptions): Promise<FlowOutcome> {
   const started = Date.now();
   const pollMs = options.pollMs ?? 100;
+  const waitMs = Math.max(pollMs, 1_000);
   const records = new Map<string, ScreenRecord>();
   const answered: string[] = [];
   const failuresSeen = new Map<number, number>();
@@ -109,7 +112,9 @@ export async function runFlow(page: Page, flow: BrowserFlow, options: RunFlowOpt
     const eligible = flow.screens.map((s) => mayAnswer(s, records.get(s.name), now));
     let look: PageLook | undefined;
     try {
-      look = await page.evaluate(lookExpression(flow, eligible, options.values)) as PageLook;
+      // The page waits in itself (up to a second) for something to answer: one round trip per
+      // change of the page instead of one per poll.
+      look = await page.evaluate(lookExpression(flow, eligible, options.values, waitMs)) as PageLook;
     } catch (error) {
       lastError = error; // A navigation replaced the document mid-look: look again.
     }
@@ -164,7 +169,8 @@ export async function runFlow(page: Page, flow: BrowserFlow, options: RunFlowOpt
         lastError === undefined ? {} : { cause: lastError },
       );
     }
-    await sleep(pollMs, options.signal);
+    // After a failed look (a navigation in between) look again soon; else after a poll interval.
+    await sleep(look ? pollMs : Math.min(pollMs, 25), options.signal);
   }
 }
 
@@ -303,7 +309,12 @@ function resolve(target: Target | undefined, values: StepValues): Target | undef
 }
 
 /** The page-side look: language, failure, goal, first eligible screen. */
-export function lookExpression(flow: BrowserFlow, eligible: readonly boolean[], values: StepValues): string {
+export function lookExpression(
+  flow: BrowserFlow,
+  eligible: readonly boolean[],
+  values: StepValues,
+  waitMs = 0,
+): string {
   const spec = {
     failures: flow.failures.map((f) => ({
       target: resolve(f.target, values),
@@ -314,7 +325,17 @@ export function lookExpression(flow: BrowserFlow, eligible: readonly boolean[], 
       eligible[i] ? { when: resolve(s.when, values), unless: resolve(s.unless, values) } : null
     ),
   };
-  return `(() => { ${finderSource} return (${lookSource})(${JSON.stringify(spec)}); })()`;
+  return `(() => { ${finderSource}
+    const look = () => { cachedPageText = null; return (${lookSource})(${JSON.stringify(spec)}); };
+    const deadline = performance.now() + ${waitMs};
+    return new Promise((resolve) => {
+      const tick = () => {
+        const found = look();
+        if (found.failure || found.goal || found.screen !== undefined || performance.now() >= deadline) resolve(found);
+        else setTimeout(tick, 40);
+      };
+      tick();
+    }); })()`;
 }
 
 function markExpression(target: Target, values: StepValues, mark: string): string {
@@ -370,7 +391,7 @@ export const finderSource = `
     if (tag === "SCRIPT" || tag === "STYLE") return "";
     if (tag === "INPUT" && ["submit", "button"].includes((node.getAttribute("type") || "").toLowerCase())) return node.value;
     let out = "";
-    for (const child of node.childNodes) out += textOf(child) + (child.nodeType === 1 && getComputedStyle(child).display === "block" ? " " : "");
+    for (const child of node.childNodes) out += child.nodeType === 1 ? " " + textOf(child) + " " : textOf(child);
     return out;
   };
   const roleOf = (element) => {
@@ -411,6 +432,19 @@ export const finderSource = `
     }
     return textOf(element);
   };
+  const roleSelectors = {
+    button: "button, input[type=submit], input[type=button], input[type=reset], input[type=image], [role=button]",
+    link: "a[href], [role=link]",
+    textbox: "input:not([type]), input[type=text], input[type=email], input[type=password], input[type=tel], input[type=search], input[type=url], input[type=number], textarea, [role=textbox]",
+    heading: "h1, h2, h3, h4, h5, h6, [role=heading]",
+    option: "option, [role=option]",
+    combobox: "select, [role=combobox]",
+    checkbox: "input[type=checkbox], [role=checkbox]",
+    listitem: "li, [role=listitem]",
+    dialog: "dialog, [role=dialog]",
+  };
+  let cachedPageText = null;
+  const pageText = () => cachedPageText ??= normal(document.body ? document.body.innerText : "");
   const language = () => (document.documentElement.getAttribute("lang") || "en").toLowerCase().split("-")[0];
   const pick = (byLanguage) => (byLanguage && (byLanguage[language()] || [])) || [];
   const find = (target) => {
@@ -431,21 +465,24 @@ export const finderSource = `
     }
     const names = pick(target.names).map(normal);
     if (target.role && names.length > 0) {
-      for (const element of all("[role], button, a, input, textarea, select, h1, h2, h3, h4, h5, h6, option, dialog, li")) {
-        if (roleOf(element) !== target.role || !visible(element)) continue;
-        if (names.includes(normal(nameOf(element)))) return { element, text: textOf(element) };
+      for (const element of all(roleSelectors[target.role] || "[role=" + target.role + "]")) {
+        if (roleOf(element) !== target.role) continue;
+        if (names.includes(normal(nameOf(element))) && visible(element)) return { element, text: textOf(element) };
       }
     }
     const texts = pick(target.texts).map(normal);
     const contains = pick(target.contains).map(normal).filter(Boolean);
     if (texts.length === 0 && contains.length === 0) return null;
+    // One look at the whole visible text first: most of the time none of the texts is there.
+    const page = pageText();
+    if (!texts.some((t) => page.includes(t)) && !contains.some((c) => page.includes(c))) return null;
     let best = null;
     for (const element of all(target.scope)) {
+      const text = normal(element.innerText);
+      if (!text || !(texts.includes(text) || contains.some((c) => text.includes(c)))) continue;
       if (!visible(element)) continue;
-      const text = normal(textOf(element));
       if (!text) continue;
-      const hit = texts.includes(text) || contains.some((c) => text.includes(c));
-      if (hit && (!best || text.length < best.length)) best = { element, length: text.length };
+      if (!best || text.length < best.length) best = { element, length: text.length };
     }
     return best ? { element: best.element, text: textOf(best.element) } : null;
   };

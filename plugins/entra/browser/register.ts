@@ -111,11 +111,15 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
   const displayName = session.checkDisplayName(options.displayName, user);
   const toolSignsIn = options.mode === "automatic" || (options.manualSignIn ?? "tool") === "tool";
   // Never spend a pass on a flow that cannot finish: the policies first, the page before the pass.
-  await checkPolicies(session, upn, signal);
-
-  const before = new Set((await session.listPasskeys(user, signal)).map((m) => m.id));
+  // Both are read while the browser context opens; the pass waits for them.
+  const prepared = Promise.all([
+    checkPolicies(session, upn, signal),
+    session.listPasskeys(user, signal).then((methods) => new Set(methods.map((m) => m.id))),
+  ]);
+  prepared.catch(() => undefined); // Awaited below; not an unhandled rejection meanwhile.
   let tap: TemporaryAccessPass | undefined;
   const issuePass = async () => {
+    await prepared;
     if (tap) return;
     tap = await session.createTemporaryAccessPass(user, {
       isUsableOnce: true,
@@ -176,6 +180,8 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
     await options.onPage?.(page);
     step = "open-start-page";
     await page.goto(startUrl, { waitUntil: "domcontentloaded", timeout: 60_000 });
+    step = "check-policy";
+    const [, before] = await prepared;
 
     const values = { upn, displayName, tap: () => tap?.reveal() ?? "" };
     if (toolSignsIn) {
