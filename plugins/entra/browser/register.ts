@@ -281,7 +281,7 @@ const policyChecks = new WeakMap<EntraSession, { at: number; result: Promise<str
  * (FIDO2) method disabled or without self-service setup, or the Temporary Access Pass method
  * disabled. A session that may not read the policies goes on (the page will say).
  */
-async function checkPolicies(
+export async function checkPolicies(
   session: EntraSession,
   upn: string,
   signal: AbortSignal | undefined,

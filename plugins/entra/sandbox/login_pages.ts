@@ -105,25 +105,7 @@ export function createLoginPages(
     return html(upnPage(lang, "Your sign-in session expired. Start again."));
   }
 
-  /** Why the pass cannot be used now (the page's words), or undefined once it was redeemed. */
-  function checkPass(user: SandboxUser, value: string): string | undefined {
-    const tap = tenant.temporaryAccessPass(user.id);
-    if (!tap || value === "" || tap.temporaryAccessPass !== value) return passErrors.incorrect;
-    const delay = state.variantFor(user.id).passDelaySeconds * 1000;
-    // Not known to the directory replica that answers yet: refused like an unknown pass, not spent.
-    if (tenant.now() < Date.parse(tap.createdDateTime) + delay) return passErrors.incorrect;
-    switch (tenant.tapUsability(tap).methodUsabilityReason) {
-      case "Expired":
-        return passErrors.expired;
-      case "NotYetValid":
-        return passErrors.notYetValid;
-      case "OneTimeUsed":
-        return passErrors.used;
-      case "DisabledByPolicy":
-        return passErrors.disabled;
-    }
-    return tenant.redeemTemporaryAccessPass(user.id, value) ? undefined : passErrors.expired;
-  }
+  const checkPass = (user: SandboxUser, value: string) => passRefusal(state, user, value);
 
   async function fidoCreate(request: Request): Promise<Response> {
     const form = await request.formData().catch(() => new FormData());
@@ -170,6 +152,30 @@ export function createLoginPages(
     }
     return undefined;
   };
+}
+
+/**
+ * Why the pass cannot be used now (the sign-in page's words), or undefined once it was redeemed
+ * (a one-time pass is spent). Shared by the sign-in page and the ESTS login post (ests.ts).
+ */
+export function passRefusal(state: PageState, user: SandboxUser, value: string): string | undefined {
+  const { tenant } = state;
+  const tap = tenant.temporaryAccessPass(user.id);
+  if (!tap || value === "" || tap.temporaryAccessPass !== value) return passErrors.incorrect;
+  const delay = state.variantFor(user.id).passDelaySeconds * 1000;
+  // Not known to the directory replica that answers yet: refused like an unknown pass, not spent.
+  if (tenant.now() < Date.parse(tap.createdDateTime) + delay) return passErrors.incorrect;
+  switch (tenant.tapUsability(tap).methodUsabilityReason) {
+    case "Expired":
+      return passErrors.expired;
+    case "NotYetValid":
+      return passErrors.notYetValid;
+    case "OneTimeUsed":
+      return passErrors.used;
+    case "DisabledByPolicy":
+      return passErrors.disabled;
+  }
+  return tenant.redeemTemporaryAccessPass(user.id, value) ? undefined : passErrors.expired;
 }
 
 /** "Stay signed in?" when the variant has it, else straight back to where the sign-in started. */

@@ -68,7 +68,7 @@ export function createMySignIns(
   }
 
   async function newMethod(request: Request): Promise<Response> {
-    const user = state.signedInUser(request);
+    const user = state.requestUser(request);
     if (!user) return notSignedIn();
     const body = newBodySchema.safeParse(await request.json().catch(() => undefined));
     if (!body.success) {
@@ -144,7 +144,7 @@ export function createMySignIns(
   }
 
   async function verify(request: Request): Promise<Response> {
-    const user = state.signedInUser(request);
+    const user = state.requestUser(request);
     if (!user) return notSignedIn();
     const body = verifyBodySchema.safeParse(await request.json().catch(() => undefined));
     let data: z.infer<typeof verificationDataSchema> | undefined;

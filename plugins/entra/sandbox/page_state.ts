@@ -141,6 +141,21 @@ export class PageState {
     return this.tenant.user(current.state.userId);
   }
 
+  /**
+   * Security info sessions of API clients (the browserless path): `SessionCtxV2` → user id, made
+   * by `POST /mysignins/api/session/authorize` from a My Sign-Ins access token (ests.ts).
+   */
+  readonly apiSessions = new Map<string, string>();
+
+  /** The user of the request: its sign-in cookie, or its `SessionCtxV2` header. */
+  requestUser(request: Request): SandboxUser | undefined {
+    const signedIn = this.signedInUser(request);
+    if (signedIn) return signedIn;
+    const ctx = request.headers.get("sessionctxv2");
+    const userId = ctx ? this.apiSessions.get(ctx) : undefined;
+    return userId ? this.tenant.user(userId) : undefined;
+  }
+
   /** Sign-in sessions open now. */
   get sessions(): number {
     return this.#sessions.size;

@@ -8,6 +8,9 @@
  * sequence (page_state.ts): the new or the old method picker, interrupts, a pass that is refused
  * for its first seconds, another page language.
  *
+ * The browserless path's requests (ests.ts: the My Sign-Ins app's authorize, `/common/login`,
+ * token and `session/authorize`) are served too.
+ *
  * Paths: `GET/POST /login`, `POST /login/signout`, `POST /{tenant}/fido/create`,
  * `GET /mysignins/security-info`, `GET /mysignins/register[/skip]`,
  * `POST /mysignins/api/authenticationmethods/new|verify`, `POST /mysignins/api/post/newfido`.
@@ -19,6 +22,7 @@
  *
  * @module
  */
+import { createEsts } from "./ests.ts";
 import { createLoginPages } from "./login_pages.ts";
 import { createMySignIns } from "./mysignins.ts";
 import { type BrowserPageVariant, PageState } from "./page_state.ts";
@@ -54,6 +58,7 @@ export function createSignInPages(options: SignInPagesOptions): SignInPages {
   const state = new PageState(options.tenant, options.baseUrl);
   const login = createLoginPages(state);
   const mySignIns = createMySignIns(state);
+  const ests = createEsts(state);
   return {
     get sessions() {
       return state.sessions;
@@ -68,7 +73,7 @@ export function createSignInPages(options: SignInPagesOptions): SignInPages {
     variantFor: (userId) => state.variantFor(userId),
     ceremonyHost: () => state.ceremonyHost(),
     async handle(request, url) {
-      return await login(request, url) ?? await mySignIns(request, url);
+      return await login(request, url) ?? await ests(request, url) ?? await mySignIns(request, url);
     },
   };
 }
