@@ -268,8 +268,13 @@ export interface ProviderSession extends AsyncDisposable {
 
 /** What {@link ProviderSession.registerInBrowser} needs besides the user. */
 export interface BrowserRegistrationOptions {
-  /** The run's one browser (core/browser/driver.ts); each user gets a private context of it. */
-  readonly browser: BrowserHandle;
+  /** The run's one browser (core/browser/driver.ts); each user gets a private context of it. Absent for `via: "tap"`. */
+  readonly browser?: BrowserHandle;
+  /**
+   * `browser` (the default): the provider's pages in `browser`. `tap`: no browser; the requests
+   * the provider's pages make, sent by the tool (`--via tap`).
+   */
+  readonly via?: "browser" | "tap";
   readonly authenticator: Authenticator;
   readonly interaction: UserInteraction;
   readonly displayName: string;

@@ -8,6 +8,8 @@
  */
 import { assert, assertEquals, rejects } from "./assert.ts";
 import { newTestKey, scriptedUser } from "./software_key.ts";
+import { bulkFixture, passkeysByUser, writeUsersCsv } from "./bulk_support.ts";
+import { runCli } from "./cli.ts";
 import { cloudFromSandbox } from "../plugins/entra/cloud.ts";
 import { GraphClient } from "../plugins/entra/graph/client.ts";
 import { EntraSession } from "../plugins/entra/session.ts";
@@ -134,4 +136,32 @@ Deno.test("--via tap: an answer without the recorded shape stops the user and na
   assert(error.message.includes("recorded shape"), error.message);
   assertEquals(sandbox.inspect().temporaryAccessPassesOutstanding, 0);
   assertEquals(sandbox.tenant.fido2Methods(user.id).length, 0);
+});
+
+Deno.test("provision --via tap: three users through the CLI, one passkey each, no pass left", async () => {
+  await using fixture = await bulkFixture({ users: 5 });
+  const upns = fixture.upns(3);
+  const csv = await writeUsersCsv(fixture, upns);
+  const refused = await runCli(fixture.dir, fixture.env, [], "--csv", csv, "--via", "tap", "--manual");
+  assertEquals(refused.code, 2, refused.stderr);
+  const run = await runCli(
+    fixture.dir,
+    fixture.env,
+    [],
+    "--csv",
+    csv,
+    "--via",
+    "tap",
+    "--concurrency",
+    "2",
+    "--no-preflight",
+  );
+  assertEquals(run.code, 0, run.stderr);
+  assert.match(run.stdout, /provisioned\s+3\n/);
+  const held = passkeysByUser(fixture.sandbox);
+  for (const upn of upns) {
+    assertEquals(held.get(upn)?.length, 1, upn);
+    assert.ok(held.get(upn)![0]!.verified);
+  }
+  assertEquals(fixture.sandbox.inspect().temporaryAccessPassesOutstanding, 0);
 });
