@@ -58,7 +58,7 @@ interface World {
 
 Deno.test("the Entra browser path in headless Chromium", async (t) => {
   const clock = { offset: 0 };
-  await using sandbox = await startSandbox({ users: 18, now: () => Date.now() + clock.offset });
+  await using sandbox = await startSandbox({ users: 19, now: () => Date.now() + clock.offset });
   const client = new GraphClient({ baseUrl: sandbox.url, token: tokens(sandbox, clock) });
   await using session = new EntraSession({ client, cloud: cloudFromSandbox(sandbox.url) });
   await using browser = await launchBrowser();
@@ -186,6 +186,18 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
         assertEquals(inspectUser(user).temporaryAccessPass, null);
       },
     );
+
+    await t.step("the ceremony page on the sandbox's own origin (loopback mode) works too", async () => {
+      const user = users[18]!;
+      sandbox.pages.ceremony = "loopback";
+      try {
+        await world.register(user);
+      } finally {
+        sandbox.pages.ceremony = "production";
+      }
+      assertEquals(inspectUser(user).passkeys[0]?.verified, true);
+      assertEquals(inspectUser(user).temporaryAccessPass, null);
+    });
 
     await t.step(
       "a required registration interrupt: stopped with its reason, a screenshot, pass deleted",

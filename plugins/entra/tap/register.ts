@@ -28,7 +28,7 @@ import { create } from "../../../core/webauthn/create.ts";
 import type { TemporaryAccessPass } from "../graph/tap.ts";
 import type { EntraSession } from "../session.ts";
 import { sha256 } from "@noble/hashes/sha2.js";
-import { checkPolicies } from "../browser/register.ts";
+import { checkPolicies } from "../browser/policy_check.ts";
 
 /** The My Sign-Ins single-page app (Register-PasskeyViaTAP.ps1). */
 const mySignInsClientId = "19db86c3-b2b9-44cc-b339-36da233a3be2";
