@@ -55,19 +55,25 @@ Deno.test("--via tap: users provisioned without a browser, verified, no pass lef
       ...extra,
     });
 
-  await t.step("three users end to end, one of them with a pass refused for its first seconds", async () => {
-    sandbox.pages.setVariant({ passDelaySeconds: 2 }, users[2]!.id);
-    for (const user of users.slice(0, 3)) {
-      const result = await register(user, { passRetryPauseMs: 500 });
-      const seen = sandbox.inspect().users.find((u) => u.id === user.id)!;
-      assertEquals(seen.passkeys.length, 1);
-      assertEquals(seen.passkeys[0]!.verified, true);
-      assertEquals(seen.passkeys[0]!.displayName, "TAP path key");
-      assertEquals(seen.passkeys[0]!.id, result.method.id);
-      assertEquals(sandbox.tenant.fido2Methods(user.id)[0]!.credentialId, result.credentialId);
-      assertEquals(seen.temporaryAccessPass, null);
-    }
-  });
+  await t.step(
+    "three users end to end: Stay signed in?, the NGC-MFA claims refresh, a pass refused at first",
+    async () => {
+      // users[0]: "Stay signed in?" (a form that posts itself); users[1]: without it, and Security info
+      // asking for the NGC-MFA claims refresh; users[2]: a pass refused for its first seconds.
+      sandbox.pages.setVariant({ staySignedIn: false, requireNgcMfa: true }, users[1]!.id);
+      sandbox.pages.setVariant({ passDelaySeconds: 2 }, users[2]!.id);
+      for (const user of users.slice(0, 3)) {
+        const result = await register(user, { passRetryPauseMs: 500 });
+        const seen = sandbox.inspect().users.find((u) => u.id === user.id)!;
+        assertEquals(seen.passkeys.length, 1);
+        assertEquals(seen.passkeys[0]!.verified, true);
+        assertEquals(seen.passkeys[0]!.displayName, "TAP path key");
+        assertEquals(seen.passkeys[0]!.id, result.method.id);
+        assertEquals(sandbox.tenant.fido2Methods(user.id)[0]!.credentialId, result.credentialId);
+        assertEquals(seen.temporaryAccessPass, null);
+      }
+    },
+  );
 
   await t.step("a pass spent by someone else first: tap-already-used, pass deleted", async () => {
     const user = users[3]!;

@@ -11,15 +11,15 @@
  *    `sCtx`, `canary`, `apiCanary`, `sessionId` and `urlPost`;
  * 2. `POST /common/login` (form: `login`, `loginfmt`, `accesspass`, `ps=56`, `ctx`, `flowToken`,
  *    `canary`, …) answers a redirect to the redirect URI with `#code=…&state=…`, or the
- *    ConvergedSignIn page again with `strServiceExceptionMessage` when the pass is refused. (A
- *    real tenant may first answer a "Stay signed in?" page with an auto-submitted form; the
- *    sandbox redirects at once.)
+ *    ConvergedSignIn page again with `strServiceExceptionMessage` when the pass is refused; with
+ *    the user's "Stay signed in?" variant, first a KmsiBroker page whose form posts itself
+ *    (`POST /kmsi` in the sandbox) before that redirect;
  * 3. `POST /{tenant}/oauth2/v2.0/token` (authorization code with PKCE, or refresh token) for that
  *    client only, with `Origin: https://mysignins.microsoft.com` required, as for any SPA client
  *    (the script: "Origin header is required on ALL token endpoint calls");
  * 4. `POST /mysignins/api/session/authorize` with the bearer token answers
- *    `{isAuthorized, sessionCtxV2, hasMfaClaim, requireNgcMfaForSecurityInfo}`; the sandbox
- *    never asks for the NGC-MFA claims refresh (`requireNgcMfaForSecurityInfo: false`).
+ *    `{isAuthorized, sessionCtxV2, hasMfaClaim, requireNgcMfaForSecurityInfo}`; with the user's
+ *    `requireNgcMfa` variant, `true` until the token was refreshed with the `ngcmfa` claims.
  *
  * Requests for other clients are left to oauth.ts.
  *
@@ -49,8 +49,9 @@ export function createEsts(state: PageState): (request: Request, url: URL) => Pr
   const { tenant } = state;
   const flows = new Map<string, LoginFlow>();
   const codes = new Map<string, { userId: string; codeChallenge: string; expiresAt: number }>();
-  const tokens = new Map<string, { userId: string; expiresAt: number }>();
+  const tokens = new Map<string, { userId: string; expiresAt: number; ngcMfa: boolean }>();
   const refreshTokens = new Map<string, string>();
+  const kmsi = new Map<string, { userId: string; flow: LoginFlow }>();
   const tenantPaths = new Set([tenant.tenantId, tenant.domain, "common", "organizations"]);
 
   function authorize(url: URL): Response {
@@ -102,9 +103,31 @@ export function createEsts(state: PageState): (request: Request, url: URL) => Pr
       : "Enter your Temporary Access Pass.";
     if (refusal) return html(configPage({ pgid: "ConvergedSignIn", strServiceExceptionMessage: refusal }));
     flows.delete(field("ctx"));
+    if (state.variantFor(user.id).staySignedIn) {
+      // "Stay signed in?" as ESTS answers a script: a KmsiBroker page whose form posts itself.
+      const kmsiToken = toBase64Url(randomBytes(32));
+      kmsi.set(kmsiToken, { userId: user.id, flow });
+      return html(kmsiPage(kmsiToken));
+    }
+    return issueCode(user.id, flow);
+  }
+
+  function issueCode(userId: string, flow: LoginFlow): Response {
     const code = toBase64Url(randomBytes(32));
-    codes.set(code, { userId: user.id, codeChallenge: flow.codeChallenge, expiresAt: tenant.now() + 60_000 });
+    codes.set(code, { userId, codeChallenge: flow.codeChallenge, expiresAt: tenant.now() + 60_000 });
     return redirect(`${flow.redirectUri}#code=${code}&state=${encodeURIComponent(flow.state)}`);
+  }
+
+  async function kmsiPost(request: Request): Promise<Response> {
+    const form = await request.formData().catch(() => new FormData());
+    const pending = kmsi.get(String(form.get("flowToken") ?? ""));
+    kmsi.delete(String(form.get("flowToken") ?? ""));
+    if (!pending) {
+      return html(
+        configPage({ pgid: "ConvergedSignIn", strServiceExceptionMessage: "Your session has timed out." }),
+      );
+    }
+    return issueCode(pending.userId, pending.flow);
   }
 
   async function token(request: Request): Promise<Response | undefined> {
@@ -119,6 +142,7 @@ export function createEsts(state: PageState): (request: Request, url: URL) => Pr
       }, 400);
     }
     let userId: string | undefined;
+    let ngcMfa = false;
     if (body.get("grant_type") === "authorization_code") {
       const code = codes.get(body.get("code") ?? "");
       codes.delete(body.get("code") ?? "");
@@ -129,6 +153,8 @@ export function createEsts(state: PageState): (request: Request, url: URL) => Pr
       ) userId = code.userId;
     } else if (body.get("grant_type") === "refresh_token") {
       userId = refreshTokens.get(body.get("refresh_token") ?? "");
+      // A pass is a passwordless credential: it satisfies the NGC-MFA claims (Register-PasskeyViaTAP.ps1).
+      ngcMfa = /"ngcmfa"/.test(body.get("claims") ?? "");
     }
     if (!userId) {
       return json({
@@ -139,7 +165,7 @@ export function createEsts(state: PageState): (request: Request, url: URL) => Pr
     }
     const access = toBase64Url(randomBytes(32));
     const refresh = toBase64Url(randomBytes(32));
-    tokens.set(access, { userId, expiresAt: tenant.now() + 3600_000 });
+    tokens.set(access, { userId, expiresAt: tenant.now() + 3600_000, ngcMfa });
     refreshTokens.set(refresh, userId);
     return json({
       token_type: "Bearer",
@@ -155,8 +181,15 @@ export function createEsts(state: PageState): (request: Request, url: URL) => Pr
     const grant = bearer ? tokens.get(bearer) : undefined;
     if (!grant || tenant.now() > grant.expiresAt) return json({ isAuthorized: false }, 401);
     const sessionCtxV2 = toBase64Url(randomBytes(48));
-    state.apiSessions.set(sessionCtxV2, grant.userId);
-    return json({ isAuthorized: true, sessionCtxV2, hasMfaClaim: true, requireNgcMfaForSecurityInfo: false });
+    const needsNgc = state.variantFor(grant.userId).requireNgcMfa && !grant.ngcMfa;
+    // A session without the claims Security info needs cannot add methods.
+    if (!needsNgc) state.apiSessions.set(sessionCtxV2, grant.userId);
+    return json({
+      isAuthorized: true,
+      sessionCtxV2,
+      hasMfaClaim: true,
+      requireNgcMfaForSecurityInfo: needsNgc,
+    });
   }
 
   return async (request, url) => {
@@ -171,12 +204,26 @@ export function createEsts(state: PageState): (request: Request, url: URL) => Pr
       return undefined;
     }
     if (url.pathname === "/common/login" && request.method === "POST") return await login(request);
+    if (url.pathname === "/kmsi" && request.method === "POST") return await kmsiPost(request);
     if (url.pathname === "/mysignins/api/session/authorize" && request.method === "POST") {
       await request.body?.cancel();
       return sessionAuthorize(request);
     }
     return undefined;
   };
+}
+
+/** "Stay signed in?" for a script: a KmsiBroker page whose form posts itself (Register-PasskeyViaTAP.ps1). */
+function kmsiPage(flowToken: string): string {
+  return `<!doctype html><html lang="en"><head><title>Working...</title></head><body>
+<form name="hiddenform" action="/kmsi" method="POST">
+<input type="hidden" name="LoginOptions" value="1">
+<input type="hidden" name="type" value="28">
+<input type="hidden" name="flowToken" value="${escapeHtml(flowToken)}">
+</form>
+<script type="text/javascript">//<![CDATA[
+$Config=${JSON.stringify({ pgid: "KmsiBroker" })};
+//]]></script></body></html>`;
 }
 
 /** A sign-in page as ESTS serves it: the page state in `$Config={…};`. */

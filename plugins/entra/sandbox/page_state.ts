@@ -31,6 +31,11 @@ export interface BrowserPageVariant {
   passDelaySeconds: number;
   /** The pages' language (`<html lang>`); the sandbox has English words only, other tags only change the attribute and a few words. */
   language: string;
+  /**
+   * Security info's session asks for the NGC-MFA claims (`requireNgcMfaForSecurityInfo`) until the
+   * token was refreshed with them (the TAP path; Register-PasskeyViaTAP.ps1).
+   */
+  requireNgcMfa: boolean;
 }
 
 /** What every user gets unless {@link PageState.setVariant} said otherwise. */
@@ -40,6 +45,7 @@ export const defaultVariant: BrowserPageVariant = {
   staySignedIn: true,
   passDelaySeconds: 0,
   language: "en",
+  requireNgcMfa: false,
 };
 
 /** Where a browser sign-in stands. */

@@ -6,7 +6,9 @@
  * The sequence follows the recorded session of nathanmcnulty/nathanmcnulty
  * `Entra/passkeys/Register-PasskeyViaTAP.ps1` (February 2026): the My Sign-Ins app's authorize
  * page (`$Config`), `POST /common/login` with `accesspass` and `ps=56`, the code exchange with
- * PKCE (Origin `https://mysignins.microsoft.com`), `POST /api/session/authorize` (`sessionCtxV2`),
+ * PKCE (Origin `https://mysignins.microsoft.com`; a "Stay signed in?" form that posts itself is
+ * followed), `POST /api/session/authorize` (`sessionCtxV2`; with the NGC-MFA claims refresh when
+ * it asks for it),
  * `POST /api/authenticationmethods/new` `{Type: 18}` (double-encoded `Data`), the form post to
  * `login.microsoft.com/{tenant}/fido/create`, the ceremony (rp id and origin of that page,
  * challenge the UTF-8 bytes of the JWE `serverChallenge`), `POST /api/post/newfido`, and the naming
@@ -137,8 +139,8 @@ export async function registerWithPass(
   try {
     await options.onPassIssued?.(tap.id);
     const client = new Client(upn, signal);
-    const accessToken = await signIn(client, hosts, session, upn, tap, options);
-    const sessionCtxV2 = await authorizeSession(client, hosts, accessToken);
+    const tokens = await signIn(client, hosts, session, upn, tap, options);
+    const { accessToken, sessionCtxV2 } = await authorizeSession(client, hosts, tokens);
     const credentialId = await addPasskey(
       client,
       hosts,
@@ -176,7 +178,14 @@ export async function registerWithPass(
   return outcome!;
 }
 
-/** 1–2: the authorize page, then the pass, retried while a new pass is refused. */
+/** The My Sign-Ins tokens of a signed-in user. */
+interface SignedIn {
+  access: string;
+  refresh: string;
+  tokenUrl: string;
+}
+
+/** 1–3: the authorize page, then the pass (retried while a new pass is refused), then the code exchange. */
 async function signIn(
   client: Client,
   hosts: Hosts,
@@ -184,7 +193,7 @@ async function signIn(
   upn: string,
   tap: TemporaryAccessPass,
   options: RegisterWithPassOptions,
-): Promise<string> {
+): Promise<SignedIn> {
   const verifier = toBase64Url(randomBytes(32));
   const challenge = toBase64Url(sha256(new TextEncoder().encode(verifier)));
   const tenant = session.tenant?.split("/").at(-1) ?? "organizations";
@@ -211,7 +220,7 @@ async function signIn(
     if (config.pgid !== "ConvergedSignIn" || !config.sFT || !config.sCtx || !config.canary) {
       throw client.unexpected("authorize", "a ConvergedSignIn $Config with sFT, sCtx and canary");
     }
-    const posted = await client.send("login", new URL(config.urlPost ?? "/common/login", hosts.login), {
+    let posted = await client.send("login", new URL(config.urlPost ?? "/common/login", hosts.login), {
       method: "POST",
       body: new URLSearchParams({
         login: upn,
@@ -225,6 +234,17 @@ async function signIn(
         i19: "10000",
       }),
     });
+    // "Stay signed in?" answers a script with a page whose form posts itself (KmsiBroker).
+    for (let hop = 0; hop < 3 && posted.status === 200; hop++) {
+      const text = await client.lastText();
+      const form = autoSubmitForm(text);
+      if (!form || (parseConfig(text) as { pgid?: string } | undefined)?.pgid === "ConvergedSignIn") break;
+      await posted.body?.cancel();
+      posted = await client.send("kmsi", new URL(form.action, hosts.login), {
+        method: "POST",
+        body: new URLSearchParams(form.fields),
+      });
+    }
     const location = posted.headers.get("location") ?? "";
     const code = /[#?&]code=([^&#]+)/.exec(location)?.[1];
     await posted.body?.cancel();
@@ -241,7 +261,12 @@ async function signIn(
           code_verifier: verifier,
         }),
       });
-      return client.shape("token", tokenSchema, await client.json("token", token)).access_token;
+      const tokens = client.shape("token", tokenSchema, await client.json("token", token));
+      return {
+        access: tokens.access_token,
+        refresh: tokens.refresh_token,
+        tokenUrl: `${hosts.login}/${tenant}/oauth2/v2.0/token`,
+      };
     }
     if (posted.status !== 200) throw client.unexpected("login", "a redirect with #code= or the sign-in page");
     const refused = client.shape("login", configSchema, parseConfig(await client.lastText()));
@@ -269,30 +294,82 @@ function passReason(text: string): string {
   return "tap-refused";
 }
 
-/** 4: Security info's session. */
-async function authorizeSession(client: Client, hosts: Hosts, accessToken: string): Promise<string> {
-  const answer = await client.send("session/authorize", new URL(`${hosts.mySignIns}/api/session/authorize`), {
+/** The claims Security info asks for when `requireNgcMfaForSecurityInfo` (Register-PasskeyViaTAP.ps1). */
+const ngcClaims = JSON.stringify({
+  id_token: { amr: { essential: true, values: ["ngcmfa"] } },
+  access_token: { amr: { essential: true, values: ["ngcmfa"] } },
+});
+
+/**
+ * 4: Security info's session; when it asks for the NGC-MFA claims, the token is refreshed with
+ * them (a pass satisfies them) and the session authorized again. Returns the token to use too.
+ */
+async function authorizeSession(
+  client: Client,
+  hosts: Hosts,
+  tokens: SignedIn,
+): Promise<{ accessToken: string; sessionCtxV2: string }> {
+  const authorize = async (accessToken: string) => {
+    const answer = await client.send(
+      "session/authorize",
+      new URL(`${hosts.mySignIns}/api/session/authorize`),
+      {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${accessToken}`,
+          "content-type": "application/json",
+          origin: mySignInsOrigin,
+        },
+        body: "",
+      },
+    );
+    return client.shape("session/authorize", sessionSchema, await client.json("session/authorize", answer));
+  };
+  const first = await authorize(tokens.access);
+  if (!first.requireNgcMfaForSecurityInfo) {
+    return { accessToken: tokens.access, sessionCtxV2: first.sessionCtxV2 };
+  }
+  const refreshed = await client.send("token (ngcmfa claims)", new URL(tokens.tokenUrl), {
     method: "POST",
-    headers: {
-      authorization: `Bearer ${accessToken}`,
-      "content-type": "application/json",
-      origin: mySignInsOrigin,
-    },
-    body: "",
+    headers: { origin: mySignInsOrigin },
+    body: new URLSearchParams({
+      client_id: mySignInsClientId,
+      scope: `${mySignInsClientId}/.default openid`,
+      grant_type: "refresh_token",
+      refresh_token: tokens.refresh,
+      claims: ngcClaims,
+    }),
   });
-  const session = client.shape(
-    "session/authorize",
-    sessionSchema,
-    await client.json("session/authorize", answer),
-  );
-  if (session.requireNgcMfaForSecurityInfo) {
+  const access = client.shape("token (ngcmfa claims)", tokenSchema, await client.json("token", refreshed))
+    .access_token;
+  const second = await authorize(access);
+  if (second.requireNgcMfaForSecurityInfo) {
     throw new TapPathError(
       "ngc-mfa-required",
-      "Cannot open Security info: the tenant asks for the NGC-MFA claims refresh, which this path does not do yet",
+      `Cannot open Security info for ${client.upn}: it still asks for the NGC-MFA claims after the refresh`,
       { hint: "Use --via browser for these users" },
     );
   }
-  return session.sessionCtxV2;
+  return { accessToken: access, sessionCtxV2: second.sessionCtxV2 };
+}
+
+/** The first form of a page that posts itself: its action and hidden fields. */
+function autoSubmitForm(html: string): { action: string; fields: Record<string, string> } | undefined {
+  const form = /<form\b([^>]*)>([\s\S]*?)<\/form>/i.exec(html);
+  const action = form ? /\baction="([^"]+)"/i.exec(form[1]!)?.[1] : undefined;
+  if (!form || !action) return undefined;
+  const fields: Record<string, string> = {};
+  for (const input of form[2]!.matchAll(/<input\b([^>]*)>/gi)) {
+    const name = /\bname="([^"]*)"/i.exec(input[1]!)?.[1];
+    const value = /\bvalue="([^"]*)"/i.exec(input[1]!)?.[1] ?? "";
+    if (name) {
+      fields[name] = value.replace(/&#(\d+);/g, (_, c) => String.fromCharCode(Number(c))).replace(
+        /&amp;/g,
+        "&",
+      );
+    }
+  }
+  return { action: action.replace(/&amp;/g, "&"), fields };
 }
 
 /** 5–8: new method, fido/create, the ceremony, newfido, verify with the name. */
@@ -575,7 +652,9 @@ class Client {
           retryable: true,
         });
       }
-      if (response.status === 200 && endpoint === "login") this.#last = await response.clone().text();
+      if (response.status === 200 && (endpoint === "login" || endpoint === "kmsi")) {
+        this.#last = await response.clone().text();
+      }
       return response;
     }
     throw this.unexpected(endpoint, "at most 10 redirects");
