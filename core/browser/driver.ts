@@ -58,6 +58,8 @@ export interface LaunchBrowserOptions {
   profileParent?: string;
   /** How long the browser may take to open its DevTools port. @default 30000 */
   launchTimeoutMs?: number;
+  /** Environment variables for the browser besides the inherited ones (e.g. `DISPLAY` for a headful test). */
+  env?: Record<string, string>;
 }
 
 /** The browser did not start. Code `browser-launch-failed`. */
@@ -245,8 +247,15 @@ export async function launchBrowser(options: LaunchBrowserOptions = {}): Promise
           stdin: "piped",
           stdout: "null",
           stderr: "piped",
+          ...(options.env ? { env: options.env } : {}),
         }).spawn()
-        : new Deno.Command(executablePath, { args, stdin: "null", stdout: "null", stderr: "piped" }).spawn();
+        : new Deno.Command(executablePath, {
+          args,
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+          ...(options.env ? { env: options.env } : {}),
+        }).spawn();
     } catch (error) {
       // No shell, or no permission to run it (a narrower permission set): the browser alone.
       if (!watched) throw error;

@@ -41,6 +41,12 @@ export interface RunFlowOptions {
   beforeScreen?: (screen: FlowScreen, nth: number) => Promise<void> | void;
   /** Milliseconds between two looks at the page. @default 100 */
   pollMs?: number;
+  /**
+   * `stop` (the default): a page in a language the flow has no texts for stops the flow with
+   * `page-language-unsupported`. `continue`: go on with what does not depend on words (selectors);
+   * for a person at the window who does the rest (manual mode).
+   */
+  unsupportedLanguage?: "stop" | "continue";
 }
 
 /** What a finished flow did: the screens answered, in order. */
@@ -119,7 +125,7 @@ export async function runFlow(page: Page, flow: BrowserFlow, options: RunFlowOpt
       lastError = error; // A navigation replaced the document mid-look: look again.
     }
     if (look) {
-      checkLanguage(flow, look.lang, current());
+      if (options.unsupportedLanguage !== "continue") checkLanguage(flow, look.lang, current());
       if (look.failure) {
         const failure = flow.failures[look.failure.index]!;
         const since = failuresSeen.get(look.failure.index) ?? now;
@@ -201,7 +207,7 @@ function checkLanguage(flow: BrowserFlow, lang: string, step: string): void {
     {
       pageText: `the page's language is "${lang}"`,
       hint:
-        "Run this user with --manual (the admin adds the key in the window), or switch the account's display language to English",
+        "Run this user with --mode headful (the flow falls back to manual mode) or --manual, or switch the account's display language to English",
     },
   );
 }

@@ -37,7 +37,7 @@ export const browserReasons: Readonly<Record<string, { meaning: string; hint: st
   "page-language-unsupported": {
     meaning: "the sign-in or Security info page is in a language the flow has no texts for",
     hint:
-      "Run this user with --manual (the admin adds the key in the window), or set the account's display language to English",
+      "Run this user with --mode headful (the flow falls back to manual mode: the admin finishes in the window) or --manual, or set the account's display language to English",
   },
   "security-info-registration-required": {
     meaning:

@@ -184,23 +184,53 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
     const [, before] = await prepared;
 
     const values = { upn, displayName, tap: () => tap?.reveal() ?? "" };
+    const currentPage = page;
+    const beforeScreen = async (screen: { name: string; issuesPass: boolean }, nth: number) => {
+      step = screen.name;
+      if (nth === 1) options.onStep?.(screen.name);
+      await capture?.step(currentPage, screen.name, secrets());
+      if (screen.issuesPass) await issuePass();
+    };
+    let handedOver = false;
     if (toolSignsIn) {
-      const currentPage = page;
-      await runFlow(page, flow, {
+      try {
+        await runFlow(page, flow, { values, bridge, ...(signal ? { signal } : {}), beforeScreen });
+        await capture?.step(page, "goal", secrets());
+      } catch (error) {
+        // A page in a language the flow has no words for: in a window the admin sees, fall back to
+        // manual mode (as the vendor tool advises); headless, stop before any pass exists.
+        const language = error instanceof StepFailure && error.code === "page-language-unsupported";
+        if (!language || options.browser.headless || tap !== undefined) throw error;
+        handedOver = true;
+        step = "manual-fallback";
+        options.onStep?.("manual-fallback");
+      }
+    }
+    if (handedOver) {
+      // The tool still types what needs no words (user name, pass: by their attributes); the admin
+      // does the rest in the window; the bridge and Graph say when the passkey exists.
+      const stop = new AbortController();
+      const signIn = runFlow(page, manualFlow, {
         values,
         bridge,
-        ...(signal ? { signal } : {}),
-        beforeScreen: async (screen, nth) => {
-          step = screen.name;
-          if (nth === 1) options.onStep?.(screen.name);
-          await capture?.step(currentPage, screen.name, secrets());
-          if (screen.issuesPass) await issuePass();
-        },
+        signal: signal ? AbortSignal.any([signal, stop.signal]) : stop.signal,
+        beforeScreen,
+        unsupportedLanguage: "continue",
+      }).then(() => undefined, (error) => {
+        if (stop.signal.aborted || (error instanceof StepFailure && error.code === "page-changed")) return;
+        throw error;
       });
-      await capture?.step(page, "goal", secrets());
-    }
-
-    if (options.mode === "automatic") {
+      step = "watch";
+      try {
+        outcome = await Promise.race([
+          watchManual(page, bridge, session, user, before, manualFlow, upn, signal),
+          signIn.then(() => new Promise<never>(() => {})),
+        ]);
+      } finally {
+        stop.abort();
+        await signIn.catch(() => undefined);
+      }
+    } else if (options.mode === "automatic") {
       step = "confirm";
       const created = bridge.events.find((e): e is Extract<BridgeEvent, { type: "created" }> =>
         e.type === "created"
