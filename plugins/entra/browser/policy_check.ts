@@ -9,25 +9,27 @@ import { getFido2Policy, getTapPolicy } from "../graph/policies.ts";
 import type { EntraSession } from "../session.ts";
 import { BrowserFlowError, describeReason } from "./errors.ts";
 
-/** What the policies said, per session, for a few seconds: one read serves a burst of users. */
-const policyChecks = new WeakMap<EntraSession, { at: number; result: Promise<string | undefined> }>();
+/** The policy read in flight per session: users starting together share one read. */
+const policyReads = new WeakMap<EntraSession, Promise<string | undefined>>();
 
 /**
  * Refuses before any pass exists when the tenant's policies make the flow impossible: the Passkey
  * (FIDO2) method disabled or without self-service setup, or the Temporary Access Pass method
- * disabled. A session that may not read the policies goes on (the page will say).
+ * disabled. A session that may not read the policies goes on (the page will say). Each user's
+ * check reads the policies anew (in parallel with opening the browser context), so a policy
+ * changed during a run counts at once.
  */
 export async function checkPolicies(
   session: EntraSession,
   upn: string,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  let entry = policyChecks.get(session);
-  if (!entry || Date.now() - entry.at > 5_000) {
-    entry = { at: Date.now(), result: readPolicyRefusal(session, signal) };
-    policyChecks.set(session, entry);
+  let read = policyReads.get(session);
+  if (!read) {
+    read = readPolicyRefusal(session, signal).finally(() => policyReads.delete(session));
+    policyReads.set(session, read);
   }
-  const refusal = await entry.result;
+  const refusal = await read;
   if (refusal) throw new BrowserFlowError(refusal, upn, "check-policy", describeReason(refusal));
 }
 
