@@ -272,8 +272,13 @@ export interface ProviderSession extends AsyncDisposable {
 
 /** What {@link ProviderSession.registerInBrowser} needs besides the user. */
 export interface BrowserRegistrationOptions {
-  /** The run's one browser (core/browser/driver.ts); each user gets a private context of it. */
-  readonly browser: BrowserHandle;
+  /** The run's one browser (core/browser/driver.ts); each user gets a private context of it. Absent for `via: "tap"`. */
+  readonly browser?: BrowserHandle;
+  /**
+   * `browser` (the default): the provider's pages in `browser`. `tap`: no browser; the requests
+   * the provider's pages make, sent by the tool (`--via tap`).
+   */
+  readonly via?: "browser" | "tap";
   readonly authenticator: Authenticator;
   readonly interaction: UserInteraction;
   readonly displayName: string;
@@ -281,6 +286,8 @@ export interface BrowserRegistrationOptions {
   readonly mode: "automatic" | "manual";
   /** Where failure screenshots (secrets masked) go; `false` for none. */
   readonly debugDir?: string | false;
+  /** `--capture-flow DIR`: evidence of every step (URL, sanitized DOM snapshot, masked screenshot). */
+  readonly captureDir?: string;
   readonly signal?: AbortSignal;
   /**
    * Told the id of a one-time sign-in pass as soon as the flow has created it, before the pass is

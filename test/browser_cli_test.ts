@@ -50,3 +50,41 @@ Deno.test("bulk --via browser: three users through the sign-in pages, one passke
     assertEquals(ids[1], "");
   }
 });
+
+Deno.test("--capture-flow DIR: every step's evidence per user, 0600 files in 0700 folders; refused without the browser path", async () => {
+  await using fixture = await bulkFixture({ users: 2 });
+  const [upn] = fixture.upns(1);
+  const csv = await writeUsersCsv(fixture, [upn!]);
+  const refused = await runCli(
+    fixture.dir,
+    fixture.env,
+    [],
+    "--csv",
+    csv,
+    "--capture-flow",
+    "captures",
+    "--no-preflight",
+  );
+  assertEquals(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /--capture-flow/);
+  const run = await runCli(
+    fixture.dir,
+    fixture.env,
+    ["--allow-read=/usr/bin/chromium"],
+    "--csv",
+    csv,
+    "--via",
+    "browser",
+    "--capture-flow",
+    "captures",
+    "--no-preflight",
+  );
+  assertEquals(run.code, 0, run.stderr);
+  const folder = `${fixture.dir}/captures/${upn}`;
+  assertEquals(Deno.statSync(`${fixture.dir}/captures`).mode! & 0o777, 0o700);
+  assertEquals(Deno.statSync(folder).mode! & 0o777, 0o700);
+  const files = [...Deno.readDirSync(folder)].map((e) => e.name).sort();
+  assert.ok(files.includes("01-enter-upn.json"), String(files));
+  assert.ok(files.some((f) => f.endsWith("-goal.html")), String(files));
+  for (const file of files) assertEquals(Deno.statSync(`${folder}/${file}`).mode! & 0o777, 0o600, file);
+});

@@ -4,7 +4,7 @@
  * real software key; the sandbox verifies it with @simplewebauthn/server. Every failure state has
  * its reason, and the pass is deleted in every case.
  */
-import { assert, assertEquals, rejects } from "./assert.ts";
+import { assert, assertEquals, deepStrictEqual, rejects } from "./assert.ts";
 import { newTestKey, scriptedUser, type TestKey } from "./software_key.ts";
 import { type BrowserHandle, launchBrowser } from "../core/browser/driver.ts";
 import type { Page } from "puppeteer-core/internal/puppeteer-core-browser.js";
@@ -15,6 +15,8 @@ import { EntraSession } from "../plugins/entra/session.ts";
 import { type Sandbox, startSandbox } from "../plugins/entra/sandbox/server.ts";
 import { BrowserFlowError } from "../plugins/entra/browser/errors.ts";
 import { registerInBrowser, type RegisterInBrowserOptions } from "../plugins/entra/browser/register.ts";
+import { parseFlow } from "../core/browser/flow.ts";
+import automaticFlowJson from "../plugins/entra/browser/automatic_flow.json" with { type: "json" };
 
 const pin = "271828";
 
@@ -55,7 +57,7 @@ interface World {
 
 Deno.test("the Entra browser path in headless Chromium", async (t) => {
   const clock = { offset: 0 };
-  await using sandbox = await startSandbox({ users: 12, now: () => Date.now() + clock.offset });
+  await using sandbox = await startSandbox({ users: 19, now: () => Date.now() + clock.offset });
   const client = new GraphClient({ baseUrl: sandbox.url, token: tokens(sandbox, clock) });
   await using session = new EntraSession({ client, cloud: cloudFromSandbox(sandbox.url) });
   await using browser = await launchBrowser();
@@ -87,37 +89,163 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
   };
   const inspectUser = (user: DirectoryUser) => sandbox.inspect().users.find((u) => u.id === user.id)!;
 
+  const shortRetry = parseFlow({
+    ...automaticFlowJson,
+    screens: automaticFlowJson.screens.map((s) =>
+      s.name === "enter-tap" ? { ...s, repeat: { max: 3, pauseMs: 500, forMs: 3000 } } : s
+    ),
+  }, "automatic_flow.json (short retry)");
+  const passCreations = () =>
+    Object.entries(sandbox.inspect().calls).filter(([name]) =>
+      /temporaryAccessPass/i.test(name) && /POST/.test(name)
+    )
+      .reduce((n, [, count]) => n + count, 0);
+
   try {
-    await t.step("automatic: one verified passkey, the pass deleted", async () => {
-      const user = users[0]!;
-      const result = await world.register(user);
-      const seen = inspectUser(user);
-      assertEquals(seen.passkeys.length, 1);
-      assertEquals(seen.passkeys[0]!.verified, true);
-      assertEquals(seen.passkeys[0]!.displayName, "Browser key");
-      assertEquals(seen.passkeys[0]!.id, result.method.id);
-      assertEquals(seen.temporaryAccessPass, null);
-      assertEquals(sandbox.tenant.fido2Methods(user.id)[0]!.credentialId, result.credentialId);
-      assertEquals(browser.openContexts, 0);
+    await t.step(
+      "automatic, new picker: one verified passkey on login.microsoft.com, the pass deleted",
+      async () => {
+        const user = users[0]!;
+        const steps: string[] = [];
+        const result = await world.register(user, { onStep: (s) => steps.push(s) });
+        const seen = inspectUser(user);
+        assertEquals(seen.passkeys.length, 1);
+        assertEquals(seen.passkeys[0]!.verified, true);
+        assertEquals(seen.passkeys[0]!.displayName, "Browser key");
+        assertEquals(seen.passkeys[0]!.id, result.method.id);
+        assertEquals(seen.temporaryAccessPass, null);
+        assertEquals(sandbox.tenant.fido2Methods(user.id)[0]!.credentialId, result.credentialId);
+        assertEquals(browser.openContexts, 0);
+        deepStrictEqual(steps, [
+          "enter-upn",
+          "enter-tap",
+          "stay-signed-in",
+          "open-add-method",
+          "show-more-options",
+          "choose-passkey",
+          "start-ceremony",
+          "name-passkey",
+          "done",
+        ]);
+      },
+    );
+
+    await t.step("the old picker: Security key, Add, USB device, Next", async () => {
+      const user = users[1]!;
+      sandbox.pages.setVariant({ picker: "old", staySignedIn: false }, user.id);
+      const steps: string[] = [];
+      await world.register(user, { onStep: (s) => steps.push(s) });
+      deepStrictEqual(steps, [
+        "enter-upn",
+        "enter-tap",
+        "open-add-method",
+        "open-method-options",
+        "choose-security-key",
+        "choose-usb-device",
+        "start-ceremony",
+        "name-passkey",
+        "done",
+      ]);
+      assertEquals(inspectUser(user).passkeys[0]?.verified, true);
+      assertEquals(inspectUser(user).temporaryAccessPass, null);
     });
 
     await t.step(
-      "a pass replaced meanwhile: wrong-tap, pass deleted, debug files without the pass",
+      "interrupts: More information required, Keep your account secure (skipped), Stay signed in?",
       async () => {
-        const user = users[1]!;
+        const user = users[2]!;
+        sandbox.pages.setVariant({ proofUp: "skippable" }, user.id);
+        const steps: string[] = [];
+        await world.register(user, { onStep: (s) => steps.push(s) });
+        deepStrictEqual(steps.slice(0, 5), [
+          "enter-upn",
+          "enter-tap",
+          "more-information-required",
+          "keep-account-secure",
+          "stay-signed-in",
+        ]);
+        assertEquals(inspectUser(user).passkeys[0]?.verified, true);
+        assertEquals(inspectUser(user).temporaryAccessPass, null);
+      },
+    );
+
+    await t.step(
+      "a pass refused for its first seconds: the prompt is retried until it is accepted",
+      async () => {
+        const user = users[3]!;
+        sandbox.pages.setVariant({ passDelaySeconds: 3 }, user.id);
+        let tapScreens = 0;
+        await world.register(user, {
+          onStep: (s) => {
+            if (s === "enter-tap") tapScreens++;
+          },
+        });
+        assertEquals(tapScreens, 1, "told once, answered several times");
+        assertEquals(inspectUser(user).passkeys[0]?.verified, true);
+        assertEquals(inspectUser(user).temporaryAccessPass, null);
+      },
+    );
+
+    await t.step("the ceremony page on the sandbox's own origin (loopback mode) works too", async () => {
+      const user = users[18]!;
+      sandbox.pages.ceremony = "loopback";
+      try {
+        await world.register(user);
+      } finally {
+        sandbox.pages.ceremony = "production";
+      }
+      assertEquals(inspectUser(user).passkeys[0]?.verified, true);
+      assertEquals(inspectUser(user).temporaryAccessPass, null);
+    });
+
+    await t.step(
+      "a required registration interrupt: stopped with its reason, a screenshot, pass deleted",
+      async () => {
+        const user = users[4]!;
+        sandbox.pages.setVariant({ proofUp: "required" }, user.id);
+        const error = await rejects(world.register(user), BrowserFlowError);
+        assertEquals(error.code, "security-info-registration-required");
+        assert(error.debugFiles.some((f) => f.endsWith(".png")), String(error.debugFiles));
+        assertEquals(inspectUser(user).temporaryAccessPass, null);
+        assertEquals(inspectUser(user).passkeys.length, 0);
+      },
+    );
+
+    await t.step("a page in another language: said clearly, before any pass exists", async () => {
+      const user = users[5]!;
+      sandbox.pages.setVariant({ language: "de-DE" });
+      const created = passCreations();
+      try {
+        const error = await rejects(world.register(user), BrowserFlowError);
+        assertEquals(error.code, "page-language-unsupported");
+        assert(error.message.includes("de-DE"), error.message);
+        assert(error.hint?.includes("--manual"), error.hint);
+      } finally {
+        sandbox.pages.setVariant({ language: "en" });
+      }
+      assertEquals(passCreations(), created, "no pass was issued");
+      assertEquals(inspectUser(user).temporaryAccessPass, null);
+    });
+
+    await t.step(
+      "a pass replaced meanwhile: refused, retried, then tap-refused; pass deleted, debug files without the pass",
+      async () => {
+        const user = users[6]!;
         let typed = "";
         const error = await rejects(
           world.register(user, {
-            onPage: () => {
+            flow: shortRetry,
+            onPassIssued: () => {
               // Another admin's run replaces the value the tool is about to type.
               const tap = sandbox.tenant.temporaryAccessPass(user.id)!;
               typed = tap.temporaryAccessPass;
               tap.temporaryAccessPass = `${typed}x`;
+              return Promise.resolve();
             },
           }),
           BrowserFlowError,
         );
-        assertEquals(error.code, "wrong-tap");
+        assertEquals(error.code, "tap-refused");
         assert(error.message.includes(user.userPrincipalName), error.message);
         assertEquals(inspectUser(user).temporaryAccessPass, null);
         assertEquals(inspectUser(user).passkeys.length, 0);
@@ -127,18 +255,19 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
           assert(!text.includes(typed), `${file} holds the pass`);
         }
         const info = JSON.parse(await Deno.readTextFile(error.debugFiles.find((f) => f.endsWith(".json"))!));
-        assertEquals(info.reason, "wrong-tap");
+        assertEquals(info.reason, "tap-refused");
         assert(String(info.url).startsWith(sandbox.url));
         assert(!error.message.includes(typed));
       },
     );
 
     await t.step("an expired pass: tap-expired, pass deleted", async () => {
-      const user = users[2]!;
+      const user = users[7]!;
       const error = await rejects(
         world.register(user, {
-          onPage: () => {
+          onPassIssued: () => {
             clock.offset += 61 * 60_000; // the pass lives 60 minutes
+            return Promise.resolve();
           },
         }),
         BrowserFlowError,
@@ -149,40 +278,55 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
     });
 
     await t.step("a one-time pass used by someone else first: tap-already-used, pass deleted", async () => {
-      const user = users[3]!;
+      const user = users[8]!;
       const error = await rejects(
         world.register(user, {
-          onPage: () => {
+          onPassIssued: () => {
             const tap = sandbox.tenant.temporaryAccessPass(user.id)!;
             assert(sandbox.tenant.redeemTemporaryAccessPass(user.id, tap.temporaryAccessPass));
+            return Promise.resolve();
           },
         }),
         BrowserFlowError,
       );
       assertEquals(error.code, "tap-already-used");
+      assert(error.message.includes("User Credential Policy"), error.message);
       assertEquals(inspectUser(user).temporaryAccessPass, null);
     });
 
-    await t.step(
-      "security keys disallowed by policy: policy-forbids-security-keys, pass deleted",
-      async () => {
-        const user = users[4]!;
-        sandbox.tenant.setFido2Policy({ isSelfServiceRegistrationAllowed: false });
-        try {
-          const error = await rejects(world.register(user), BrowserFlowError);
-          assertEquals(error.code, "policy-forbids-security-keys");
-          assertEquals(error.step, "choose-security-key");
-          assert(error.hint?.includes("Allow self-service setup"), error.hint);
-        } finally {
-          sandbox.tenant.setFido2Policy({ isSelfServiceRegistrationAllowed: true });
-        }
-        assertEquals(inspectUser(user).temporaryAccessPass, null);
-        assertEquals(inspectUser(user).passkeys.length, 0);
-      },
-    );
+    await t.step("self-service setup off: refused from the policy before any pass exists", async () => {
+      const user = users[9]!;
+      const created = passCreations();
+      sandbox.tenant.setFido2Policy({ isSelfServiceRegistrationAllowed: false });
+      try {
+        const error = await rejects(world.register(user), BrowserFlowError);
+        assertEquals(error.code, "policy-forbids-security-keys");
+        assertEquals(error.step, "check-policy");
+        assert(error.hint?.includes("Allow self-service setup"), error.hint);
+      } finally {
+        sandbox.tenant.setFido2Policy({ isSelfServiceRegistrationAllowed: true });
+      }
+      assertEquals(passCreations(), created, "no pass was issued");
+    });
+
+    await t.step("a user the policy does not target: the picker has no Passkey, pass deleted", async () => {
+      const user = users[10]!;
+      const targets = sandbox.tenant.fido2Policy.includeTargets;
+      // Targeted at a group the user is not in.
+      sandbox.tenant.setFido2Policy({ includeTargets: [{ ...targets[0]!, id: crypto.randomUUID() }] });
+      try {
+        const error = await rejects(world.register(user), BrowserFlowError);
+        assertEquals(error.code, "policy-forbids-security-keys");
+        assertEquals(error.step, "show-more-options");
+      } finally {
+        sandbox.tenant.setFido2Policy({ includeTargets: targets });
+      }
+      assertEquals(inspectUser(user).temporaryAccessPass, null);
+      assertEquals(inspectUser(user).passkeys.length, 0);
+    });
 
     await t.step("a key the policy blocks: registration-refused with the page's reason", async () => {
-      const user = users[5]!;
+      const user = users[11]!;
       const aaguid = sandbox.tenant.fido2Methods(users[0]!.id)[0]!.aaGuid;
       sandbox.tenant.setFido2Policy({
         keyRestrictions: { isEnforced: true, enforcementType: "block", aaGuids: [aaguid] },
@@ -199,7 +343,7 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
     });
 
     await t.step("a wrong PIN: the WebAuthn client's reason, pass deleted", async () => {
-      const user = users[6]!;
+      const user = users[12]!;
       // A key of its own: wrong PINs in a row block a key until it is unplugged.
       const other = await newTestKey({ pin });
       const error = await rejects(
@@ -207,13 +351,17 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
         BrowserFlowError,
       );
       assert(["pin-invalid", "pin-auth-blocked"].includes(error.code), error.code);
-      assertEquals(error.step, "name-key");
+      assertEquals(error.step, "start-ceremony");
       assertEquals(inspectUser(user).temporaryAccessPass, null);
       assertEquals(inspectUser(user).passkeys.length, 0);
     });
 
-    await t.step("four users in parallel contexts of one browser, one shared key", async () => {
-      const batch = users.slice(7, 11);
+    await t.step("each variant at once, in parallel contexts of one browser, one shared key", async () => {
+      const batch = users.slice(13, 17);
+      sandbox.pages.setVariant({ picker: "new" }, batch[0]!.id);
+      sandbox.pages.setVariant({ picker: "old" }, batch[1]!.id);
+      sandbox.pages.setVariant({ proofUp: "skippable", picker: "old" }, batch[2]!.id);
+      sandbox.pages.setVariant({ passDelaySeconds: 2 }, batch[3]!.id);
       const results = await Promise.all(batch.map((user) => world.register(user)));
       assertEquals(new Set(results.map((r) => r.credentialId)).size, 4);
       for (const user of batch) {
@@ -228,7 +376,7 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
     await t.step(
       "manual: the tool signs in, the admin clicks, the tool sees the passkey and closes",
       async () => {
-        const user = users[11]!;
+        const user = users[17]!;
         let admin: Promise<void> | undefined;
         const result = await world.register(user, {
           mode: "manual",
@@ -255,7 +403,7 @@ Deno.test("the Entra browser path in headless Chromium", async (t) => {
   }
 });
 
-/** What an admin does in the window: add sign-in method, security key, USB, Next, a name, Next. */
+/** What an admin does in the window: Add sign-in method, Show more options, Passkey, Next, a name, Next. */
 async function actAsAdmin(page: Page, name: string): Promise<void> {
   try {
     const click = async (selector: string) => {
@@ -263,17 +411,15 @@ async function actAsAdmin(page: Page, name: string): Promise<void> {
       await element!.click();
       await element!.dispose();
     };
-    await click("[data-testid=add-method-button]");
-    await click("[data-method=fido2]");
-    await click("[data-testid=security-key-usb]");
-    await click("[data-testid=wizard-next]");
-    const input = await page.waitForSelector("[data-testid=key-name-input]", {
-      visible: true,
-      timeout: 60_000,
-    });
+    await click("#addMethod");
+    await click("[data-action=more]");
+    await click("[role=option][data-method=passkey]");
+    await click("[data-action=ceremony]");
+    const input = await page.waitForSelector("#TextField77", { visible: true, timeout: 60_000 });
+    await input!.click({ count: 3 });
     await input!.type(name);
     await input!.dispose();
-    await click("[data-testid=name-next]");
+    await click("[data-action=save-name]");
   } catch (error) {
     // The tool closes the window as soon as Graph lists the passkey; only earlier failures count.
     if (!page.isClosed()) throw error;

@@ -156,6 +156,11 @@ export class WebAuthnBridge implements AsyncDisposable {
     return last?.type === "failed" ? last : undefined;
   }
 
+  /** Ceremonies running now (a flow waiting on one is not stalled). */
+  get pending(): number {
+    return this.#inflight.size;
+  }
+
   /** The page the bridge is installed on. */
   get page(): Page {
     return this.#page;

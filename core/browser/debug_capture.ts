@@ -7,6 +7,7 @@
  * screenshot; every known secret value is replaced by `[redacted]` in the URL, the message and
  * the saved HTML; and typed values are never serialized (the HTML holds attributes, not what was
  * typed). Capturing never throws: a failure to capture must not hide the failure being captured.
+ * The folder is 0700 and every file 0600 (issue 13): a page may show a user's details.
  *
  * @example
  * ```ts ignore
@@ -74,7 +75,7 @@ export async function captureFailure(page: Page, options: CaptureOptions): Promi
   const secrets = options.secrets ?? [];
   const capture: Capture = { masked: 0 };
   try {
-    await Deno.mkdir(options.dir, { recursive: true });
+    await makePrivateDir(options.dir);
   } catch {
     return capture;
   }
@@ -93,29 +94,20 @@ export async function captureFailure(page: Page, options: CaptureOptions): Promi
     // A closed or hung page: keep what we have.
   }
 
-  try {
-    const selectors = ["input[type=password]", ...(options.maskSelectors ?? [])];
-    capture.masked = await withTimeout(
-      callInPage<number>(page, coverFields, selectors, secrets, maskAttribute),
-      5_000,
-    );
-    const path = `${base}.png`;
-    const png = await withTimeout(page.screenshot({ type: "png" }), 15_000);
-    await Deno.writeFile(path, png);
-    capture.screenshot = path;
-  } catch {
-    // No screenshot; the rest may still help.
-  } finally {
+  const shot = await maskedScreenshot(page, options.maskSelectors ?? [], secrets);
+  if (shot) {
     try {
-      await withTimeout(callInPage(page, uncoverFields, maskAttribute), 5_000);
+      await writePrivate(`${base}.png`, shot.png);
+      capture.screenshot = `${base}.png`;
+      capture.masked = shot.masked;
     } catch {
-      // The page is gone.
+      // No screenshot; the rest may still help.
     }
   }
 
   try {
     const html = scrubSecrets(await withTimeout(page.content(), 5_000), secrets);
-    await Deno.writeTextFile(`${base}.html`, html);
+    await writePrivate(`${base}.html`, new TextEncoder().encode(html));
     capture.html = `${base}.html`;
   } catch {
     // No HTML.
@@ -132,12 +124,53 @@ export async function captureFailure(page: Page, options: CaptureOptions): Promi
       ...(options.message ? { message: scrubSecrets(options.message, secrets) } : {}),
       ...(capture.screenshot ? { screenshot: capture.screenshot } : {}),
     };
-    await Deno.writeTextFile(`${base}.json`, JSON.stringify(info, null, 2) + "\n");
+    await writePrivate(`${base}.json`, new TextEncoder().encode(JSON.stringify(info, null, 2) + "\n"));
     capture.info = `${base}.json`;
   } catch {
     // Nothing written.
   }
   return capture;
+}
+
+/**
+ * A screenshot with every password field, every `maskSelectors` field and every field holding one
+ * of `secrets` covered by an opaque box (removed again afterwards); undefined when the page is
+ * gone or hangs.
+ */
+export async function maskedScreenshot(
+  page: Page,
+  maskSelectors: readonly string[],
+  secrets: readonly string[],
+): Promise<{ png: Uint8Array; masked: number } | undefined> {
+  try {
+    const selectors = ["input[type=password]", ...maskSelectors];
+    const masked = await withTimeout(
+      callInPage<number>(page, coverFields, selectors, secrets, maskAttribute),
+      5_000,
+    );
+    const png = await withTimeout(page.screenshot({ type: "png" }), 15_000);
+    return { png, masked };
+  } catch {
+    return undefined;
+  } finally {
+    try {
+      await withTimeout(callInPage(page, uncoverFields, maskAttribute), 5_000);
+    } catch {
+      // The page is gone.
+    }
+  }
+}
+
+/** Makes `dir` (and missing parents) readable by the owner only, 0700, like every other output. */
+export async function makePrivateDir(dir: string): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  if (Deno.build.os !== "windows") await Deno.chmod(dir, 0o700);
+}
+
+/** Writes a capture file readable by the owner only (0600), whatever the umask. */
+export async function writePrivate(path: string, data: Uint8Array): Promise<void> {
+  await Deno.writeFile(path, data, { mode: 0o600 });
+  if (Deno.build.os !== "windows") await Deno.chmod(path, 0o600);
 }
 
 /** Page-side source: covers every matching field, and every field holding a secret, with a box. */

@@ -50,6 +50,11 @@ Deno.test("a capture saves screenshot, URL and page, covers the pass field, and 
       );
     }
     assert(capture.screenshot!.includes("alice_contoso.sandbox-enter-tap"));
+    // 0600 files in a 0700 folder, like every other output (issue 13).
+    assertEquals((await Deno.stat(dir)).mode! & 0o777, 0o700);
+    for (const file of [capture.info!, capture.html!, capture.screenshot!]) {
+      assertEquals((await Deno.stat(file)).mode! & 0o777, 0o600, file);
+    }
     const boxesLeft = await page.evaluate(`document.querySelectorAll("[data-provisioning-mask]").length`);
     assertEquals(boxesLeft, 0, "the covers are removed after the screenshot");
   } finally {

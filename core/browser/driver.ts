@@ -58,6 +58,8 @@ export interface LaunchBrowserOptions {
   profileParent?: string;
   /** How long the browser may take to open its DevTools port. @default 30000 */
   launchTimeoutMs?: number;
+  /** Environment variables for the browser besides the inherited ones (e.g. `DISPLAY` for a headful test). */
+  env?: Record<string, string>;
 }
 
 /** The browser did not start. Code `browser-launch-failed`. */
@@ -79,6 +81,7 @@ export class BrowserHandle implements AsyncDisposable {
   readonly headless: boolean;
   readonly executablePath: string;
   readonly #child: Deno.ChildProcess;
+  readonly #lifeline: WritableStreamDefaultWriter<Uint8Array> | undefined;
   readonly #profile: string;
   readonly #contexts = new Set<UserContext>();
   readonly #exited: Promise<Deno.CommandStatus>;
@@ -90,6 +93,7 @@ export class BrowserHandle implements AsyncDisposable {
   constructor(parts: {
     browser: Browser;
     child: Deno.ChildProcess;
+    lifeline?: WritableStreamDefaultWriter<Uint8Array>;
     exited: Promise<Deno.CommandStatus>;
     stderr: Promise<void>;
     socketClosed: Promise<void>;
@@ -99,6 +103,7 @@ export class BrowserHandle implements AsyncDisposable {
   }) {
     this.browser = parts.browser;
     this.#child = parts.child;
+    this.#lifeline = parts.lifeline;
     this.pid = parts.child.pid;
     this.#exited = parts.exited;
     this.#stderr = parts.stderr;
@@ -144,9 +149,11 @@ export class BrowserHandle implements AsyncDisposable {
         // The browser is gone already, or hangs: the process is ended below.
       }
       const exited = await orUndefinedAfter(this.#exited, 5_000);
+      // Closing the lifeline tells the watchdog to end the browser (it ended already, normally).
+      await this.#lifeline?.close().catch(() => undefined);
       if (!exited) {
         try {
-          this.#child.kill("SIGKILL");
+          if (!this.#lifeline) this.#child.kill("SIGKILL");
         } catch {
           // It ended in the meantime.
         }
@@ -228,10 +235,34 @@ export async function launchBrowser(options: LaunchBrowserOptions = {}): Promise
     ...(options.args ?? []),
     "about:blank",
   ];
+  let watched = Deno.build.os !== "windows";
+  if (watched) await cleanUpLeftovers(profile);
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(executablePath, { args, stdin: "null", stdout: "null", stderr: "piped" })
-      .spawn();
+    try {
+      // The watchdog (a POSIX shell) ends the browser when this process ends, even by kill -9.
+      child = watched
+        ? new Deno.Command(shell, {
+          args: ["-c", watchdogScript, "provisioning-browser-watchdog", profile, executablePath, ...args],
+          stdin: "piped",
+          stdout: "null",
+          stderr: "piped",
+          ...(options.env ? { env: options.env } : {}),
+        }).spawn()
+        : new Deno.Command(executablePath, {
+          args,
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+          ...(options.env ? { env: options.env } : {}),
+        }).spawn();
+    } catch (error) {
+      // No shell, or no permission to run it (a narrower permission set): the browser alone.
+      if (!watched) throw error;
+      watched = false;
+      child = new Deno.Command(executablePath, { args, stdin: "null", stdout: "null", stderr: "piped" })
+        .spawn();
+    }
   } catch (error) {
     await removeQuietly(profile);
     throw new BrowserLaunchError(`Cannot start browser "${executablePath}": ${describe(error)}`, {
@@ -239,6 +270,9 @@ export async function launchBrowser(options: LaunchBrowserOptions = {}): Promise
       hint: "Check that the file is a Chromium, Chrome or Edge executable and that --browser points at it",
     });
   }
+  // Held open for the browser's whole life: its end (close, or this process dying) is the
+  // watchdog's signal.
+  const lifeline = watched ? child.stdin.getWriter() : undefined;
   const tail: string[] = [];
   const stderr = drain(child.stderr, tail);
   let exitedNow = false;
@@ -247,8 +281,9 @@ export async function launchBrowser(options: LaunchBrowserOptions = {}): Promise
   });
 
   const fail = async (why: string, cause?: unknown): Promise<never> => {
+    await lifeline?.close().catch(() => undefined);
     try {
-      child.kill("SIGKILL");
+      if (!watched) child.kill("SIGKILL");
     } catch {
       // Ended already.
     }
@@ -294,6 +329,7 @@ export async function launchBrowser(options: LaunchBrowserOptions = {}): Promise
   return new BrowserHandle({
     browser,
     child,
+    ...(lifeline ? { lifeline } : {}),
     exited,
     stderr,
     socketClosed: socket.closed,
@@ -301,6 +337,73 @@ export async function launchBrowser(options: LaunchBrowserOptions = {}): Promise
     headless,
     executablePath,
   });
+}
+
+/** The POSIX shell that runs the watchdog (Linux and macOS). */
+const shell = "/bin/sh";
+
+/**
+ * The watchdog: starts the browser (`$2…`) with the profile `$1`, records both pids in the
+ * profile, and waits on two things: the browser's end (then it exits with the browser's status)
+ * and the end of its stdin, which this process holds open for its whole life (then it ends the
+ * browser: TERM, then KILL after 3 s, then removes the profile). A kill -9 of this process closes
+ * the stdin too, so the browser never outlives the run. The browser's helper processes end with
+ * it (they watch their IPC channel to the browser).
+ */
+const watchdogScript = `
+profile="$1"; shift
+exec 3<&0
+"$@" </dev/null 3<&- &
+browser=$!
+echo "$$" > "$profile/watchdog.pid"
+echo "$browser" > "$profile/browser.pid"
+{
+  while read -r _ <&3; do :; done
+  : > "$profile/.ending"
+  kill -TERM "$browser" 2>/dev/null
+  i=0
+  while kill -0 "$browser" 2>/dev/null && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i + 1)); done
+  kill -KILL "$browser" 2>/dev/null
+  sleep 0.5
+  rm -rf "$profile"
+} &
+guard=$!
+wait "$browser"
+status=$?
+if [ -e "$profile/.ending" ]; then wait "$guard"; else kill "$guard" 2>/dev/null; fi
+exit "$status"
+`;
+
+/**
+ * Ends what an earlier run left when its watchdog was killed too (e.g. kill -9 of the whole
+ * process group): every sibling profile folder whose watchdog is gone and that is older than a
+ * minute (a younger one may be starting now) loses its browser, if that process still runs with
+ * this profile on its command line (so a reused pid is never killed), and then the folder.
+ */
+const cleanUpScript = `
+find "$1" -maxdepth 1 -type d -name 'provisioning-browser-*' -mmin +1 2>/dev/null | while IFS= read -r dir; do
+  [ "$dir" = "$2" ] && continue
+  w=$(cat "$dir/watchdog.pid" 2>/dev/null)
+  if [ -n "$w" ] && kill -0 "$w" 2>/dev/null; then continue; fi
+  b=$(cat "$dir/browser.pid" 2>/dev/null)
+  if [ -n "$b" ] && ps -o args= -p "$b" 2>/dev/null | grep -qF -- "$dir"; then kill -KILL "$b" 2>/dev/null; fi
+  rm -rf "$dir"
+done
+`;
+
+/** Runs {@link cleanUpScript} in the new profile's parent folder; never throws. */
+async function cleanUpLeftovers(profile: string): Promise<void> {
+  const parent = profile.replace(/\/[^/]*$/, "") || "/";
+  try {
+    await new Deno.Command(shell, {
+      args: ["-c", cleanUpScript, "provisioning-browser-cleanup", parent, profile],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  } catch {
+    // No shell, or not allowed to run it: leftovers stay until the system cleans its temp folder.
+  }
 }
 
 /** `ws://127.0.0.1:PORT/devtools/browser/ID` from the profile's DevToolsActivePort file, once written. */

@@ -1,10 +1,15 @@
 /**
- * The shape of a browser flow's data file: where to start per cloud, the steps with their
- * targets, timeouts and failure reasons, and the failure markers watched during every step.
- * Flows are data so that a change in a provider's pages is a data fix: targets list CSS
- * selectors keyed on stable attributes (`id`, `name`, `data-testid`, `role`) first, and
- * localised visible texts as a fallback. The runner is steps.ts; the Entra flows live in
- * plugins/entra/browser/*_flow.json.
+ * The shape of a browser flow's data file. A flow is a set of **screens** the provider's pages
+ * may show (each recognised by a target, and answered by a few actions), a **goal** that ends the
+ * flow, and **failures** that stop it with a reason. The runner (steps.ts) looks at the page,
+ * answers whichever screen shows, and repeats until the goal shows, a failure shows, or nothing
+ * moves for too long. Screens may come in any order and any may be skipped, so variants of a
+ * provider's pages (an extra interrupt, another method picker) are more screens, not more code.
+ *
+ * Targets find elements the way a person does: by **role** and **accessible name**, by stable
+ * attributes (CSS `selectors` on `id`, `name`, `type`), or by visible text; the texts are data per
+ * language (`en` first). A page whose `<html lang>` is not among the flow's `languages` stops the
+ * flow with `page-language-unsupported` before anything is typed.
  *
  * @example
  * ```ts
@@ -12,10 +17,12 @@
  * const flow = parseFlow({
  *   flow: "demo",
  *   description: "one click",
+ *   languages: ["en"],
  *   startUrls: { sandbox: "{loginBase}/" },
- *   steps: [{ name: "go", action: "click", target: { selectors: ["#go"] }, timeoutMs: 1000 }],
+ *   screens: [{ name: "go", when: { role: "button", names: { en: ["Go"] } }, actions: [{ action: "click", target: { role: "button", names: { en: ["Go"] } } }] }],
+ *   goal: { selectors: ["#done"] },
  * }, "demo.json");
- * console.assert(flow.steps[0]?.reason === "page-changed");
+ * console.assert(flow.screens[0]?.repeat.max === 1);
  * ```
  *
  * @module
@@ -23,77 +30,121 @@
 import { z } from "zod";
 
 const reason = z.string().regex(/^[a-z][a-z0-9-]*$/, "must be a kebab-case reason code");
+const byLanguage = z.record(z.string().regex(/^[a-z]{2,3}$/), z.array(z.string().min(1)));
 
-/** How an element is found: selectors in order, then localised texts. */
+/**
+ * How an element is found. An element matches when it is visible and any of: a CSS selector
+ * matches it; it has `role` (explicit or implied by its tag) and an accessible name among
+ * `names` of the page's language; its visible text equals one of `texts` or contains one of
+ * `contains`. `within` limits every way to descendants of a CSS selector. `{displayName}` in a
+ * text stands for the passkey's name.
+ */
 export const targetSchema = z.object({
-  /** CSS selectors, tried in order; stable attributes first. */
   selectors: z.array(z.string().min(1)).default([]),
-  /** Visible texts (or aria-labels, or button values) by language tag, matched whole and case-insensitively. */
-  texts: z.record(z.string(), z.array(z.string().min(1))).default({}),
-  /** The elements the texts are looked for in. */
-  textScope: z.string().default(
-    "button, a, [role=button], [role=option], [role=menuitem], [role=alert], input[type=submit], input[type=button], label, li",
+  /** An ARIA role: button, link, textbox, heading, option, combobox, listbox, dialog, alert, checkbox. */
+  role: z.string().optional(),
+  /** Accessible names by language, matched whole and case-insensitively (needs `role`). */
+  names: byLanguage.default({}),
+  /** Visible texts by language, matched whole and case-insensitively within `scope`. */
+  texts: byLanguage.default({}),
+  /** Visible texts by language, matched as substrings (case-insensitive) within `scope`. */
+  contains: byLanguage.default({}),
+  /** Elements the `texts`/`contains` are looked for in. */
+  scope: z.string().default(
+    "button, a, [role=button], [role=option], [role=alert], [role=heading], input[type=submit], input[type=button], label, li, [role=listitem], p, div",
   ),
+  /** Only elements inside this CSS selector count. */
+  within: z.string().optional(),
 }).refine(
-  (t) => t.selectors.length > 0 || Object.keys(t.texts).length > 0,
-  "a target needs selectors or texts",
-);
+  (t) =>
+    t.selectors.length > 0 || Object.keys(t.names).length > 0 || Object.keys(t.texts).length > 0 ||
+    Object.keys(t.contains).length > 0,
+  "a target needs selectors, names, texts or contains",
+).refine((t) => Object.keys(t.names).length === 0 || t.role !== undefined, "names need a role");
 /** How an element is found. */
 export type Target = z.infer<typeof targetSchema>;
 
-/** A page state that ends the flow with a reason, e.g. the "wrong pass" message. */
-export const failureSchema = z.object({
-  reason,
-  target: targetSchema,
-  /** Put the element's text (the page's explanation) into the error message. */
-  includeText: z.boolean().default(false),
-});
-/** A page state that ends the flow with a reason. */
-export type FailureMarker = z.infer<typeof failureSchema>;
-
-/** One step: wait for its target, then act on it. */
-export const stepSchema = z.object({
-  name: z.string().regex(/^[a-z][a-z0-9-]*$/),
-  /** `fill` types a value into the target, `click` clicks it, `wait` only waits for it. */
-  action: z.enum(["fill", "click", "wait"]),
+/** One thing done on a screen. */
+export const actionSchema = z.object({
+  /** `fill` types a value into the target (replacing what is there), `click` clicks it. */
+  action: z.enum(["fill", "click"]),
   target: targetSchema,
   /** What `fill` types: the user's sign-in name, the Temporary Access Pass, the passkey's name. */
   value: z.enum(["upn", "tap", "displayName"]).optional(),
-  /** Skipped when the next step's target shows up first (e.g. "Stay signed in?"). */
-  optional: z.boolean().default(false),
-  /** How long the target may take to show up. */
-  timeoutMs: z.number().int().positive().max(3_600_000),
-  /** The reason when it never shows up. */
-  reason: reason.default("page-changed"),
-  /** When `container` shows and the target does not within `graceMs`, fail with `reason` (an option the policy hides). */
-  whenMissing: z.object({
-    container: targetSchema,
-    reason,
-    graceMs: z.number().int().nonnegative().default(1500),
-  }).optional(),
-  /** Failure markers watched during this step only. */
-  failures: z.array(failureSchema).default([]),
-}).refine((s) => s.action !== "fill" || s.value !== undefined, "a fill step needs a value");
-/** One step of a flow. */
-export type FlowStep = z.infer<typeof stepSchema>;
+  /** How long the target may take to show once the screen is recognised. */
+  timeoutMs: z.number().int().positive().max(600_000).default(10_000),
+}).refine((a) => a.action !== "fill" || a.value !== undefined, "a fill action needs a value");
+/** One thing done on a screen. */
+export type FlowAction = z.infer<typeof actionSchema>;
+
+/** A screen the pages may show, and what to do there. */
+export const screenSchema = z.object({
+  name: z.string().regex(/^[a-z][a-z0-9-]*$/),
+  /** The screen shows when this target does. */
+  when: targetSchema,
+  /** …and this one does not (e.g. a button behind an open dialog). */
+  unless: targetSchema.optional(),
+  actions: z.array(actionSchema).min(1),
+  /**
+   * How often the screen may be answered: `max` times, at least `pauseMs` apart, for `forMs` after
+   * the first time (e.g. a pass prompt that refuses a new pass for a while).
+   */
+  repeat: z.object({
+    max: z.number().int().positive().max(1000),
+    pauseMs: z.number().int().nonnegative().default(0),
+    forMs: z.number().int().positive().optional(),
+  }).default({ max: 1, pauseMs: 0 }),
+  /** The one-time pass is issued just before this screen is first answered (never earlier). */
+  issuesPass: z.boolean().default(false),
+});
+/** A screen of a flow. */
+export type FlowScreen = z.infer<typeof screenSchema>;
+
+/** A page state that ends the flow with a reason, e.g. a refused pass. */
+export const failureSchema = z.object({
+  reason,
+  target: targetSchema,
+  /** The failure holds only while this target does not show (e.g. a list without "Passkey"). */
+  unless: targetSchema.optional(),
+  /** How long the target must show (with `unless` absent) before it counts. */
+  graceMs: z.number().int().nonnegative().default(0),
+  /** Put the element's text (the page's explanation) into the error message. */
+  includeText: z.boolean().default(false),
+  /** Not a failure while this screen may still be answered again (its `repeat` allows it). */
+  retryScreen: z.string().optional(),
+});
+/** A page state that ends the flow with a reason. */
+export type FailureMarker = z.infer<typeof failureSchema>;
 
 /** A flow's data file. */
 export const flowSchema = z.object({
   flow: z.string(),
   description: z.string(),
+  /** Where the selectors and texts come from: the public evidence they were checked against. */
+  sources: z.array(z.string()).default([]),
+  /** Page languages (`<html lang>` primary subtags) whose texts the flow has. */
+  languages: z.array(z.string().regex(/^[a-z]{2,3}$/)).min(1),
   /** The page to open, per cloud name (`public`, `sandbox`, …); `{loginBase}` is the cloud's sign-in base URL. */
   startUrls: z.record(z.string(), z.string().min(1)),
-  /** Selectors of fields whose content is secret: covered in failure screenshots. */
+  /** Selectors of fields whose content is secret: covered in screenshots. */
   maskSelectors: z.array(z.string()).default([]),
-  /** Failure markers watched during every step. */
   failures: z.array(failureSchema).default([]),
-  steps: z.array(stepSchema).min(1),
+  screens: z.array(screenSchema).min(1),
+  /** The flow is done when this shows. */
+  goal: targetSchema,
+  /** The whole flow's bound. */
+  timeoutMs: z.number().int().positive().max(3_600_000).default(300_000),
+  /** The flow stops with `page-changed` when no screen was answered for this long. */
+  stallMs: z.number().int().positive().max(3_600_000).default(60_000),
   /** Manual mode: how long the admin has, and how often Graph is asked. */
   watch: z.object({
     timeoutMs: z.number().int().positive(),
     graphPollMs: z.number().int().positive(),
   }).optional(),
-});
+}).refine(
+  (f) => f.failures.every((x) => !x.retryScreen || f.screens.some((s) => s.name === x.retryScreen)),
+  "a failure's retryScreen must name a screen",
+);
 /** A browser flow, parsed. */
 export type BrowserFlow = z.infer<typeof flowSchema>;
 

@@ -61,6 +61,7 @@ interface ProvisionFlags {
   manual?: true;
   browser?: string;
   debugDir: string;
+  captureFlow?: string;
   registerDeeplink?: true;
   provider?: string;
   authenticator?: string;
@@ -106,8 +107,11 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
     .option("--no-preflight", "do not check the provider's policies before the run")
     .option("--login", "sign in interactively before the run (seed-compatible)")
     .addOption(
-      new Option("--via <path>", "register through the provider's API, or its pages in a browser")
-        .choices(["api", "browser"])
+      new Option(
+        "--via <path>",
+        "register through the provider's API, its pages in a browser, or (tap) the pages' requests without a browser",
+      )
+        .choices(["api", "browser", "tap"])
         .default("api"),
     )
     .option("--manual", "browser path: the admin adds each key in a visible window")
@@ -117,6 +121,10 @@ export function provisionCommand(context: CliContext): CommandUnknownOpts {
     )
     .option("--browser <path>", "browser path: Chromium, Chrome or Edge to use (found when left out)")
     .option("--debug-dir <dir>", "browser path: where failure screenshots go (secrets masked)", "debug")
+    .option(
+      "--capture-flow <dir>",
+      "browser path: save every step's URL, sanitized page and masked screenshot, to send us what your tenant shows",
+    )
     .addOption(
       new Option("--automatic-provision", "seed-compatible; provisioning is automatic unless --manual")
         .hideHelp(),
@@ -143,6 +151,19 @@ async function runProvision(
   }
   if (flags.mode !== undefined && flags.mode !== "headless" && flags.mode !== "headful") {
     throw new UsageError(`Cannot provision: --mode ${JSON.stringify(flags.mode)} is not headless or headful`);
+  }
+  if (flags.via === "tap" && (flags.manual || flags.mode !== undefined || flags.browser !== undefined)) {
+    throw new UsageError(
+      "Cannot use --via tap with --manual, --mode or --browser: the TAP path needs no browser",
+      {
+        hint: "Use --via browser for a browser",
+      },
+    );
+  }
+  if (flags.captureFlow !== undefined && viaBrowserFlag(flags) !== "browser") {
+    throw new UsageError("Cannot use --capture-flow without the browser path: it captures the pages' steps", {
+      hint: "Add --via browser, or leave --capture-flow out",
+    });
   }
   if (flags.registerDeeplink) {
     context.stderr.write(
@@ -245,7 +266,11 @@ async function runProvision(
     : await openJournal(journalPath, { ...identity, keepFinished: false });
   const csvPath = source.kind === "csv" ? source.path : undefined;
   // The browser path: one browser for the run, a private context per user.
-  const viaBrowser = flags.via === "browser" || flags.mode === "headful" || flags.manual === true;
+  const viaBrowser = viaBrowserFlag(flags) === "browser";
+  const viaTap = flags.via === "tap";
+  if (viaTap && !session.registerInBrowser) {
+    throw new UsageError(`Cannot use --via tap: the ${provider.manifest.id} provider has no TAP path`);
+  }
   if (viaBrowser && !session.registerInBrowser) {
     throw new UsageError(
       `Cannot use --via browser: the ${provider.manifest.id} provider has no browser flow`,
@@ -317,12 +342,14 @@ async function runProvision(
           onWaitForUser: (text: string) => context.stderr.write(`note: ${text}\n`),
         }
         : {}),
+      ...(viaTap && !dryRun ? { browser: { via: "tap" as const, mode: "automatic" as const } } : {}),
       ...(browser
         ? {
           browser: {
             browser,
             mode: flags.manual ? "manual" as const : "automatic" as const,
             debugDir: flags.debugDir,
+            ...(flags.captureFlow ? { captureDir: flags.captureFlow } : {}),
           },
         }
         : {}),
@@ -394,7 +421,8 @@ async function confirmReplace(context: CliContext): Promise<void> {
 }
 
 /** `api` or `browser`: which path the flags choose (part of the run's identity). */
-function viaBrowserFlag(flags: ProvisionFlags): "api" | "browser" {
+function viaBrowserFlag(flags: ProvisionFlags): "api" | "browser" | "tap" {
+  if (flags.via === "tap") return "tap";
   return flags.via === "browser" || flags.mode === "headful" || flags.manual === true ? "browser" : "api";
 }
 

@@ -19,7 +19,7 @@ import type {
   ProviderPlugin,
   RunningSandbox,
 } from "../../core/plugin.ts";
-import { UsageError } from "../../core/errors.ts";
+import { ProvisioningError, UsageError } from "../../core/errors.ts";
 import { login, logout, whoami } from "./auth/sign_in.ts";
 import { createEntraSignIn, type SignInIo } from "./auth/sign_in.ts";
 import { type EntraSettings, resolveEntraSettings, signInFlows } from "./auth/settings.ts";
@@ -140,9 +140,29 @@ class EntraBrowserSession extends EntraSession {
     user: DirectoryUser,
     options: BrowserRegistrationOptions,
   ): Promise<{ method: PasskeyMethod; credentialId: string }> {
+    if (options.via === "tap") {
+      // The browserless TAP path (plugins/entra/tap/): the same sequence without pages.
+      const { registerWithPass } = await import("./tap/register.ts");
+      return await registerWithPass({
+        session: this,
+        user,
+        authenticator: options.authenticator,
+        interaction: options.interaction,
+        displayName: options.displayName,
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.onPassIssued ? { onPassIssued: options.onPassIssued } : {}),
+      });
+    }
+    const browser = options.browser;
+    if (!browser) {
+      throw new ProvisioningError(
+        "browser-path-unavailable",
+        "Cannot register through the browser: no browser",
+      );
+    }
     // Loaded on first use: puppeteer is large, and API runs never need it.
     const { registerInBrowser } = await import("./browser/register.ts");
-    return await registerInBrowser({ session: this, user, ...options });
+    return await registerInBrowser({ session: this, user, ...options, browser });
   }
 }
 

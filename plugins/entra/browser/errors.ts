@@ -29,6 +29,34 @@ export const browserReasons: Readonly<Record<string, { meaning: string; hint: st
     meaning: "Temporary Access Pass sign-in is turned off for the tenant",
     hint: "Enable the Temporary Access Pass method in Entra ID > Authentication methods > Policies",
   },
+  "tap-refused": {
+    meaning: "the sign-in page kept refusing the new Temporary Access Pass",
+    hint:
+      "A new pass can take a while before sign-in accepts it, and another run may have replaced it; run again later",
+  },
+  "page-language-unsupported": {
+    meaning: "the sign-in or Security info page is in a language the flow has no texts for",
+    hint:
+      "Run this user with --mode headful (the flow falls back to manual mode: the admin finishes in the window) or --manual, or set the account's display language to English",
+  },
+  "security-info-registration-required": {
+    meaning:
+      "the sign-in stopped at 'Keep your account secure': the tenant requires the user to register methods first, without a way to skip",
+    hint:
+      "Exclude the users from the registration campaign or security defaults' interrupt while provisioning, or provision them with --via graph",
+  },
+  "mfa-required-for-security-key": {
+    meaning: "Security info asks for a two-factor sign-in before a security key can be added",
+    hint: "Check the Conditional Access policies that apply to registering security info for these users",
+  },
+  "security-key-limit": {
+    meaning: "the user already has the most security keys Entra ID allows",
+    hint: "Delete one of the user's passkeys first, or run with --replace-existing",
+  },
+  "ceremony-refused": {
+    meaning: "the passkey setup page on login.microsoft.com refused the request",
+    hint: "The request expired or was not valid; run again",
+  },
   "user-not-found": {
     meaning: "the sign-in page does not know the user name",
     hint: "Check the UPN; a user synced from on-premises may not have reached Entra ID yet",

@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import { automaticFlow } from "./flows.ts";
- * console.assert(automaticFlow.steps.some((step) => step.name === "enter-tap"));
+ * console.assert(automaticFlow.screens.some((screen) => screen.name === "enter-tap"));
  * ```
  *
  * @module

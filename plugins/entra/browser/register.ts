@@ -27,8 +27,10 @@
 import type { BrowserHandle, UserContext } from "../../../core/browser/driver.ts";
 import { type BridgeEvent, WebAuthnBridge } from "../../../core/browser/bridge.ts";
 import { captureFailure } from "../../../core/browser/debug_capture.ts";
+import { FlowCapture } from "../../../core/browser/flow_capture.ts";
 import type { BrowserFlow } from "../../../core/browser/flow.ts";
-import { runSteps, StepFailure } from "../../../core/browser/steps.ts";
+import { type RoutedOrigins, routeOrigin } from "../../../core/browser/route_origin.ts";
+import { runFlow, StepFailure } from "../../../core/browser/steps.ts";
 import { ProvisioningError } from "../../../core/errors.ts";
 import type { Authenticator, DirectoryUser, PasskeyMethod, UserInteraction } from "../../../core/plugin.ts";
 import type { Page } from "puppeteer-core/internal/puppeteer-core-browser.js";
@@ -37,6 +39,7 @@ import type { EntraSession } from "../session.ts";
 import { BrowserFlowError, browserReasons, describeReason } from "./errors.ts";
 import { automaticFlow, manualFlow } from "./flows.ts";
 import { sleep } from "../../../core/sleep.ts";
+import { checkPolicies } from "./policy_check.ts";
 
 /** What {@link registerInBrowser} needs. */
 export interface RegisterInBrowserOptions {
@@ -73,7 +76,15 @@ export interface RegisterInBrowserOptions {
   onStep?: (step: string) => void;
   /** Replaces the data file's flow (a tenant with localised or changed pages). */
   flow?: BrowserFlow;
+  /**
+   * `--capture-flow DIR`: saves, before each screen the flow answers and at its end, the URL, a
+   * sanitized DOM snapshot and a masked screenshot into `DIR/<user>/` (core/browser/flow_capture.ts).
+   */
+  captureDir?: string;
 }
+
+/** The ceremony origin of Microsoft's Security info, served by the sandbox when the target is one. */
+const ceremonyOrigin = "https://login.microsoft.com";
 
 /** What a successful registration yields. */
 export interface BrowserRegistration {
@@ -99,67 +110,127 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
   const startUrl = options.startUrl ?? startUrlFor(flow, session, upn);
   const displayName = session.checkDisplayName(options.displayName, user);
   const toolSignsIn = options.mode === "automatic" || (options.manualSignIn ?? "tool") === "tool";
-
-  const before = new Set((await session.listPasskeys(user, signal)).map((m) => m.id));
-  const issuePass = toolSignsIn || options.showTemporaryAccessPass !== undefined;
-  const tap = issuePass
-    ? await session.createTemporaryAccessPass(user, {
+  // Never spend a pass on a flow that cannot finish: the policies first, the page before the pass.
+  // Both are read while the browser context opens; the pass waits for them.
+  const prepared = Promise.all([
+    checkPolicies(session, upn, signal),
+    session.listPasskeys(user, signal).then((methods) => new Set(methods.map((m) => m.id))),
+  ]);
+  prepared.catch(() => undefined); // Awaited below; not an unhandled rejection meanwhile.
+  let tap: TemporaryAccessPass | undefined;
+  const issuePass = async () => {
+    await prepared;
+    if (tap) return;
+    tap = await session.createTemporaryAccessPass(user, {
       isUsableOnce: true,
       ...(options.tapLifetimeInMinutes === undefined
         ? {}
         : { lifetimeInMinutes: options.tapLifetimeInMinutes }),
       ...(signal ? { signal } : {}),
-    })
-    : undefined;
-  if (tap && options.onPassIssued) {
-    try {
-      await options.onPassIssued(tap.id);
-    } catch (error) {
-      // Not recorded, so no later attempt would find it: it must not outlive this call.
-      await deletePass(session, user, tap);
-      throw error;
-    }
-  }
-  if (tap && !toolSignsIn) {
-    options.showTemporaryAccessPass?.({
-      userPrincipalName: upn,
-      reveal: () => tap.reveal(),
     });
+    if (options.onPassIssued) {
+      try {
+        await options.onPassIssued(tap.id);
+      } catch (error) {
+        // Not recorded, so no later attempt would find it: it must not outlive this call.
+        const issued = tap;
+        tap = undefined;
+        await deletePass(session, user, issued);
+        throw error;
+      }
+    }
+  };
+  if (!toolSignsIn && options.showTemporaryAccessPass) {
+    await issuePass();
+    const issued = tap!;
+    options.showTemporaryAccessPass({ userPrincipalName: upn, reveal: () => issued.reveal() });
   }
 
   let context: UserContext | undefined;
   let page: Page | undefined;
   let bridge: WebAuthnBridge | undefined;
+  let routes: RoutedOrigins | undefined;
   let step = "open-browser";
   let outcome: BrowserRegistration | undefined;
   let failure: BrowserFlowError | undefined;
+  const capture = options.captureDir === undefined ? undefined : new FlowCapture({
+    dir: options.captureDir,
+    label: upn,
+    maskSelectors: flow.maskSelectors,
+    displayName,
+  });
+  const secrets = () => tap ? [tap.reveal()] : [];
   try {
     context = await options.browser.newContext();
     page = await context.newPage();
+    const sandbox = session.cloud.name === "sandbox";
+    if (sandbox) {
+      // The ceremony runs on login.microsoft.com as on real tenants; for a sandbox target that
+      // origin is served by the sandbox, in this page only.
+      routes = await routeOrigin(page, [{ from: ceremonyOrigin, to: session.cloud.loginBase }]);
+    }
     bridge = await WebAuthnBridge.install(page, {
       authenticator: options.authenticator,
       interaction: options.interaction,
-      allowedRpIds: session.allowedRpIds,
+      allowedRpIds: sandbox && !session.allowedRpIds.includes("login.microsoft.com")
+        ? [...session.allowedRpIds, "login.microsoft.com"]
+        : session.allowedRpIds,
       ...(signal ? { signal } : {}),
     });
     await options.onPage?.(page);
     step = "open-start-page";
     await page.goto(startUrl, { waitUntil: "domcontentloaded", timeout: 60_000 });
+    step = "check-policy";
+    const [, before] = await prepared;
 
-    const values = { upn, displayName, ...(tap ? { tap: () => tap.reveal() } : {}) };
-    const steps = toolSignsIn ? flow.steps : [];
-    await runSteps(page, steps, {
-      values,
-      failures: flow.failures,
-      bridge,
-      ...(signal ? { signal } : {}),
-      onStep: (s) => {
-        step = s.name;
-        options.onStep?.(s.name);
-      },
-    });
-
-    if (options.mode === "automatic") {
+    const values = { upn, displayName, tap: () => tap?.reveal() ?? "" };
+    const currentPage = page;
+    const beforeScreen = async (screen: { name: string; issuesPass: boolean }, nth: number) => {
+      step = screen.name;
+      if (nth === 1) options.onStep?.(screen.name);
+      await capture?.step(currentPage, screen.name, secrets());
+      if (screen.issuesPass) await issuePass();
+    };
+    let handedOver = false;
+    if (toolSignsIn) {
+      try {
+        await runFlow(page, flow, { values, bridge, ...(signal ? { signal } : {}), beforeScreen });
+        await capture?.step(page, "goal", secrets());
+      } catch (error) {
+        // A page in a language the flow has no words for: in a window the admin sees, fall back to
+        // manual mode (as the vendor tool advises); headless, stop before any pass exists.
+        const language = error instanceof StepFailure && error.code === "page-language-unsupported";
+        if (!language || options.browser.headless || tap !== undefined) throw error;
+        handedOver = true;
+        step = "manual-fallback";
+        options.onStep?.("manual-fallback");
+      }
+    }
+    if (handedOver) {
+      // The tool still types what needs no words (user name, pass: by their attributes); the admin
+      // does the rest in the window; the bridge and Graph say when the passkey exists.
+      const stop = new AbortController();
+      const signIn = runFlow(page, manualFlow, {
+        values,
+        bridge,
+        signal: signal ? AbortSignal.any([signal, stop.signal]) : stop.signal,
+        beforeScreen,
+        unsupportedLanguage: "continue",
+      }).then(() => undefined, (error) => {
+        if (stop.signal.aborted || (error instanceof StepFailure && error.code === "page-changed")) return;
+        throw error;
+      });
+      step = "watch";
+      try {
+        outcome = await Promise.race([
+          watchManual(page, bridge, session, user, before, manualFlow, upn, signal),
+          signIn.then(() => new Promise<never>(() => {})),
+        ]);
+      } finally {
+        stop.abort();
+        await signIn.catch(() => undefined);
+      }
+    } else if (options.mode === "automatic") {
       step = "confirm";
       const created = bridge.events.find((e): e is Extract<BridgeEvent, { type: "created" }> =>
         e.type === "created"
@@ -169,7 +240,7 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
           "registration-not-confirmed",
           upn,
           step,
-          "the page confirmed, but no security key was created",
+          "the page confirmed, but no passkey was created",
         );
       }
       const method = await findNewPasskey(session, user, before, displayName, 10, 500, signal);
@@ -189,24 +260,29 @@ export async function registerInBrowser(options: RegisterInBrowserOptions): Prom
     }
   } catch (error) {
     failure = toFlowError(error, upn, step);
-    if (page && options.debugDir !== false && !page.isClosed()) {
-      const capture = await captureFailure(page, {
-        dir: options.debugDir ?? "debug",
-        step,
-        reason: failure.code,
-        label: upn,
-        message: failure.message,
-        secrets: tap ? [tap.reveal()] : [],
-        maskSelectors: flow.maskSelectors,
-      });
-      failure.debugFiles = [capture.screenshot, capture.html, capture.info].filter((f): f is string => !!f);
+    if (page && !page.isClosed()) {
+      await capture?.step(page, `failed-${failure.code}`, secrets());
+      if (options.debugDir !== false) {
+        const saved = await captureFailure(page, {
+          dir: options.debugDir ?? "debug",
+          step,
+          reason: failure.code,
+          label: upn,
+          message: failure.message,
+          secrets: secrets(),
+          maskSelectors: flow.maskSelectors,
+        });
+        failure.debugFiles = [saved.screenshot, saved.html, saved.info].filter((f): f is string => !!f);
+      }
     }
   } finally {
     await bridge?.close();
+    await routes?.close();
     await context?.close();
   }
 
-  const deleteError = tap ? await deletePass(session, user, tap) : undefined;
+  const issued = tap as TemporaryAccessPass | undefined;
+  const deleteError = issued ? await deletePass(session, user, issued) : undefined;
   if (failure) {
     if (deleteError !== undefined) failure.tapDeleteError = deleteError;
     throw failure;

@@ -10,8 +10,9 @@
  * - `POST /_sandbox/policy` — `{ fido2?, temporaryAccessPass?, trustAttestationRoots?,
  *   clearTrustedAttestationRoots? }`: changes the method policies at run time.
  * - `POST /_sandbox/throttle`, `POST /_sandbox/faults` — change limits and faults at run time.
- * - `/login`, `/mysignins/security-info`, `/mysignins/api/fido2/*` — the web pages of the browser
- *   path (`pages.ts`): sign-in with a Temporary Access Pass and the Security info wizard.
+ * - `/login`, `/{tenant}/fido/create`, `/mysignins/security-info`, `/mysignins/register`,
+ *   `/mysignins/api/*` — the web pages of the browser path (`pages.ts`): sign-in with a Temporary
+ *   Access Pass and the Security info wizard, the ceremony page on `login.microsoft.com`.
  *
  * The `_sandbox` paths have no Microsoft counterpart and no authentication: the sandbox listens
  * on loopback only.
@@ -33,7 +34,7 @@
 import { z } from "zod";
 import { x509 } from "../../../core/x509.ts";
 import { createGraphApi, type GraphApi, graphContentType, graphError, type RequestIds } from "./graph.ts";
-import { createSignInPages } from "./pages.ts";
+import { createSignInPages, type SignInPages } from "./pages.ts";
 import {
   createOAuthServer,
   type OAuthServer,
@@ -185,6 +186,8 @@ export interface Sandbox extends AsyncDisposable {
   certificate?: string;
   /** The Security info page of the browser path (`${url}/mysignins/security-info`). */
   securityInfoUrl: string;
+  /** The browser path's pages: their variant per user and where the ceremony page is (pages.ts). */
+  pages: SignInPages;
   inspect(): Inspection;
   close(): Promise<void>;
 }
@@ -471,6 +474,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     graph,
     ...(certificate ? { certificate } : {}),
     securityInfoUrl: `${baseUrl}/mysignins/security-info`,
+    pages,
     inspect,
     close,
     [Symbol.asyncDispose]: close,

@@ -642,8 +642,9 @@ export class SandboxTenant {
   // --- WebAuthn challenges ---------------------------------------------------------------------
 
   /**
-   * Issues a challenge for a user, valid for `timeoutMinutes`: `challenge` when given (a sealed
-   * one, see {@link sealChallenge}), else 32 random bytes.
+   * Issues a challenge for a user, valid for `timeoutMinutes`: `challenge` (base64url) when given —
+   * a sealed one (see {@link sealChallenge}), or the Security info ceremony's, whose bytes are a
+   * JWE string — else 32 random bytes.
    */
   issueChallenge(userId: string, timeoutMinutes: number, challenge?: string): PendingChallenge {
     this.#pruneChallenges();
