@@ -31,6 +31,7 @@ import { toHex } from "../bytes.ts";
 import { ProvisioningError } from "../errors.ts";
 import type { Authenticator, UserInteraction } from "../plugin.ts";
 import { create } from "../webauthn/create.ts";
+import { oneCeremonyAtATime } from "../webauthn/one_at_a_time.ts";
 import { get } from "../webauthn/get.ts";
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from "../webauthn/json.ts";
 import { bridgeScript } from "./bridge_script.ts";
@@ -63,16 +64,6 @@ const callSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("get"), id: z.string().max(32), options: z.unknown() }),
   z.object({ type: z.literal("abort"), id: z.string().max(32) }),
 ]);
-
-/** One ceremony at a time per authenticator, across pages and contexts. */
-const authenticatorQueues = new WeakMap<Authenticator, Promise<unknown>>();
-
-function serialized<T>(authenticator: Authenticator, run: () => Promise<T>): Promise<T> {
-  const previous = authenticatorQueues.get(authenticator) ?? Promise.resolve();
-  const result = previous.then(run, run);
-  authenticatorQueues.set(authenticator, result.catch(() => undefined));
-  return result;
-}
 
 /** The DOMException name a page sees for an error, as a browser would report it. */
 export function domExceptionName(error: unknown): string {
@@ -271,11 +262,11 @@ export class WebAuthnBridge implements AsyncDisposable {
           : { defaultTimeoutMs: this.#options.defaultTimeoutMs }),
       };
       if (kind === "create") {
-        const credential = await serialized(this.#options.authenticator, () => create(request));
+        const credential = await oneCeremonyAtATime(this.#options.authenticator, () => create(request));
         this.#emit({ type: "created", origin, credential });
         return { ok: true, credential };
       }
-      const credential = await serialized(this.#options.authenticator, () => get(request));
+      const credential = await oneCeremonyAtATime(this.#options.authenticator, () => get(request));
       this.#emit({ type: "asserted", origin, credential });
       return { ok: true, credential };
     } catch (error) {

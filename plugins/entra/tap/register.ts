@@ -27,6 +27,7 @@ import { ProvisioningError } from "../../../core/errors.ts";
 import type { Authenticator, DirectoryUser, PasskeyMethod, UserInteraction } from "../../../core/plugin.ts";
 import { sleep } from "../../../core/sleep.ts";
 import { create } from "../../../core/webauthn/create.ts";
+import { oneCeremonyAtATime } from "../../../core/webauthn/one_at_a_time.ts";
 import type { TemporaryAccessPass } from "../graph/tap.ts";
 import type { EntraSession } from "../session.ts";
 import { sha256 } from "@noble/hashes/sha2.js";
@@ -441,44 +442,45 @@ async function addPasskey(
   );
   const origin = provision.origin;
   const rpId = provision.hostname;
-  const credential = await create({
-    options: {
-      rp: { id: rpId, name: "Microsoft" },
-      user: {
-        id: request.userId,
-        name: request.memberName ?? client.upn,
-        displayName: request.userDisplayName ?? client.upn,
+  const credential = await oneCeremonyAtATime(options.authenticator, () =>
+    create({
+      options: {
+        rp: { id: rpId, name: "Microsoft" },
+        user: {
+          id: request.userId,
+          name: request.memberName ?? client.upn,
+          displayName: request.userDisplayName ?? client.upn,
+        },
+        challenge: toBase64Url(new TextEncoder().encode(request.serverChallenge)),
+        pubKeyCredParams: [{ type: "public-key", alg: -7 }, { type: "public-key", alg: -257 }],
+        timeout: 600_000,
+        excludeCredentials: exclude.map((c) => ({
+          type: "public-key",
+          id: c.id,
+          transports: c.transports ?? ["usb", "nfc"],
+        })),
+        authenticatorSelection: {
+          authenticatorAttachment: "cross-platform",
+          requireResidentKey: true,
+          residentKey: "required",
+          userVerification: "required",
+        },
+        attestation: "direct",
+        extensions: {
+          credentialProtectionPolicy: "userVerificationOptional",
+          enforceCredentialProtectionPolicy: true,
+          hmacCreateSecret: true,
+          credProps: true,
+        },
       },
-      challenge: toBase64Url(new TextEncoder().encode(request.serverChallenge)),
-      pubKeyCredParams: [{ type: "public-key", alg: -7 }, { type: "public-key", alg: -257 }],
-      timeout: 600_000,
-      excludeCredentials: exclude.map((c) => ({
-        type: "public-key",
-        id: c.id,
-        transports: c.transports ?? ["usb", "nfc"],
-      })),
-      authenticatorSelection: {
-        authenticatorAttachment: "cross-platform",
-        requireResidentKey: true,
-        residentKey: "required",
-        userVerification: "required",
-      },
-      attestation: "direct",
-      extensions: {
-        credentialProtectionPolicy: "userVerificationOptional",
-        enforceCredentialProtectionPolicy: true,
-        hmacCreateSecret: true,
-        credProps: true,
-      },
-    },
-    origin,
-    allowedRpIds: session.allowedRpIds.includes(rpId) || session.cloud.name !== "sandbox"
-      ? session.allowedRpIds
-      : [...session.allowedRpIds, rpId],
-    authenticator: options.authenticator,
-    interaction: options.interaction,
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
+      origin,
+      allowedRpIds: session.allowedRpIds.includes(rpId) || session.cloud.name !== "sandbox"
+        ? session.allowedRpIds
+        : [...session.allowedRpIds, rpId],
+      authenticator: options.authenticator,
+      interaction: options.interaction,
+      ...(options.signal ? { signal: options.signal } : {}),
+    }));
   const extensions = toBase64Url(
     new TextEncoder().encode(JSON.stringify(credential.clientExtensionResults ?? {})),
   );
