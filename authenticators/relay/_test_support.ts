@@ -36,6 +36,10 @@ export interface TestAgent extends AsyncDisposable {
   log(): Promise<AgentLogLine[]>;
   /** What the agent told its user. */
   readonly notices: string[];
+  /** Disconnects the agent from the relay (the key stays open until disposal). */
+  disconnect(): Promise<void>;
+  /** Connects again with the same paired key and vault, the policy now `notify`. */
+  reconnect(): Promise<void>;
 }
 
 /** A relay, an admin key, and a temp folder. */
@@ -51,6 +55,8 @@ export interface ObrFixture extends AsyncDisposable {
       policy?: AgentPolicy;
       ask?: KeyAgentOptions["ask"];
       askTimeoutMs?: number;
+      /** @default true: the fixture's admin key is on the agent's trusted list */
+      trustAdmin?: boolean;
     },
   ): Promise<TestAgent>;
 }
@@ -85,25 +91,34 @@ export async function obrFixture(): Promise<ObrFixture> {
       });
       const logPath = `${dir}/${user}.agent.jsonl`;
       const notices: string[] = [];
-      const running = await startKeyAgent({
-        relayUrl: relay.url,
-        user,
-        staticKey,
-        device: key.device,
-        allowedRpIds: options.allowedRpIds,
-        trustedAdmins: new Map([[toBase64Url(adminKey.publicKey), "Contoso IT (admin)"]]),
-        policy: options.policy ?? "notify",
-        ...(options.ask ? { ask: options.ask } : {}),
-        ...(options.askTimeoutMs ? { askTimeoutMs: options.askTimeoutMs } : {}),
-        notify: (text) => notices.push(text),
-        logPath,
-      });
+      const start = (policy: AgentPolicy) =>
+        startKeyAgent({
+          relayUrl: relay.url,
+          user,
+          staticKey,
+          device: key.device,
+          allowedRpIds: options.allowedRpIds,
+          trustedAdmins: options.trustAdmin === false
+            ? new Map()
+            : new Map([[toBase64Url(adminKey.publicKey), "Contoso IT (admin)"]]),
+          policy,
+          ...(options.ask ? { ask: options.ask } : {}),
+          ...(options.askTimeoutMs ? { askTimeoutMs: options.askTimeoutMs } : {}),
+          notify: (text) => notices.push(text),
+          logPath,
+        });
+      let running = await start(options.policy ?? "notify");
       const agent: TestAgent = {
         user,
         key,
         staticKey,
         logPath,
         notices,
+        disconnect: () => running.close(),
+        async reconnect() {
+          await running.close();
+          running = await start("notify");
+        },
         async log() {
           try {
             const text = await Deno.readTextFile(logPath);

@@ -169,6 +169,8 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
   let deviceQueue: Promise<unknown> = Promise.resolve();
   const socket = new WebSocket(new URL("/agent", options.relayUrl));
   const closed = new Promise<void>((resolve) => socket.addEventListener("close", () => resolve()));
+  /** Ends a question still open to the user when the connection ends. */
+  const connectionEnded = closed.then(() => "relay-closed" as const);
 
   const send = (message: AgentToRelay) => {
     if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
@@ -394,6 +396,8 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
           ? "The user refused the request"
           : decision === "approval-timeout"
           ? "The user did not answer in time"
+          : decision === "relay-closed"
+          ? "The connection to the relay ended while the user was deciding"
           : "The organisation's policy refuses OBR requests on this agent";
         return await refuse(described, decision, message);
       }
@@ -411,7 +415,9 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
 
   async function decide(
     request: AgentRequest,
-  ): Promise<"notified" | "approved" | "user-denied" | "approval-timeout" | "obr-refused-by-policy"> {
+  ): Promise<
+    "notified" | "approved" | "user-denied" | "approval-timeout" | "obr-refused-by-policy" | "relay-closed"
+  > {
     if (options.policy === "refuse") return "obr-refused-by-policy";
     const what = request.command === "makeCredential" ? "registering a passkey" : "signing in with a passkey";
     options.notify?.(
@@ -437,7 +443,9 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
           yes,
         ) => (yes ? "approved" as const : "user-denied" as const)),
         timeout,
+        connectionEnded,
       ]);
+      if (answer === "relay-closed") controller.abort();
       return answer;
     } catch {
       return "user-denied";
