@@ -327,7 +327,7 @@ export const relayAuthenticator: AuthenticatorPlugin<z.input<typeof relayOptions
       },
     ],
   },
-  open(context: PluginContext, rawOptions) {
+  async open(context: PluginContext, rawOptions) {
     const parsed = relayOptionsSchema.safeParse(rawOptions ?? {});
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
@@ -342,7 +342,7 @@ export const relayAuthenticator: AuthenticatorPlugin<z.input<typeof relayOptions
         hint: `Set ${relayTokenEnv} and ${relayAdminKeyEnv} (a 32-byte X25519 private key, base64url)`,
       });
     }
-    return openRelayAuthenticator({
+    return await openRelayAuthenticator({
       relayUrl: parsed.data.relay,
       obrUser: parsed.data.obrUser,
       token,

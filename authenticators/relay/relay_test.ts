@@ -4,11 +4,20 @@
  */
 import { assert, assertEquals, rejects } from "../../test/assert.ts";
 import { Ctap2Client } from "../../core/ctap/client.ts";
-import { randomBytes } from "../../core/bytes.ts";
+import { randomBytes, toBase64Url } from "../../core/bytes.ts";
+import { UsageError } from "../../core/errors.ts";
+import type { PluginContext } from "../../core/plugin.ts";
+import { maxWireMessageLength } from "./protocol.ts";
 import { type ObrFixture, obrFixture, testAdmin, testToken } from "./_test_support.ts";
 import { RelayError } from "./errors.ts";
 import { generateNoiseKeyPair } from "./noise.ts";
-import { openRelayAuthenticator, type RelayAuthenticatorOptions } from "./plugin.ts";
+import {
+  openRelayAuthenticator,
+  relayAdminKeyEnv,
+  relayAuthenticator,
+  type RelayAuthenticatorOptions,
+  relayTokenEnv,
+} from "./plugin.ts";
 import { pairKeyAgent, startKeyAgent } from "./key_agent.ts";
 
 const rpId = "login.microsoft.com";
@@ -243,4 +252,51 @@ Deno.test("agent: going offline mid-request gives agent-offline; a new channel l
     line.command === "makeCredential" && line.outcome === "CTAP2_OK"
   );
   assertEquals(answered.length, 1);
+});
+
+Deno.test("plugin: open() reads the relay, the user and the pinned key from options, token and admin key from the environment", async () => {
+  await using obr = await obrFixture();
+  const agent = await obr.agent(alice, { allowedRpIds: [rpId] });
+  grant(obr);
+  const env: Record<string, string> = {
+    [relayTokenEnv]: testToken,
+    [relayAdminKeyEnv]: toBase64Url(obr.adminKey.privateKey),
+  };
+  const context: PluginContext = {
+    interaction: { requestPin: () => Promise.reject(new Error("no PIN")), promptUserPresence: () => {} },
+    env: (name) => env[name],
+    readSecret: () => Promise.reject(new Error("no secret")),
+  };
+  const pluginOptions = {
+    relay: obr.relay.url,
+    obrUser: alice,
+    agentKey: toBase64Url(agent.staticKey.publicKey),
+  };
+  await using authenticator = await relayAuthenticator.open(context, pluginOptions);
+  assertEquals((await authenticator.device.transceive(Uint8Array.of(0x04)))[0], 0x00);
+
+  delete env[relayTokenEnv];
+  const missing = await rejects(
+    async () => await relayAuthenticator.open(context, pluginOptions),
+    UsageError,
+  );
+  assert(missing.hint?.includes(relayTokenEnv), missing.hint);
+  const badKey = await rejects(
+    async () => await relayAuthenticator.open(context, { ...pluginOptions, agentKey: "AAAA" }),
+    UsageError,
+  );
+  assert(badKey.message.includes("agentKey"), badKey.message);
+});
+
+Deno.test("relay: a message larger than the limit closes the connection", async () => {
+  await using obr = await obrFixture();
+  const socket = new WebSocket(new URL("/admin", obr.relay.url));
+  const closed = new Promise<CloseEvent>((resolve) =>
+    socket.addEventListener("close", resolve, { once: true })
+  );
+  await new Promise((resolve) => socket.addEventListener("open", resolve, { once: true }));
+  socket.send(JSON.stringify({ type: "auth", token: "x".repeat(maxWireMessageLength + 1) }));
+  const event = await closed;
+  assertEquals(event.code, 1008);
+  assertEquals(event.reason, "malformed message");
 });
