@@ -118,6 +118,10 @@ Deno.test("OBR: provisions user A onto A's own key through the relay; B's key is
   assertEquals(opens[0]!.admin, testAdmin);
   assertEquals(opens[0]!.user, w.userA);
   assertEquals(opens[0]!.outcome, "ok");
+  assertEquals(opens[0]!.rpIds?.join(), w.session.allowedRpIds.join());
+  // The PIN went sealed through the relay: neither the audit trail nor the agent's log holds it.
+  assert(!JSON.stringify(w.obr.relay.audit()).includes(testPin));
+  assert(!(await Deno.readTextFile(agentA.logPath)).includes(testPin));
   assert(w.obr.relay.audit().every((event) => !("data" in event)));
 });
 
