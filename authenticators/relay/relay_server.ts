@@ -80,10 +80,14 @@ export interface RelayServerOptions {
 export interface RelayServer extends AsyncDisposable {
   /** `ws://127.0.0.1:PORT`: agents connect to `/agent`, admins to `/admin`; pairing is `POST /pair`. */
   readonly url: string;
-  /** Turns OBR on for `admin` towards `user` until `until` (one user per admin; a new grant replaces the old). */
+  /**
+   * Turns OBR on for `admin` towards `user` until `until` (a later grant for the same pair moves the
+   * end). An admin may hold grants for several users at once (a bulk run); each channel reaches only
+   * the user it was opened for.
+   */
   grant(admin: string, user: string, until: Date): void;
-  /** Turns OBR off for `admin`: its open channels are closed at once. */
-  revoke(admin: string): void;
+  /** Turns OBR off for `admin` towards `user` (or every user): the matching open channels close at once. */
+  revoke(admin: string, user?: string): void;
   /** A one-time pairing code for `user`'s key agent, valid for `ttlMs`. */
   createPairingCode(user: string, ttlMs?: number): string;
   /** Forgets `user`'s paired key (unpair); a connected agent is disconnected. */
@@ -126,7 +130,9 @@ export function startRelayServer(options: RelayServerOptions): Promise<RelayServ
   const authTimeoutMs = options.authTimeoutMs ?? 10_000;
   const pairedKeys = new Map<string, Uint8Array>();
   const pairingCodes = new Map<string, { user: string; expires: number }>();
-  const grants = new Map<string, { user: string; until: number }>();
+  /** admin → user → until (ms). */
+  const grants = new Map<string, Map<string, number>>();
+  const granted = (admin: string, user: string) => (grants.get(admin)?.get(user) ?? 0) > now();
   const agents = new Map<string, AgentConnection>();
   const admins = new Set<AdminConnection>();
   const trail: RelayAuditEvent[] = [];
@@ -299,8 +305,7 @@ export function startRelayServer(options: RelayServerOptions): Promise<RelayServ
     if (message.type === "close") {
       return closeSession(session, "admin-closed", "The admin closed the channel", "agent");
     }
-    const grant = grants.get(admin);
-    if (!grant || grant.user !== session.user || grant.until <= now()) {
+    if (!granted(admin, session.user)) {
       return closeSession(
         session,
         "obr-not-granted",
@@ -321,14 +326,8 @@ export function startRelayServer(options: RelayServerOptions): Promise<RelayServ
       audit({ event: "open", outcome: "refused", admin, user, rpIds, reason: code });
       send(connection.socket, { type: "error", code, message });
     };
-    const grant = grants.get(admin);
-    if (!grant || grant.user !== user || grant.until <= now()) {
-      return refuse(
-        "obr-not-granted",
-        grant && grant.until > now()
-          ? `OBR is on for "${grant.user}", not for "${user}"`
-          : `OBR is not on for "${user}" for this admin`,
-      );
+    if (!granted(admin, user)) {
+      return refuse("obr-not-granted", `OBR is not on for "${user}" for admin "${admin}"`);
     }
     const key = pairedKeys.get(user);
     if (!key) return refuse("key-not-paired", `"${user}" has no paired key agent`);
@@ -407,16 +406,16 @@ export function startRelayServer(options: RelayServerOptions): Promise<RelayServ
     const relay: RelayServer = {
       url: `ws://127.0.0.1:${port}`,
       grant(admin, user, until) {
-        const previous = grants.get(admin);
-        grants.set(admin, { user, until: until.getTime() });
+        const users = grants.get(admin) ?? new Map<string, number>();
+        users.set(user, until.getTime());
+        grants.set(admin, users);
         audit({ event: "grant", outcome: "ok", admin, user });
-        if (previous && previous.user !== user) closeAdminSessions(admin, "obr-not-granted");
       },
-      revoke(admin) {
-        const previous = grants.get(admin);
-        grants.delete(admin);
-        audit({ event: "revoke", outcome: "ok", admin, ...(previous ? { user: previous.user } : {}) });
-        closeAdminSessions(admin, "obr-not-granted");
+      revoke(admin, user) {
+        if (user === undefined) grants.delete(admin);
+        else grants.get(admin)?.delete(user);
+        audit({ event: "revoke", outcome: "ok", admin, ...(user === undefined ? {} : { user }) });
+        closeAdminSessions(admin, user);
       },
       createPairingCode(user, ttlMs = 10 * 60_000) {
         // 10 characters of Crockford's base32 (32 symbols, so no modulo bias): 50 bits, one attempt per code.
@@ -443,11 +442,12 @@ export function startRelayServer(options: RelayServerOptions): Promise<RelayServ
     };
     resolve(relay);
 
-    function closeAdminSessions(admin: string, code: string): void {
+    function closeAdminSessions(admin: string, user: string | undefined): void {
       for (const connection of admins) {
         if (connection.admin !== admin) continue;
         for (const session of [...connection.sessions.values()]) {
-          closeSession(session, code, `OBR for "${session.user}" was turned off`, "both");
+          if (user !== undefined && session.user !== user) continue;
+          closeSession(session, "obr-not-granted", `OBR for "${session.user}" was turned off`, "both");
         }
       }
     }

@@ -300,3 +300,21 @@ Deno.test("relay: a message larger than the limit closes the connection", async 
   assertEquals(event.code, 1008);
   assertEquals(event.reason, "malformed message");
 });
+
+Deno.test("relay: grants are per user; revoking one user's grant closes only that user's channel", async () => {
+  await using obr = await obrFixture();
+  const bob = "bob@contoso.sandbox";
+  const agentA = await obr.agent(alice, { allowedRpIds: [rpId] });
+  const agentB = await obr.agent(bob, { allowedRpIds: [rpId] });
+  grant(obr, alice);
+  grant(obr, bob);
+  await using toAlice = await openRelayAuthenticator(options(obr, agentA.staticKey.publicKey));
+  await using toBob = await openRelayAuthenticator(
+    options(obr, agentB.staticKey.publicKey, { obrUser: bob }),
+  );
+  const getInfo = Uint8Array.of(0x04);
+  obr.relay.revoke(testAdmin, bob);
+  assertEquals((await toAlice.device.transceive(getInfo))[0], 0x00);
+  const error = await rejects(() => toBob.device.transceive(getInfo), RelayError);
+  assertEquals(error.code, "obr-not-granted");
+});
