@@ -268,9 +268,22 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
     };
   });
 
-  function refuseSession(session: string, code: string, message: string): void {
+  /** Ends a channel with a reason the admin sees; a channel refused before any request is logged too. */
+  function refuseSession(session: string, code: string, message: string, admin?: string): void {
+    const known = sessions.get(session);
     sessions.delete(session);
     send({ type: "close", session, code, message });
+    if (code !== "relay-tampering" && code !== "agent-failed") {
+      const named = admin ?? known?.admin;
+      void log({
+        time: now().toISOString(),
+        session,
+        ...(named === undefined ? {} : { admin: named }),
+        command: "open channel",
+        decision: "refused",
+        outcome: code,
+      }).catch(() => {});
+    }
   }
 
   function openSession(message: Extract<RelayToAgent, { type: "open" }>): void {
@@ -279,6 +292,7 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
         message.session,
         "obr-not-granted",
         `This agent serves "${options.user}", not "${message.user}"`,
+        message.admin,
       );
     }
     const outside = message.rpIds.filter((rpId) => !options.allowedRpIds.includes(rpId));
@@ -287,6 +301,7 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
         message.session,
         "rp-id-not-allowed",
         `The channel names rp ids not on the organisation's list: ${outside.join(", ") || "(none named)"}`,
+        message.admin,
       );
     }
     const prologue = obrPrologue({ sessionId: message.session, userId: options.user, rpIds: message.rpIds });
@@ -373,12 +388,7 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
     let described: AgentRequest = { ...base, command: name };
     if (command === CtapCommand.makeCredential || command === CtapCommand.getAssertion) {
       try {
-        described = command === CtapCommand.makeCredential
-          ? (() => {
-            const parsed = decodeBody(MakeCredentialRequest, request.subarray(1));
-            return { ...described, rpId: parsed.rp.id, account: parsed.user.name ?? "" };
-          })()
-          : { ...described, rpId: decodeBody(GetAssertionRequest, request.subarray(1)).rpId };
+        described = { ...described, ...targetOf(command, request.subarray(1)) };
       } catch {
         return await refuse(described, "malformed-request", "The CTAP request could not be read");
       }
@@ -453,6 +463,15 @@ export function startKeyAgent(options: KeyAgentOptions): Promise<RunningKeyAgent
       clearTimeout(timer);
     }
   }
+}
+
+/** The rp id (and, for a registration, the account) a makeCredential or getAssertion is for. */
+function targetOf(command: number, body: Uint8Array): { rpId: string; account?: string } {
+  if (command === CtapCommand.makeCredential) {
+    const parsed = decodeBody(MakeCredentialRequest, body);
+    return { rpId: parsed.rp.id, ...(parsed.user.name ? { account: parsed.user.name } : {}) };
+  }
+  return { rpId: decodeBody(GetAssertionRequest, body).rpId };
 }
 
 /** The CTAP commands the agent forwards, by name for the log. */

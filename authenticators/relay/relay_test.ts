@@ -8,8 +8,9 @@ import { randomBytes, toBase64Url } from "../../core/bytes.ts";
 import { UsageError } from "../../core/errors.ts";
 import type { PluginContext } from "../../core/plugin.ts";
 import { maxWireMessageLength } from "./protocol.ts";
-import { type ObrFixture, obrFixture, testAdmin, testToken } from "./_test_support.ts";
+import { type ObrFixture, obrFixture, testAdmin, type TestAgent, testToken } from "./_test_support.ts";
 import { RelayError } from "./errors.ts";
+import type { AgentLogLine } from "./key_agent.ts";
 import { generateNoiseKeyPair } from "./noise.ts";
 import {
   openRelayAuthenticator,
@@ -152,7 +153,16 @@ Deno.test("agent: refuses an admin key it does not trust", async () => {
     RelayError,
   );
   assertEquals(error.code, "admin-not-trusted");
+  await waitForLog(agent, (line) => line.command === "open channel" && line.outcome === "admin-not-trusted");
 });
+
+async function waitForLog(agent: TestAgent, match: (line: AgentLogLine) => boolean): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await agent.log()).some(match)) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`the agent of "${agent.user}" never logged the expected line`);
+}
 
 Deno.test("agent: refuses a channel for rp ids off the organisation's list, and a makeCredential for one", async () => {
   await using obr = await obrFixture();
@@ -163,6 +173,7 @@ Deno.test("agent: refuses a channel for rp ids off the organisation's list, and 
     RelayError,
   );
   assertEquals(channel.code, "rp-id-not-allowed");
+  await waitForLog(agent, (line) => line.command === "open channel" && line.outcome === "rp-id-not-allowed");
 
   await using authenticator = await openRelayAuthenticator(options(obr, agent.staticKey.publicKey));
   const client = new Ctap2Client(authenticator.device);
