@@ -20,6 +20,10 @@ const known: Readonly<Record<string, { hint: string; retryable?: boolean }>> = {
   "key-not-paired": {
     hint: "The user pairs their key agent first (`provisioning key agent pair` with a code from the relay)",
   },
+  "pairing-record-invalid": {
+    hint:
+      "The key agent's pairing record is damaged: pair again (`provisioning key agent pair`) with a new code",
+  },
   "agent-key-mismatch": {
     hint:
       "The relay named a key for this user that differs from the pinned one: re-pair the user's key agent, " +
