@@ -418,6 +418,7 @@ export function startRelayServer(options: RelayServerOptions): Promise<RelayServ
         closeAdminSessions(admin, user);
       },
       createPairingCode(user, ttlMs = 10 * 60_000) {
+        for (const [old, entry] of pairingCodes) if (entry.expires <= now()) pairingCodes.delete(old);
         // 10 characters of Crockford's base32 (32 symbols, so no modulo bias): 50 bits, one attempt per code.
         const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
         const code = Array.from(randomBytes(10), (b) => alphabet[b % 32]).join("");
