@@ -10,13 +10,9 @@ import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
 import { runCli } from "./cli.ts";
 import { type Sandbox, startSandbox } from "../plugins/entra/sandbox/server.ts";
 
-/** A sandbox as `provisioning sandbox` serves it (rp id its own host), and the admin's environment. */
+/** A sandbox as `provisioning sandbox` serves it (Entra's real rp id), and the admin's environment. */
 async function sandboxAndEnv(dir: string): Promise<{ sandbox: Sandbox; env: Record<string, string> }> {
-  const sandbox = await startSandbox({
-    users: 5,
-    webauthn: { rpId: "127.0.0.1", rpName: "Sandbox tenant", origins: [] },
-  });
-  sandbox.tenant.webauthn.origins.push(new URL(sandbox.url).origin);
+  const sandbox = await startSandbox({ users: 5 });
   const env = {
     PROVISIONING_SANDBOX: sandbox.url,
     PROVISIONING_TENANT: sandbox.tenantId,

@@ -243,7 +243,7 @@ Deno.test("listCredentials on a key without discoverable credentials returns []"
   assert.deepEqual(await key.client.listCredentials(token), []);
   await makeCredential(key.client, rpA, 1, undefined, false); // non-discoverable: still nothing to list
   assert.deepEqual(await key.client.listCredentials(token), []);
-  assert.deepEqual(await key.client.getCredentialsMetadata(token), { existing: 0, remaining: 1000 });
+  assert.deepEqual(await key.client.getCredentialsMetadata(token), { existing: 0, remaining: 100_000 });
 });
 
 Deno.test("listCredentials walks every rp and every credential with the GetNext subcommands (CTAP 2.1 §6.8.3, §6.8.4)", async () => {
