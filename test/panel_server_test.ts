@@ -7,7 +7,13 @@
  * are database-independent and run once.
  */
 import { ProvisioningError } from "../core/errors.ts";
-import { apiRoutes, openApiDocument, type RunningPanel, startPanel } from "../core/panel/server/mod.ts";
+import {
+  apiRoutes,
+  openApiDocument,
+  type RunningPanel,
+  servePanel,
+  startPanel,
+} from "../core/panel/server/mod.ts";
 import type { LeasedJob, OpenedPanelStore, QueueJob } from "../core/panel/store/mod.ts";
 import { assert, assertEquals, deepStrictEqual, rejects } from "./assert.ts";
 import {
@@ -560,5 +566,31 @@ Deno.test("the panel refuses to serve off loopback without TLS, and serves TLS w
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  });
+});
+
+Deno.test("servePanel (the CLI's entry) opens the database, serves until aborted, then closes", async () => {
+  await withSqlite(async (backend) => {
+    const database = await backend.fresh("serve");
+    const lines: string[] = [];
+    const stop = new AbortController();
+    const { promise: listening, resolve } = Promise.withResolvers<string>();
+    const print = (line: string) => {
+      lines.push(line);
+      const url = /^Panel at (\S+)/.exec(line)?.[1];
+      if (url !== undefined) resolve(url);
+    };
+    const running = servePanel({ database, port: 0, signal: stop.signal, print });
+    const url = await listening;
+    assert(lines[0]!.includes("/bootstrap?token="), "the first-run link is printed before the address");
+    assertEquals((await fetch(new URL("/api/v1/openapi.json", url)).then((r) => r.json())).info.version, "1");
+    stop.abort();
+    await running;
+    await rejects(fetch(new URL("/", url)), TypeError, "the panel stopped listening");
+    const halfTls = await rejects(
+      servePanel({ database, port: 0, certFile: "/tmp/cert.pem", signal: stop.signal }),
+      ProvisioningError,
+    );
+    assertEquals(halfTls.exitCode, 2);
   });
 });

@@ -4,7 +4,8 @@
  * over the panel's store (core/panel/store/mod.ts). docs/panel.md describes the API and the auth
  * model.
  *
- * `startPanel` is what the `provisioning panel` command calls (core/cli wires it): it serves on
+ * `servePanel` is the whole `provisioning panel` run for the CLI to call (open the database, serve
+ * until a signal); `startPanel` is the server itself: it serves on
  * 127.0.0.1 unless given a TLS certificate, prints the first-run bootstrap link of a panel without
  * an owner, and returns a handle to close.
  *
@@ -36,6 +37,7 @@ export {
   type StartPanelOptions,
 } from "./server.ts";
 export { openApiDocument } from "./openapi.ts";
+export { servePanel, type ServePanelOptions } from "./serve.ts";
 export { apiRoutes } from "./api.ts";
 export { pageRoutes } from "./pages.ts";
 export type { Route } from "./routes.ts";
