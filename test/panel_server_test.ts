@@ -15,6 +15,11 @@ import {
   startPanel,
 } from "../core/panel/server/mod.ts";
 import type { LeasedJob, OpenedPanelStore, QueueJob } from "../core/panel/store/mod.ts";
+import { tokenHash } from "../core/panel/store/auth_store.ts";
+import { isPostgresUrl } from "../core/panel/store/mod.ts";
+import { openPostgresDatabase } from "../core/panel/store/postgres.ts";
+import type { SqlDatabase } from "../core/panel/store/sql.ts";
+import { openSqliteDatabase } from "../core/panel/store/sqlite.ts";
 import { assert, assertEquals, deepStrictEqual, rejects } from "./assert.ts";
 import {
   openTestStore,
@@ -24,6 +29,12 @@ import {
   withPostgres,
   withSqlite,
 } from "./support/panel_store.ts";
+
+function rawDatabase(location: string): SqlDatabase {
+  return isPostgresUrl(location)
+    ? openPostgresDatabase(location, { maxConnections: 1 })
+    : openSqliteDatabase(location);
+}
 
 /** A browser-like client of one panel: keeps the session cookie, never follows redirects. */
 class PanelClient {
@@ -182,6 +193,11 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
     });
     assertEquals(second.bootstrapLink, null);
     deepStrictEqual(printed, []);
+    // A session lasts 8 hours by the panel's clock.
+    p.clock.advance(8 * 3600_000 - 1);
+    assertEquals((await p.owner.request("/api/v1/session")).status, 200);
+    p.clock.advance(1);
+    assertEquals((await p.owner.request("/api/v1/session")).status, 401);
   });
 
   await t.step(
@@ -311,8 +327,20 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
     assertEquals(issued.status, 201);
     const { token, expiresAt } = await issued.json();
     assertEquals(expiresAt, p.clock.time + 12 * 3600_000);
-    const row = await p.store.listAudit({ limit: 5 });
-    assert(!JSON.stringify(row).includes(token), "the audit log holds no token");
+    const audit = await p.store.listAudit({ limit: 5 });
+    assert(!JSON.stringify(audit).includes(token), "the audit log holds no token");
+    const db = rawDatabase(p.store.location);
+    try {
+      const stored = JSON.stringify([
+        ...await db.query("SELECT * FROM agent_tokens"),
+        ...await db.query("SELECT * FROM sessions"),
+      ]);
+      assert(!stored.includes(token), "the database keeps the agent token's hash only");
+      assert(!stored.includes(p.owner.cookie!.split("=")[1]!), "and the session token's hash only");
+      assert(stored.includes(await tokenHash(token)));
+    } finally {
+      await db.close();
+    }
     const agent = new PanelClient(p.panel.url);
     const bearer = { authorization: `Bearer ${token}`, "content-type": "application/json" };
     assertEquals(

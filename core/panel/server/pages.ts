@@ -249,7 +249,7 @@ function jobRow(job: QueueJob, principal: Principal): string {
   const error = job.lastError === null
     ? ""
     : `${escapeHtml(job.lastError.code)}: ${escapeHtml(job.lastError.message)}`;
-  return `<tr data-job-id="${job.id}" data-state="${job.state}"><td>#${job.id}</td><td><a href="/users?prefix=">${job.userId}</a></td>
+  return `<tr data-job-id="${job.id}" data-state="${job.state}"><td>#${job.id}</td><td><a href="/jobs?userId=${job.userId}">user ${job.userId}</a></td>
 <td class="state-${job.state}">${job.state}</td><td>${job.mode}</td><td>${job.attempts}/${job.maxAttempts}</td>
 <td>${escapeHtml(job.leaseHolder ?? "")}</td><td>${
     escapeHtml(job.step ?? "")

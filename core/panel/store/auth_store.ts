@@ -163,6 +163,8 @@ export function createAuthStore(db: SqlDatabase): PanelAuthStore {
     const token = randomToken();
     const csrf = randomToken();
     const expiresAt = at + ttlMs;
+    // Expired sessions are refused by findSession already; dropping them here keeps the table small.
+    await tx.execute("DELETE FROM sessions WHERE expires_at <= ?", [at]);
     await tx.execute(
       "INSERT INTO sessions (token_hash, admin_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
       [await tokenHash(token), admin.id, csrf, at, expiresAt],
