@@ -347,6 +347,36 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
       (await agent.request("/api/v1/jobs", { method: "POST", headers: bearer, body: "{}" })).status,
       401,
     );
+    // A fresh token, revoked by the agent's logout; another revoked by its admin: both refused at once.
+    const fresh = await Promise.all(
+      [1, 2].map(async (n) =>
+        await (await p.owner.json("/api/v1/agent-tokens", { label: `spare-${n}` })).json()
+      ),
+    );
+    const freshHeaders = (n: number) => ({
+      authorization: `Bearer ${fresh[n]!.token}`,
+      "content-type": "application/json",
+    });
+    assertEquals(
+      (await agent.request("/api/v1/agent/logout", { method: "POST", headers: freshHeaders(0) })).status,
+      200,
+    );
+    const revoked = await p.owner.json(`/api/v1/agent-tokens/${fresh[1]!.id}/revoke`, {});
+    assertEquals(revoked.status, 200);
+    for (const n of [0, 1]) {
+      const answer = await agent.request("/api/v1/jobs", { headers: freshHeaders(n) });
+      assertEquals(await errorCode(answer), "agent-token-revoked");
+    }
+    const listed = await (await p.owner.request("/api/v1/agent-tokens")).json();
+    deepStrictEqual(
+      listed.items.map((t: { label: string; revokedAt: number | null }) => [t.label, t.revokedAt !== null]),
+      [
+        ["spare-2", true],
+        ["spare-1", true],
+        ["laptop", false],
+      ],
+    );
+    assert(!JSON.stringify(listed).includes(token), "the listing holds no token");
     p.clock.advance(12 * 3600_000 - 1);
     const leased = await agent.request("/api/v1/agent/lease", {
       method: "POST",

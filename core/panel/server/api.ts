@@ -219,6 +219,43 @@ async function agentTokensCreate(context: RequestContext): Promise<Response> {
   }, 201);
 }
 
+async function agentTokensList(context: RequestContext): Promise<Response> {
+  const principal = principalOf(context);
+  const mine = principal.admin.role === "owner" ? {} : { adminId: principal.admin.id };
+  return json({ items: await context.panel.store.auth.listAgentTokens(mine) });
+}
+
+async function agentTokensRevoke(context: RequestContext): Promise<Response> {
+  const principal = principalOf(context);
+  const tokenId = parseInput(id, context.params.id, "path");
+  const revoked = await context.panel.store.auth.revokeAgentToken({
+    id: tokenId,
+    actor: actorOf(principal),
+    at: context.now,
+    ...(principal.admin.role === "owner" ? {} : { adminId: principal.admin.id }),
+  });
+  if (!revoked) {
+    throw new PanelHttpError(
+      404,
+      "unknown-agent-token",
+      `Cannot revoke agent token ${tokenId}: none of yours is live`,
+    );
+  }
+  return json({ revoked: tokenId });
+}
+
+/** The agent's `logout`: its own token stops working at once. */
+async function agentLogout(context: RequestContext): Promise<Response> {
+  const principal = principalOf(context);
+  if (principal.kind !== "agent") throw new TypeError("agent route without an agent token");
+  await context.panel.store.auth.revokeAgentToken({
+    id: principal.tokenId,
+    actor: actorOf(principal, principal.label),
+    at: context.now,
+  });
+  return json({ revoked: principal.tokenId });
+}
+
 async function agentLease(context: RequestContext): Promise<Response> {
   const body = await parseJsonBody(context.request, leaseBody);
   const agent = actorOf(principalOf(context), body.agent);
@@ -380,6 +417,30 @@ export const apiRoutes: readonly Route[] = [
     access: "session",
     permission: "edit-users",
     handle: agentTokensCreate,
+  },
+  {
+    method: "GET",
+    path: "/api/v1/agent-tokens",
+    kind: "api",
+    access: "session",
+    permission: "edit-users",
+    handle: agentTokensList,
+  },
+  {
+    method: "POST",
+    path: "/api/v1/agent-tokens/{id}/revoke",
+    kind: "api",
+    access: "session",
+    permission: "edit-users",
+    handle: agentTokensRevoke,
+  },
+  {
+    method: "POST",
+    path: "/api/v1/agent/logout",
+    kind: "api",
+    access: "agent",
+    permission: "read",
+    handle: agentLogout,
   },
   {
     method: "POST",

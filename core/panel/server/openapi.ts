@@ -246,6 +246,32 @@ export const openApiDocument = {
       },
     },
     "/api/v1/agent-tokens": {
+      get: {
+        summary: "Agent tokens, newest first (your own; the owner: everyone's), without the tokens",
+        security: [{ session: [] }],
+        responses: {
+          "200": ok("Tokens", {
+            type: "object",
+            properties: {
+              items: {
+                type: "array",
+                items: {
+                  type: "object",
+                  properties: {
+                    id: { type: "integer" },
+                    label: { type: "string" },
+                    admin: { type: "string" },
+                    createdAt: { type: "integer" },
+                    expiresAt: { type: "integer" },
+                    revokedAt: { type: ["integer", "null"] },
+                  },
+                },
+              },
+            },
+          }),
+          ...common,
+        },
+      },
       post: {
         summary: "A bearer token for an agent, bound to the signed-in admin, valid 12 hours (shown once)",
         security: session,
@@ -265,6 +291,28 @@ export const openApiDocument = {
               admin: ref("Admin"),
             },
           }),
+          ...common,
+        },
+      },
+    },
+    "/api/v1/agent-tokens/{id}/revoke": {
+      post: {
+        summary: "Revoke an agent token (your own; the owner: anyone's)",
+        security: session,
+        parameters: [{ name: "id", in: "path", required: true, schema: { type: "integer", minimum: 1 } }],
+        responses: {
+          "200": ok("Revoked", { type: "object", properties: { revoked: { type: "integer" } } }),
+          ...common,
+          "404": error("No such live token of yours"),
+        },
+      },
+    },
+    "/api/v1/agent/logout": {
+      post: {
+        summary: "The agent's logout: revokes the calling token",
+        security: agent,
+        responses: {
+          "200": ok("Revoked", { type: "object", properties: { revoked: { type: "integer" } } }),
           ...common,
         },
       },

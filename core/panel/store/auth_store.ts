@@ -113,6 +113,23 @@ export interface PanelAuthStore {
   }): Promise<AgentTokenGrant>;
   /** Checks a bearer token at `at`. */
   checkAgentToken(token: string, at: number): Promise<AgentTokenCheck>;
+  /** Agent tokens, newest first: one admin's, or everyone's. Never the tokens themselves. */
+  listAgentTokens(options?: { adminId?: number }): Promise<AgentTokenRow[]>;
+  /**
+   * Revokes an agent token (the agent's `logout`, or an admin); with `adminId`, only when it is
+   * that admin's. False when there is no such live token.
+   */
+  revokeAgentToken(options: { id: number; actor: string; at: number; adminId?: number }): Promise<boolean>;
+}
+
+/** An agent token as listed: what it is bound to and until when, without the token. */
+export interface AgentTokenRow {
+  readonly id: number;
+  readonly label: string;
+  readonly admin: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly revokedAt: number | null;
 }
 
 const int = z.coerce.number().int();
@@ -128,6 +145,14 @@ const sessionRowSchema = adminRowSchema.extend({ csrf_token: z.string(), expires
 const agentTokenRowSchema = adminRowSchema.extend({
   token_id: int,
   label: z.string(),
+  expires_at: int,
+  revoked_at: int.nullable(),
+});
+const tokenListRowSchema = z.object({
+  id: int,
+  label: z.string(),
+  sign_in_name: z.string(),
+  created_at: int,
   expires_at: int,
   revoked_at: int.nullable(),
 });
@@ -375,5 +400,41 @@ export function createAuthStore(db: SqlDatabase): PanelAuthStore {
         admin: toAdmin(rows[0]),
       };
     },
+
+    async listAgentTokens({ adminId } = {}) {
+      const rows = await db.query(
+        `SELECT t.id, t.label, a.sign_in_name, t.created_at, t.expires_at, t.revoked_at
+         FROM agent_tokens t JOIN admins a ON a.id = t.admin_id
+         ${adminId === undefined ? "" : "WHERE t.admin_id = ?"} ORDER BY t.id DESC LIMIT 500`,
+        adminId === undefined ? [] : [adminId],
+      );
+      return rows.map((row) => {
+        const t = parseRow(tokenListRowSchema, row, db, "agent_tokens");
+        return {
+          id: t.id,
+          label: t.label,
+          admin: t.sign_in_name,
+          createdAt: t.created_at,
+          expiresAt: t.expires_at,
+          revokedAt: t.revoked_at,
+        };
+      });
+    },
+
+    revokeAgentToken: ({ id, actor, at, adminId }) =>
+      db.transaction(async (tx) => {
+        const changed = await tx.execute(
+          `UPDATE agent_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL
+           ${adminId === undefined ? "" : "AND admin_id = ?"}`,
+          adminId === undefined ? [at, id] : [at, id, adminId],
+        );
+        await writeAudit(tx, at, [{
+          actor,
+          action: "agent-token.revoke",
+          outcome: changed === 1 ? "ok" : "refused",
+          detail: { tokenId: id },
+        }]);
+        return changed === 1;
+      }),
   };
 }
