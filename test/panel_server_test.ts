@@ -312,6 +312,31 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
     assertEquals(newest!.state, "queued");
     assertEquals(newest!.mode, "manual");
     assertEquals(newest!.requestedBy, "editor@contoso.test");
+    // Bulk: select users on the page and queue them at once (the user with an active job keeps it).
+    const others = (await p.store.listUsers()).items.map((u) => u.id);
+    const [secondJob] = (await p.store.listJobs({ userId: others[1]! })).items;
+    assertEquals((await editor.json(`/api/v1/jobs/${secondJob!.id}/cancel`, {})).status, 200);
+    const usersHtml = await (await editor.request("/users")).text();
+    assert(usersHtml.includes(`name="userId" value="${others[1]}" form="bulk"`), "each user has a checkbox");
+    const selected = new URLSearchParams([
+      ["csrf", editor.csrf!],
+      ["mode", "automatic"],
+      ...others.map((i) => ["userId", String(i)]),
+    ]);
+    const bulk = await editor.request("/users/enqueue", {
+      method: "POST",
+      body: selected,
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+    });
+    assertEquals(bulk.status, 303);
+    assertEquals((await p.store.counts()).queued, 2);
+    const [requeued] = (await p.store.listJobs({ userId: others[1]! })).items;
+    deepStrictEqual([requeued!.state, requeued!.requestedBy], ["queued", "editor@contoso.test"]);
+    assertEquals(
+      (await editor.form("/users/enqueue", { csrf: editor.csrf! })).status,
+      400,
+      "nothing selected",
+    );
     // A sign-in link works once.
     const created =
       await (await p.owner.json("/api/v1/admins", { signInName: "late@contoso.test", role: "admin" }))

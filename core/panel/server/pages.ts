@@ -5,7 +5,7 @@
  * first, so a link previewer that fetches the URL does not spend the token.
  *
  * Pages: `/` (sign-in landing), `/bootstrap` and `/sign-in` (one-time links), `/users` (paged by
- * keyset, prefix search, "Add passkey" per user), `/jobs` (state, attempts, step, last error,
+ * keyset, prefix search, "Add passkey" per user, select users and queue them at once), `/jobs` (state, attempts, step, last error,
  * cancel and retry), `/audit` (the audit log), `/panel.css`.
  *
  * @module
@@ -172,7 +172,11 @@ function userRow(user: PanelUserWithJob, principal: Principal): string {
     : `<form class="inline" method="post" action="/users/${user.id}/enqueue">${csrfField(principal)}
 <select name="mode"><option value="automatic">Automatic</option><option value="manual">Manual</option></select>
 <button>Add passkey</button></form>`;
-  return `<tr data-user-id="${user.id}" data-sign-in="${escapeHtml(user.signInName)}"><td>${
+  // The checkbox belongs to the bulk form below the table (the `form` attribute: forms cannot nest).
+  const select = allows(principal.admin.role, "edit-users") && user.syncState === "in-sync"
+    ? `<input type="checkbox" name="userId" value="${user.id}" form="bulk" aria-label="select">`
+    : "";
+  return `<tr data-user-id="${user.id}" data-sign-in="${escapeHtml(user.signInName)}"><td>${select}</td><td>${
     escapeHtml(user.signInName)
   }</td>
 <td>${
@@ -198,8 +202,15 @@ async function usersPage(context: RequestContext): Promise<Response> {
     principal,
     `<form method="get" action="/users"><label>Sign-in name starts with
 <input name="prefix" value="${escapeHtml(q.prefix ?? "")}"></label><button>Search</button></form>
-<table><thead><tr><th>Sign-in name</th><th>Name</th><th>Directory</th><th>Passkey</th><th>Latest job</th><th></th></tr></thead>
+<table><thead><tr><th></th><th>Sign-in name</th><th>Name</th><th>Directory</th><th>Passkey</th><th>Latest job</th><th></th></tr></thead>
 <tbody>${result.items.map((u) => userRow(u, principal)).join("\n")}</tbody></table>
+${
+      allows(principal.admin.role, "edit-users")
+        ? `<form id="bulk" method="post" action="/users/enqueue">${csrfField(principal)}
+<select name="mode"><option value="automatic">Automatic</option><option value="manual">Manual</option></select>
+<button>Queue the selected users</button></form>`
+        : ""
+    }
 <nav class="pages"><a href="/users${
       q.prefix ? `?prefix=${encodeURIComponent(q.prefix)}` : ""
     }">First page</a> ${next}</nav>`,
@@ -207,6 +218,22 @@ async function usersPage(context: RequestContext): Promise<Response> {
 }
 
 const modeForm = z.object({ mode: z.enum(["automatic", "manual"]).default("automatic") });
+const bulkForm = z.object({
+  mode: z.enum(["automatic", "manual"]).default("automatic"),
+  userIds: z.array(z.coerce.number().int().min(1)).min(1, "select at least one user").max(500),
+});
+
+/** "Queue the selected users": one job per selected user (a user with an active job keeps it). */
+async function enqueueSelected(context: RequestContext): Promise<Response> {
+  const form = context.form ?? new URLSearchParams();
+  const { mode, userIds } = parseInput(
+    bulkForm,
+    { mode: form.get("mode") ?? undefined, userIds: form.getAll("userId") },
+    "form",
+  );
+  await context.panel.store.enqueue({ userIds, mode, actor: principalOf(context).admin.signInName });
+  return redirect("/jobs");
+}
 
 async function enqueueUser(context: RequestContext): Promise<Response> {
   const userId = parseInput(z.coerce.number().int().min(1), context.params.id, "path");
@@ -371,6 +398,14 @@ export const pageRoutes: readonly Route[] = [
   { method: "POST", path: "/sign-in", kind: "page", access: "public", handle: signIn },
   { method: "POST", path: "/sign-out", kind: "page", access: "session", permission: "read", handle: signOut },
   { method: "GET", path: "/users", kind: "page", access: "session", permission: "read", handle: usersPage },
+  {
+    method: "POST",
+    path: "/users/enqueue",
+    kind: "page",
+    access: "session",
+    permission: "edit-users",
+    handle: enqueueSelected,
+  },
   {
     method: "POST",
     path: "/users/{id}/enqueue",
