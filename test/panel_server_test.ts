@@ -7,6 +7,7 @@
  * are database-independent and run once.
  */
 import { ProvisioningError } from "../core/errors.ts";
+import { startSandbox } from "../plugins/entra/sandbox/mod.ts";
 import {
   apiRoutes,
   openApiDocument,
@@ -594,11 +595,15 @@ Deno.test("the panel refuses to serve off loopback without TLS, and serves TLS w
       ProvisioningError,
     );
     assertEquals(refused.code, "panel-needs-tls");
-    const unbuilt = await rejects(
-      startPanel({ store, listen: { port: 0 }, providerSignIn: { provider: "entra" } }),
+    const insecure = await rejects(
+      startPanel({
+        store,
+        listen: { port: 0 },
+        providerSignIn: { provider: "entra", issuer: "http://login.example.com/t/v2.0", clientId: "c" },
+      }),
       ProvisioningError,
     );
-    assertEquals(unbuilt.code, "panel-provider-sign-in-unavailable");
+    assertEquals(insecure.code, "panel-provider-insecure");
     const dir = await Deno.makeTempDir({ prefix: "provisioning-panel-tls-" });
     try {
       const made = await new Deno.Command("openssl", {
@@ -675,5 +680,83 @@ Deno.test("servePanel (the CLI's entry) opens the database, serves until aborted
       ProvisioningError,
     );
     assertEquals(halfTls.exitCode, 2);
+  });
+});
+
+Deno.test("an admin signs in with the provider (the sandbox tenant): authorization code + PKCE, admins only", async () => {
+  const app = {
+    clientId: crypto.randomUUID(),
+    displayName: "provisioning panel (test)",
+    secret: "panel-test-secret-0123456789",
+    redirectUris: ["http://127.0.0.1/auth/callback"],
+    applicationPermissions: [],
+    allowPublicClient: false,
+  };
+  await using sandbox = await startSandbox({ users: 2, oauth: { apps: [app] } });
+  await withSqlite(async (backend) => {
+    await using store = await openTestStore(await backend.fresh("provider"));
+    await using panel = await startPanel({
+      store,
+      listen: { port: 0 },
+      print: () => {},
+      providerSignIn: {
+        provider: "Microsoft Entra",
+        issuer: `${sandbox.url}/${sandbox.tenantId}/v2.0`,
+        clientId: app.clientId,
+        clientSecret: app.secret,
+      },
+    });
+    const browser = new PanelClient(panel.url);
+    assert((await (await browser.request("/")).text()).includes('href="/auth/sign-in"'));
+    /** The browser's round trip: the panel's redirect, the provider's sign-in, the callback. */
+    const signIn = async (flowCookie?: string) => {
+      const started = await browser.request("/auth/sign-in");
+      assertEquals(started.status, 303);
+      const flow = started.headers.get("set-cookie")!.split(";")[0]!;
+      assert(started.headers.get("set-cookie")!.includes("SameSite=Lax"));
+      const authorizeUrl = started.headers.get("location")!;
+      const params = new URL(authorizeUrl).searchParams;
+      deepStrictEqual([params.get("code_challenge_method"), params.get("client_id")], ["S256", app.clientId]);
+      const approved = await fetch(`${sandbox.url}/_sandbox/authorize/approve`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ authorizeUrl, ...sandbox.admin }),
+      });
+      const { location } = await approved.json();
+      assert(location.startsWith(`${panel.url}auth/callback?`), location);
+      lastCallback = { location, flow };
+      return await fetch(location, { headers: { cookie: flowCookie ?? flow }, redirect: "manual" });
+    };
+    let lastCallback = { location: "", flow: "" };
+    // Not an admin of this panel yet: refused.
+    const stranger = await signIn();
+    assertEquals(stranger.status, 403);
+    assert((await stranger.text()).includes('data-code="not-an-admin"'));
+    // Without the browser's flow cookie (a callback link sent to someone else): refused.
+    const unbound = await signIn("provisioning-panel-flow=someone-elses");
+    assertEquals(unbound.status, 400);
+    await unbound.body?.cancel();
+    // The owner adds the account as an admin; the provider's sign-in now starts a session.
+    await store.auth.createAdmin({
+      signInName: sandbox.admin.userPrincipalName.toUpperCase(),
+      role: "admin",
+      actor: "owner",
+      at: Date.now(),
+    });
+    const signedIn = await signIn();
+    assertEquals(signedIn.status, 303);
+    assertEquals(signedIn.headers.get("location"), "/users");
+    browser.cookie = signedIn.headers.getSetCookie().find((c) => c.startsWith("provisioning-panel="))!.split(
+      ";",
+    )[0]!;
+    const session = await (await browser.request("/api/v1/session")).json();
+    deepStrictEqual([session.admin.role, session.kind], ["admin", "session"]);
+    // The callback cannot be replayed, even with its flow cookie.
+    const replay = await fetch(lastCallback.location, {
+      headers: { cookie: lastCallback.flow },
+      redirect: "manual",
+    });
+    assertEquals(replay.status, 400);
+    await replay.body?.cancel();
   });
 });

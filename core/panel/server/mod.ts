@@ -31,12 +31,12 @@ export {
   isLoopback,
   panelDefaults,
   type PanelListen,
-  type ProviderSignIn,
   type RunningPanel,
   startPanel,
   type StartPanelOptions,
 } from "./server.ts";
 export { openApiDocument } from "./openapi.ts";
+export type { ProviderSignIn } from "./provider_sign_in.ts";
 export { servePanel, type ServePanelOptions } from "./serve.ts";
 export { apiRoutes } from "./api.ts";
 export { pageRoutes } from "./pages.ts";

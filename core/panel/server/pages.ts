@@ -15,6 +15,7 @@ import type { AuditEntry, JobState, PanelUserWithJob, QueueJob } from "../store/
 import { jobStates } from "../store/schema.ts";
 import { allows, clearedSessionCookie, type Principal, sessionCookie } from "./auth.ts";
 import { PanelHttpError, parseInput, queryOf, securityHeaders } from "./http.ts";
+import type { ProviderSignInFlow } from "./provider_sign_in.ts";
 import { principalOf, type RequestContext, type Route } from "./routes.ts";
 
 /** Escapes text for HTML content and attribute values. */
@@ -85,9 +86,26 @@ function landing(context: RequestContext): Promise<Response> {
       null,
       `<p>Sign in with the one-time link you were given: the first-run link the panel printed
 on its terminal (for its owner), or the link the owner created for you.</p>
-<p>Signing in with the identity provider (Microsoft Entra) is not available yet.</p>`,
+${
+        context.panel.providerSignIn === null
+          ? "<p>Signing in with the identity provider is not configured on this panel.</p>"
+          : `<p><a href="/auth/sign-in">Sign in with ${
+            escapeHtml(context.panel.providerSignIn.provider)
+          }</a></p>`
+      }`,
     ),
   );
+}
+
+function providerFlow(context: RequestContext): ProviderSignInFlow {
+  if (context.panel.providerSignIn === null) {
+    throw new PanelHttpError(
+      404,
+      "provider-sign-in-off",
+      "Cannot sign in with the provider: this panel is not configured for it",
+    );
+  }
+  return context.panel.providerSignIn;
 }
 
 const tokenQuery = z.object({ token: z.string().min(16).max(200) });
@@ -375,6 +393,20 @@ export const pageRoutes: readonly Route[] = [
       ),
   },
   { method: "GET", path: "/", kind: "page", access: "public", handle: landing },
+  {
+    method: "GET",
+    path: "/auth/sign-in",
+    kind: "page",
+    access: "public",
+    handle: (c) => providerFlow(c).start(c),
+  },
+  {
+    method: "GET",
+    path: "/auth/callback",
+    kind: "page",
+    access: "public",
+    handle: (c) => providerFlow(c).callback(c),
+  },
   {
     method: "GET",
     path: "/bootstrap",

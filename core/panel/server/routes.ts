@@ -8,6 +8,7 @@
  */
 import type { OpenedPanelStore } from "../store/mod.ts";
 import type { Permission, Principal } from "./auth.ts";
+import type { ProviderSignInFlow } from "./provider_sign_in.ts";
 
 /** What every handler of one panel shares. */
 export interface PanelContext {
@@ -22,6 +23,8 @@ export interface PanelContext {
   readonly agentTokenTtlMs: number;
   /** How long a sign-in link of a new admin lasts. */
   readonly signInLinkTtlMs: number;
+  /** The provider's sign-in, when configured. */
+  readonly providerSignIn: ProviderSignInFlow | null;
 }
 
 /** One request, as a handler sees it. */

@@ -9,6 +9,7 @@
  */
 import { UsageError } from "../../errors.ts";
 import { defaultPanelDatabasePath, openPanelStore } from "../store/mod.ts";
+import type { ProviderSignIn } from "./provider_sign_in.ts";
 import { startPanel } from "./server.ts";
 
 /** Options of {@linkcode servePanel}; each is a flag of `provisioning panel`. */
@@ -23,6 +24,8 @@ export interface ServePanelOptions {
   certFile?: string;
   /** `--key`: PEM file of the certificate's private key. */
   keyFile?: string;
+  /** `--provider-issuer`, `--provider-client-id`, `--provider-client-secret`: admins sign in with the provider. */
+  providerSignIn?: ProviderSignIn;
   /** Aborted to stop the panel. */
   signal: AbortSignal;
   /** Where the lines for the admin go. @default console.log */
@@ -49,6 +52,7 @@ export async function servePanel(options: ServePanelOptions): Promise<void> {
       ...(tls === undefined ? {} : { tls }),
     },
     print,
+    ...(options.providerSignIn === undefined ? {} : { providerSignIn: options.providerSignIn }),
   });
   try {
     print(`Panel at ${panel.url} (database ${store.location}, schema version ${store.migrations.version})`);

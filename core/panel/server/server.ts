@@ -15,6 +15,7 @@ import { apiRoutes } from "./api.ts";
 import { authenticate, checkCsrf, requirePermission } from "./auth.ts";
 import { errorJson, PanelHttpError, readForm } from "./http.ts";
 import { errorPage, pageRoutes } from "./pages.ts";
+import { type ProviderSignIn, providerSignInFlow } from "./provider_sign_in.ts";
 import { type PanelContext, patternOf, type RequestContext, type Route } from "./routes.ts";
 
 /** Where the panel listens. */
@@ -27,20 +28,12 @@ export interface PanelListen {
   tls?: { cert: string; key: string };
 }
 
-/**
- * The provider's sign-in for the panel (Entra: authorization code + PKCE). Not built yet: giving
- * one is refused, so that a configuration that expects it does not silently run without it.
- */
-export interface ProviderSignIn {
-  readonly provider: string;
-}
-
 /** Options of {@linkcode startPanel}. */
 export interface StartPanelOptions {
   /** The panel's store (core/panel/store/mod.ts `openPanelStore`); the caller closes it. */
   store: OpenedPanelStore;
   listen?: PanelListen;
-  /** Refused for now: see {@linkcode ProviderSignIn}. */
+  /** Signing in with the identity provider (OpenID Connect, code + PKCE); without it, one-time links only. */
   providerSignIn?: ProviderSignIn;
   /** The panel's clock (epoch ms) for sessions, tokens and links. @default Date.now */
   clock?: () => number;
@@ -83,16 +76,6 @@ export async function startPanel(options: StartPanelOptions): Promise<RunningPan
   const listen = options.listen ?? {};
   const hostname = listen.hostname ?? panelDefaults.hostname;
   const tls = listen.tls !== undefined;
-  if (options.providerSignIn !== undefined) {
-    throw new ProvisioningError(
-      "panel-provider-sign-in-unavailable",
-      `Cannot start the panel with the provider's sign-in ("${options.providerSignIn.provider}"): it is not built yet`,
-      {
-        hint:
-          "Start without it; the owner signs in with the first-run link and adds admins with sign-in links",
-      },
-    );
-  }
   if (!tls && !isLoopback(hostname)) {
     throw new ProvisioningError(
       "panel-needs-tls",
@@ -110,6 +93,7 @@ export async function startPanel(options: StartPanelOptions): Promise<RunningPan
     sessionTtlMs: options.sessionTtlMs ?? panelDefaults.sessionTtlMs,
     agentTokenTtlMs: options.agentTokenTtlMs ?? panelDefaults.agentTokenTtlMs,
     signInLinkTtlMs: options.signInLinkTtlMs ?? panelDefaults.signInLinkTtlMs,
+    providerSignIn: options.providerSignIn === undefined ? null : providerSignInFlow(options.providerSignIn),
   };
   const routes = [...apiRoutes, ...pageRoutes].map((route) => ({ route, pattern: patternOf(route.path) }));
   const handler = (request: Request) => dispatch(request, routes, panel);

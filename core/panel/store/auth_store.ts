@@ -97,6 +97,8 @@ export interface PanelAuthStore {
     { created: true; admin: PanelAdmin } | { created: false; reason: "exists" }
   >;
   listAdmins(): Promise<PanelAdmin[]>;
+  /** The admin with this sign-in name (case-insensitive), or null. */
+  findAdmin(signInName: string): Promise<PanelAdmin | null>;
   /** Starts a browser session for an admin. */
   createSession(options: { adminId: number; at: number; ttlMs: number }): Promise<SessionGrant>;
   /** The live session of a cookie's token, or null (unknown, or expired at `at`). */
@@ -329,6 +331,13 @@ export function createAuthStore(db: SqlDatabase): PanelAuthStore {
         if (inserted === undefined) return { created: false as const, reason: "exists" as const };
         return { created: true as const, admin: (await adminById(tx, Number(inserted.id)))! };
       }),
+
+    async findAdmin(signInName) {
+      const rows = await db.query(`SELECT ${adminColumns} FROM admins a WHERE a.sign_in_key = ?`, [
+        signInName.toLowerCase(),
+      ]);
+      return rows[0] === undefined ? null : toAdmin(rows[0]);
+    },
 
     async listAdmins() {
       const rows = await db.query(`SELECT ${adminColumns} FROM admins a ORDER BY a.sign_in_key`);
