@@ -45,7 +45,7 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
   await t.step("migrations are applied once, in order, and reopening applies nothing", async () => {
     const database = await backend.fresh("migrations");
     const first = await openTestStore(database);
-    deepStrictEqual(first.migrations, { applied: [1], version: 1 });
+    deepStrictEqual(first.migrations, { applied: [1, 2], version: 2 });
     if (backend.name === "sqlite" && Deno.build.os !== "windows") {
       for (const file of [database, `${database}-wal`]) {
         assertEquals((await Deno.stat(file)).mode! & 0o777, 0o600, `${file} is the owner's only`);
@@ -53,26 +53,29 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
     }
     await first.close();
     const again = await openTestStore(database);
-    deepStrictEqual(again.migrations, { applied: [], version: 1 });
+    deepStrictEqual(again.migrations, { applied: [], version: 2 });
     await again.close();
     const db = rawDatabase(database);
     try {
       const rows = await db.query("SELECT version, name FROM schema_migrations ORDER BY version");
-      deepStrictEqual(rows.map((r) => [Number(r.version), r.name]), [[1, migrations[0]!.name]]);
+      deepStrictEqual(
+        rows.map((r) => [Number(r.version), r.name]),
+        migrations.map((m) => [m.version, m.name]),
+      );
       // An edited released migration, or a schema newer than the program, is refused.
       const edited = [{ ...migrations[0]!, statements: () => ["SELECT 1"] }];
       const mismatch = await rejects(migrate(db, { migrations: edited }), ProvisioningError);
       assertEquals(mismatch.code, "panel-schema-mismatch");
       const older = await rejects(migrate(db, { migrations: [] }), ProvisioningError);
       assertEquals(older.code, "panel-schema-newer");
-      // A second migration is applied on the next open, after the first.
+      // A further migration is applied on the next open, after the others.
       const next = [...migrations, {
-        version: 2,
+        version: 3,
         name: "test column",
         statements: () => ["ALTER TABLE agents ADD COLUMN label TEXT"],
       }];
-      deepStrictEqual(await migrate(db, { migrations: next }), { applied: [2], version: 2 });
-      deepStrictEqual(await migrate(db, { migrations: next }), { applied: [], version: 2 });
+      deepStrictEqual(await migrate(db, { migrations: next }), { applied: [3], version: 3 });
+      deepStrictEqual(await migrate(db, { migrations: next }), { applied: [], version: 3 });
     } finally {
       await db.close();
     }
@@ -82,7 +85,7 @@ async function suite(t: Deno.TestContext, backend: StoreBackend): Promise<void> 
     await t.step("two panels opening one new database at once apply the migration once", async () => {
       const database = await backend.fresh("concurrent_open");
       const [a, b] = await Promise.all([openTestStore(database), openTestStore(database)]);
-      deepStrictEqual([...a.migrations.applied, ...b.migrations.applied], [1]);
+      deepStrictEqual([...a.migrations.applied, ...b.migrations.applied].sort(), [1, 2]);
       await a.close();
       await b.close();
     });

@@ -48,6 +48,7 @@
  *
  * @module
  */
+import { createAuthStore, type PanelAuthStore } from "./auth_store.ts";
 import { migrate, type MigrationReport } from "./migrate.ts";
 import { openPostgresDatabase, type PostgresOptions } from "./postgres.ts";
 import { createQueueStore, type QueueOptions } from "./queue_store.ts";
@@ -58,6 +59,8 @@ import type { PanelStore } from "./types.ts";
 export type * from "./types.ts";
 export { maxLeaseMs, queueDefaults, type QueueOptions } from "./queue_store.ts";
 export type { MigrationReport } from "./migrate.ts";
+export type * from "./auth_store.ts";
+export { adminRoles } from "./auth_store.ts";
 
 /** Where the embedded database lives unless `--database` says otherwise: the data folder, beside the journals. */
 export const defaultPanelDatabasePath = ".provisioning/panel.sqlite";
@@ -68,8 +71,11 @@ export interface OpenPanelStoreOptions extends QueueOptions, SqliteOptions, Post
   database?: string;
 }
 
-/** An open store, with what its opening did to the schema. */
-export type OpenedPanelStore = PanelStore & { readonly migrations: MigrationReport };
+/** An open store, with what its opening did to the schema, and the panel's admins, sessions and tokens. */
+export type OpenedPanelStore = PanelStore & {
+  readonly migrations: MigrationReport;
+  readonly auth: PanelAuthStore;
+};
 
 /** True when `database` names PostgreSQL rather than a file. */
 export function isPostgresUrl(database: string): boolean {
@@ -92,5 +98,5 @@ export async function openPanelStore(options: OpenPanelStoreOptions = {}): Promi
     await db.close();
     throw error;
   }
-  return Object.assign(createQueueStore(db, options), { migrations: report });
+  return Object.assign(createQueueStore(db, options), { migrations: report, auth: createAuthStore(db) });
 }

@@ -135,7 +135,7 @@ const userCursorSchema = z.tuple([z.string(), int]);
 const idCursorSchema = z.tuple([int]);
 
 /** One audit row to write. */
-interface AuditWrite {
+export interface AuditWrite {
   readonly actor: string;
   readonly action: string;
   readonly jobId?: number | null;
@@ -714,7 +714,8 @@ function leaseRefusal(row: JobRow, lease: LeaseRef): LeaseRefusal | null {
 const touchAgentSql = `INSERT INTO agents (id, first_seen_at, last_seen_at) VALUES (?, ?, ?)
   ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at`;
 
-async function writeAudit(tx: SqlSession, at: number, entries: readonly AuditWrite[]): Promise<void> {
+/** Writes audit rows inside the caller's transaction (the change and its record commit together). */
+export async function writeAudit(tx: SqlSession, at: number, entries: readonly AuditWrite[]): Promise<void> {
   for (let start = 0; start < entries.length; start += insertChunk) {
     const chunk = entries.slice(start, start + insertChunk);
     const params: SqlValue[] = [];
@@ -773,7 +774,13 @@ function toUser(row: z.infer<typeof userRowSchema>): PanelUser {
   };
 }
 
-function parseRow<S extends z.ZodType>(schema: S, row: SqlRow, db: SqlDatabase, table: string): z.infer<S> {
+/** Parses a row read from `table`; a row the panel did not write is an error saying so. */
+export function parseRow<S extends z.ZodType>(
+  schema: S,
+  row: SqlRow,
+  db: SqlDatabase,
+  table: string,
+): z.infer<S> {
   const parsed = schema.safeParse(row);
   if (parsed.success) return parsed.data;
   throw new ProvisioningError(

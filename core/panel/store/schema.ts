@@ -12,8 +12,12 @@
  *   reported step, last error, result. At most one active (queued or leased) job per user.
  * - `audit`: who asked what, when, and what came of it; every change of a job writes a row.
  * - `agents`: the agents that took work, first and last seen.
- * - Later (room left, no table yet): panel admins and roles, browser sessions, agent tokens,
- *   one-time deep-link tokens.
+ * - `admins` (migration 2): who may use the panel, with a role (owner, admin, read-only).
+ * - `sessions` (migration 2): browser sessions, by the SHA-256 of the cookie's token, each with its
+ *   CSRF token.
+ * - `agent_tokens` (migration 2): bearer tokens of agents, by SHA-256, bound to an admin, expiring.
+ * - `one_time_tokens` (migration 2): single-use tokens by SHA-256 and purpose: the first-run
+ *   bootstrap link, an admin's sign-in link (until the provider's sign-in); deep links later.
  *
  * @module
  */
@@ -95,6 +99,45 @@ export const migrations: readonly Migration[] = [
         detail TEXT
       )`,
       `CREATE INDEX audit_by_job ON audit (job_id, id)`,
+    ],
+  },
+  {
+    version: 2,
+    name: "admins, sessions, agent tokens, one-time tokens",
+    statements: (d) => [
+      `CREATE TABLE admins (
+        id ${d.autoId},
+        sign_in_name TEXT NOT NULL,
+        sign_in_key ${d.sortedText} NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'read-only')),
+        created_by TEXT NOT NULL,
+        created_at ${d.bigint} NOT NULL
+      )`,
+      `CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        admin_id ${d.bigint} NOT NULL REFERENCES admins (id),
+        csrf_token TEXT NOT NULL,
+        created_at ${d.bigint} NOT NULL,
+        expires_at ${d.bigint} NOT NULL
+      )`,
+      `CREATE INDEX sessions_by_expiry ON sessions (expires_at)`,
+      `CREATE TABLE agent_tokens (
+        id ${d.autoId},
+        token_hash TEXT NOT NULL UNIQUE,
+        admin_id ${d.bigint} NOT NULL REFERENCES admins (id),
+        label TEXT NOT NULL,
+        created_at ${d.bigint} NOT NULL,
+        expires_at ${d.bigint} NOT NULL,
+        revoked_at ${d.bigint}
+      )`,
+      `CREATE TABLE one_time_tokens (
+        token_hash TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        admin_id ${d.bigint} REFERENCES admins (id),
+        created_at ${d.bigint} NOT NULL,
+        expires_at ${d.bigint} NOT NULL,
+        used_at ${d.bigint}
+      )`,
     ],
   },
 ];
