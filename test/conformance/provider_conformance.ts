@@ -15,6 +15,8 @@ import { ProvisioningError } from "../../core/errors.ts";
 import type { CtapDevice } from "../../core/ctap/device.ts";
 import type { Authenticator, DirectoryUser, ProviderSession, UserInteraction } from "../../core/plugin.ts";
 import { create } from "../../core/webauthn/create.ts";
+import type { RegistrationResponseJSON } from "../../core/webauthn/json.ts";
+import { fromBase64Any, toBase64Url } from "../../core/bytes.ts";
 
 /** An authenticator for the suite and the interaction that answers its prompts. */
 export interface ConformanceKey {
@@ -155,6 +157,67 @@ export async function providerConformance(t: Deno.TestContext, subject: Conforma
   });
 
   await t.step(
+    `${subject.name}: the provider verifies registrations: another user's credential and altered client data are refused`,
+    async () => {
+      await using session = await subject.connect();
+      await using key = await subject.authenticator();
+      const [userA, userB] = [await session.resolveUser(first), await session.resolveUser(second)];
+      const make = async (user: DirectoryUser) => {
+        const challenge = await session.creationOptions(user);
+        return await create({
+          options: challenge.options,
+          origin: challenge.origin,
+          allowedRpIds: session.allowedRpIds,
+          authenticator: key.authenticator,
+          interaction: key.interaction,
+        });
+      };
+      const forB = await make(userB);
+      const crossed = await refusal(
+        () => session.registerPasskey(userA, { credential: forB, displayName: "Conformance key" }),
+        "a credential made on another user's challenge",
+      );
+      assertEquals(crossed.retryable, false);
+      const forA = await make(userA);
+      const altered = await refusal(
+        () =>
+          session.registerPasskey(userA, {
+            credential: withClientData(forA, (data) => ({ ...data, origin: "https://attacker.example" })),
+            displayName: "Conformance key",
+          }),
+        "a registration whose signed client data was altered",
+      );
+      assertEquals(altered.retryable, false);
+      deepStrictEqual(
+        await session.listPasskeys(userA),
+        [],
+        "nothing was stored for the refused registrations",
+      );
+      deepStrictEqual(await session.listPasskeys(userB), [], "nor for the user the credential was made for");
+    },
+  );
+
+  // A retried DELETE whose first answer was lost, or a revoke run again, must not fail on a passkey
+  // already gone: the Entra session treats Graph's 404 so (plugins/entra/session.ts deletePasskey).
+  await t.step(`${subject.name}: deleting a passkey that is already gone is not an error`, async () => {
+    await using session = await subject.connect();
+    await using key = await subject.authenticator();
+    const user = await session.resolveUser(first);
+    const challenge = await session.creationOptions(user);
+    const credential = await create({
+      options: challenge.options,
+      origin: challenge.origin,
+      allowedRpIds: session.allowedRpIds,
+      authenticator: key.authenticator,
+      interaction: key.interaction,
+    });
+    const method = await session.registerPasskey(user, { credential, displayName: "Conformance key" });
+    await session.deletePasskey(user, method.id);
+    await session.deletePasskey(user, method.id);
+    deepStrictEqual(await session.listPasskeys(user), []);
+  });
+
+  await t.step(
     `${subject.name}: an rp id outside allowedRpIds is refused before the key is touched`,
     async () => {
       await using session = await subject.connect();
@@ -226,4 +289,14 @@ function withRpId(options: unknown, rpId: string): unknown {
   }
   const rp = (record["rp"] ?? {}) as Record<string, unknown>;
   return { ...record, rp: { ...rp, id: rpId } };
+}
+
+/** The registration with its clientDataJSON rewritten by `change` (the signature no longer covers it). */
+function withClientData(
+  credential: RegistrationResponseJSON,
+  change: (data: Record<string, unknown>) => Record<string, unknown>,
+): RegistrationResponseJSON {
+  const data = JSON.parse(new TextDecoder().decode(fromBase64Any(credential.response.clientDataJSON)));
+  const clientDataJSON = toBase64Url(new TextEncoder().encode(JSON.stringify(change(data))));
+  return { ...credential, response: { ...credential.response, clientDataJSON } };
 }

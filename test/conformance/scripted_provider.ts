@@ -302,17 +302,9 @@ export class ScriptedProvider {
     }));
   }
 
-  /** @internal Deletes a passkey; a method the user does not hold is an error naming it. */
+  /** @internal Deletes a passkey; one already gone is not an error (a retried or repeated delete). */
   remove(user: DirectoryUser, methodId: string): void {
-    const held = this.#passkeys.get(user.id) ?? [];
-    if (!held.some((p) => p.id === methodId)) {
-      throw new ProvisioningError(
-        "passkey-not-found",
-        `Cannot delete passkey "${methodId}" of ${user.userPrincipalName}: the user holds no such passkey`,
-        { hint: "List the user's passkeys" },
-      );
-    }
-    this.#passkeys.set(user.id, held.filter((p) => p.id !== methodId));
+    this.#passkeys.set(user.id, (this.#passkeys.get(user.id) ?? []).filter((p) => p.id !== methodId));
   }
 
   /** @internal Members of a group by name. */
