@@ -16,6 +16,7 @@ import type { JobEvent, RunSummary, UserState } from "../core/jobs/events.ts";
 import { openJournal } from "../core/jobs/journal.ts";
 import { openFailuresFile } from "../core/jobs/output/failures.ts";
 import { openResultsFile } from "../core/jobs/output/results.ts";
+import { provisionUser } from "../core/jobs/provision_user.ts";
 import { readUsersFromList } from "../core/jobs/sources/csv.ts";
 import {
   scriptedCodes,
@@ -249,4 +250,58 @@ Deno.test("engine states: an interrupted run resumes from its journal; finished 
   for (const user of list.slice(0, 3)) {
     assertEquals(statesOf(resumed.events, user).length, 0, `${user} was finished and is not touched`);
   }
+});
+
+Deno.test("engine states: a crash after `registered` is journaled resumes to `verified` from the listing, without registering again", async () => {
+  await using w = await world();
+  const [user] = users;
+  // The earlier attempt, step by step as the engine journals it, killed right after `registered`.
+  {
+    await using journal = await openJournal(`${w.dir}/run.jsonl`, { runId, fingerprint: "f" });
+    await using key = await newTestKey({ pin });
+    await using session = await w.provider.connect();
+    const resolved = await session.resolveUser(user!);
+    await journal.append({
+      k: user!,
+      s: "resolved",
+      ref: user!,
+      userId: resolved.id,
+      upn: resolved.userPrincipalName,
+    });
+    const killed = new Error("kill -9");
+    await provisionUser({
+      session,
+      user: resolved,
+      authenticator: key,
+      interaction: scriptedUser([pin]),
+      displayName: "Security key",
+      existingMethodIds: [],
+      onTransition: async (t) => {
+        if (t.state === "created") {
+          await journal.append({
+            k: user!,
+            s: "created",
+            credentialId: t.credentialId,
+            createdAt: t.createdAt.toISOString(),
+            displayName: t.displayName,
+            existing: [],
+          });
+        } else if (t.state === "registered") {
+          await journal.append({ k: user!, s: "registered", methodId: t.methodId });
+          throw killed;
+        }
+      },
+    }).catch((error) => {
+      if (error !== killed) throw error;
+    });
+  }
+  assertEquals((await journalOf(w, user!)).at(-1)?.["s"], "registered");
+  assertEquals(w.provider.passkeysOf(user!).length, 1);
+
+  const resumed = await run(w, [user!, users[1]!]);
+  assertEquals(finishOf(resumed.events, user!)?.outcome, "reconciled");
+  assertEquals(finishOf(resumed.events, users[1]!)?.outcome, "provisioned");
+  assertEquals(w.provider.passkeysOf(user!).length, 1, "not registered twice");
+  assertEquals(w.provider.calls.filter((c) => c === `registerPasskey ${user}`).length, 1);
+  assertEquals((await journalOf(w, user!)).at(-1)?.["s"], "verified");
 });
