@@ -6,7 +6,7 @@
  *
  * Shown: the path queued → resolved → options → created → registered → verified; skipped; failed
  * per user; retries of throttling and transient errors; reconciliation after a lost answer and
- * after a crash in `created`; halting on a run-wide failure and on a provider that is down;
+ * after a crash in `created` or `registered`; halting on a run-wide failure and on a provider that is down;
  * resuming from the journal without redoing finished users.
  */
 import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
