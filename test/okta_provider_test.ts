@@ -18,6 +18,7 @@ import { openResultsFile } from "../core/jobs/output/results.ts";
 import { provisionUser } from "../core/jobs/provision_user.ts";
 import { AdaptivePacer } from "../core/jobs/rate.ts";
 import { readUsersFromList } from "../core/jobs/sources/csv.ts";
+import { sleep } from "../core/sleep.ts";
 import type { PluginContext, ProviderSession, RequestPacer } from "../core/plugin.ts";
 import { oktaProvider, oktaTokenEnv } from "../plugins/okta/plugin.ts";
 import {
@@ -232,4 +233,102 @@ Deno.test("okta: group members are read page by page through the Link header", a
     for await (const _ of w.session.listGroupMembers!("Nobody")) break;
   })().then(() => undefined, (e) => e);
   assertEquals(missing?.code, "group-not-found");
+});
+
+Deno.test("okta: a journal left in `created` is reconciled when the activation got through, enrolled anew when not", async () => {
+  await using w = await world({ users: 2 });
+  const [through, lost] = w.logins;
+  // An earlier attempt: "through" was activated but died before journaling it; "lost" died
+  // between the key and the activation (its factor stays PENDING_ACTIVATION).
+  {
+    await using journal = await openJournal(`${w.dir}/run.jsonl`, {
+      runId: "0123456789ab",
+      fingerprint: "okta",
+    });
+    await using key = await newTestKey({ pin });
+    for (const login of [through!, lost!]) {
+      const user = await w.session.resolveUser(login);
+      await journal.append({
+        k: login,
+        s: "resolved",
+        userId: user.id,
+        upn: user.userPrincipalName,
+        ref: login,
+      });
+      await provisionUser({
+        session: w.session,
+        user,
+        authenticator: key,
+        interaction: scriptedUser([pin]),
+        displayName: authenticatorName,
+        onTransition: async (t) => {
+          if (t.state === "created") {
+            await journal.append({
+              k: login,
+              s: "created",
+              credentialId: t.credentialId,
+              existing: [],
+              displayName: t.displayName,
+              createdAt: t.createdAt.toISOString(),
+            });
+            if (login === lost) throw new Error("power cut");
+          }
+          if (t.state === "registered") throw new Error("power cut");
+        },
+      }).catch((error) => {
+        if (!(error instanceof Error && error.message === "power cut")) throw error;
+      });
+    }
+  }
+  assertEquals(factorCounts(w.sandbox).get(through!), 1);
+  assertEquals(factorCounts(w.sandbox).get(lost!), undefined);
+
+  const resumed = await run(w, [through!, lost!]);
+  const statuses = Object.fromEntries(resumed.results.map((r) => [r["user"], r["status"]]));
+  deepStrictEqual(statuses, { [through!]: "reconciled", [lost!]: "provisioned" });
+  assertEquals(factorCounts(w.sandbox).get(through!), 1);
+  assertEquals(factorCounts(w.sandbox).get(lost!), 1);
+});
+
+Deno.test("okta: a bulk run SIGKILLed mid-way and resumed ends with exactly one factor each", async () => {
+  await using w = await world({ users: 40 });
+  const journal = `${w.dir}/killed.jsonl`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-q",
+      "--allow-net=127.0.0.1",
+      "--allow-read",
+      `--allow-write=${w.dir}`,
+      `--allow-env=${oktaTokenEnv}`,
+      new URL("../plugins/okta/test_support/bulk_child.ts", import.meta.url).pathname,
+      w.sandbox.url,
+      journal,
+      w.dir,
+      "40",
+    ],
+    env: { [oktaTokenEnv]: w.sandbox.token, DENO_NO_UPDATE_CHECK: "1" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  // Kill it while users are in flight: once 12 activations went through.
+  while (w.sandbox.org.activations < 12) {
+    const exited = await Promise.race([child.status.then(() => true), sleep(5).then(() => false)]);
+    if (exited) break;
+  }
+  child.kill("SIGKILL");
+  const status = await child.status;
+  const stderr = new TextDecoder().decode(
+    (await child.output().catch(() => ({ stderr: new Uint8Array() }))).stderr,
+  );
+  assertEquals(status.signal, "SIGKILL", `the child ran until killed: ${stderr}`);
+  const before = w.sandbox.org.activations;
+  assert.ok(before >= 12 && before < 40, `killed mid-way (${before} activations)`);
+
+  const resumed = await run(w, w.logins, { concurrency: 8, journal: "killed" });
+  assertEquals(resumed.failures.length, 0, JSON.stringify(resumed.failures.slice(0, 3)));
+  const counts = factorCounts(w.sandbox);
+  assertEquals(counts.size, 40);
+  assert.ok([...counts.values()].every((n) => n === 1), JSON.stringify([...counts]));
+  assertEquals(w.sandbox.org.activations, 40, "no user was activated twice");
 });
