@@ -6,6 +6,7 @@
  * refusal and a bad token.
  */
 import { assert, assertEquals, deepStrictEqual } from "./assert.ts";
+import { exportJWK, generateKeyPair } from "jose";
 import { newTestKey, scriptedUser } from "./software_key.ts";
 import { readOutput } from "./bulk_support.ts";
 import { formatAaguid } from "../core/aaguid.ts";
@@ -332,3 +333,54 @@ Deno.test("okta: a bulk run SIGKILLed mid-way and resumed ends with exactly one 
   assert.ok([...counts.values()].every((n) => n === 1), JSON.stringify([...counts]));
   assertEquals(w.sandbox.org.activations, 40, "no user was activated twice");
 });
+
+for (const requireDpop of [true, false]) {
+  Deno.test(`okta: a service app signs in with private_key_jwt${requireDpop ? " and DPoP (nonce round trip)" : ""} and registers a user`, async () => {
+    const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+    const publicJwk = { ...await exportJWK(publicKey), kid: "k1", alg: "RS256" };
+    const wrong = await generateKeyPair("RS256", { extractable: true });
+    await using sandbox = await startOktaSandbox({
+      users: 1,
+      serviceApp: { clientId: "0oaservice", publicKey: publicJwk, requireDpop },
+    });
+    const dir = await Deno.makeTempDir({ prefix: "okta-key-" });
+    try {
+      const keyFile = `${dir}/key.json`;
+      await Deno.writeTextFile(
+        keyFile,
+        JSON.stringify({ ...await exportJWK(privateKey), kid: "k1", alg: "RS256" }),
+      );
+      const noToken: PluginContext = { ...context(sandbox), env: () => undefined };
+      const options = { oktaOrg: sandbox.url, oktaClientId: "0oaservice", oktaPrivateKey: keyFile };
+      await using session = await oktaProvider.connect(noToken, options);
+      await using key = await newTestKey({ pin });
+      const done = await provisionUser({
+        session,
+        user: "user1@example.com",
+        authenticator: key,
+        interaction: scriptedUser([pin]),
+        displayName: authenticatorName,
+      });
+      assertEquals((await session.listPasskeys(done.user)).length, 1);
+      // With DPoP: exactly one `use_dpop_nonce` answer, then a DPoP-bound token (a Bearer use of it is refused).
+      assertEquals(sandbox.org.dpopNonceChallenges, requireDpop ? 1 : 0);
+
+      // The token in the environment as well: refused instead of silently picking one.
+      const both = await oktaProvider.connect(context(sandbox), options).then(() => undefined, (e) => e);
+      assertEquals(both?.code, "usage");
+      // A key the app does not know: `unauthorized` at the first request, naming the app.
+      await Deno.writeTextFile(
+        keyFile,
+        JSON.stringify({ ...await exportJWK(wrong.privateKey), alg: "RS256" }),
+      );
+      await using rejected = await oktaProvider.connect(noToken, options);
+      const error = await rejected.resolveUser("user1@example.com").then(() => undefined, (e) => e);
+      assertEquals(error?.code, "unauthorized");
+      assert.ok(
+        String(error?.message).includes("0oaservice") && String(error?.message).includes("invalid_client"),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

@@ -15,16 +15,16 @@ import type { RequestPacer } from "../../core/plugin.ts";
 import { sleep } from "../../core/sleep.ts";
 import { oktaFailure, oktaReasons, type OktaStep } from "./errors.ts";
 
-/** How the client authenticates: an SSWS API token for now. */
+/** How the client authenticates: an SSWS API token, or a service app's (DPoP-bound) access token. */
 export interface OktaCredential {
-  /** The `Authorization` header value, e.g. `SSWS 00abc…` (never logged). */
-  authorization(): Promise<string>;
+  /** The headers that authenticate one request (`Authorization`, and `DPoP` when bound); never logged. */
+  headers(method: string, url: string): Promise<Record<string, string>>;
 }
 
 /** An API token: `Authorization: SSWS {token}` (https://developer.okta.com/docs/guides/create-an-api-token/main/). */
 export function apiToken(token: string): OktaCredential {
   const header = `SSWS ${token}`;
-  return { authorization: () => Promise.resolve(header) };
+  return { headers: () => Promise.resolve({ Authorization: header }) };
 }
 
 /** What {@link OktaApi} needs. */
@@ -105,7 +105,7 @@ export class OktaApi {
   async #send(url: string, request: OktaRequest): Promise<Response> {
     const headers = new Headers({
       Accept: "application/json",
-      Authorization: await this.#options.credential.authorization(),
+      ...await this.#options.credential.headers(request.method, url),
     });
     if (request.body !== undefined) headers.set("Content-Type", "application/json");
     // Deno resends a POST by itself when a pooled connection closes unanswered (DESIGN.md): a

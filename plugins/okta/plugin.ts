@@ -8,12 +8,14 @@
  *
  * @module
  */
+import { exportJWK, importPKCS8, type JWK } from "jose";
 import { z } from "zod";
 import { ProvisioningError } from "../../core/errors.ts";
 import type { Manifest, PluginContext, ProviderPlugin, ProviderSession } from "../../core/plugin.ts";
 import { normalizeOrigin } from "../../core/webauthn/rp_id.ts";
-import { apiToken, OktaApi } from "./api.ts";
+import { apiToken, OktaApi, type OktaCredential } from "./api.ts";
 import { oktaReasons } from "./errors.ts";
+import { serviceAppCredential } from "./oauth.ts";
 import { OktaSession } from "./session.ts";
 
 /** The environment variable that holds the API token. */
@@ -22,7 +24,11 @@ export const oktaTokenEnv = "PROVISIONING_OKTA_TOKEN";
 export const oktaOrgEnv = "PROVISIONING_OKTA_ORG";
 
 /** The plugin's options as commander hands them over (`--okta-org` → `oktaOrg`). */
-export const oktaOptionsSchema = z.object({ oktaOrg: z.string().optional() });
+export const oktaOptionsSchema = z.object({
+  oktaOrg: z.string().optional(),
+  oktaClientId: z.string().min(1).optional(),
+  oktaPrivateKey: z.string().min(1).optional(),
+});
 /** Parsed options of the Okta provider. */
 export type OktaOptions = z.infer<typeof oktaOptionsSchema>;
 
@@ -41,20 +47,32 @@ export const oktaManifest: Manifest = {
       description: "the Okta org URL, e.g. https://acme.okta.com",
       env: oktaOrgEnv,
     },
+    {
+      flags: "--okta-client-id <id>",
+      description: "sign in as this OAuth 2.0 service app (private_key_jwt, DPoP when the app requires it)",
+    },
+    {
+      flags: "--okta-private-key <file>",
+      description: "the service app's private key: a JWK (JSON) or PKCS#8 PEM file",
+    },
   ],
 };
 
 /** The permissions the plugin needs for these options: the org's host and its two variables. */
-export function oktaPermissions(options: OktaOptions): { net: string[]; env: string[] } {
+export function oktaPermissions(options: OktaOptions): { net: string[]; env: string[]; read: string[] } {
   const org = options.oktaOrg ? orgUrlOf(options.oktaOrg) : undefined;
-  return { net: org ? [new URL(org).host] : [], env: [oktaTokenEnv, oktaOrgEnv] };
+  return {
+    net: org ? [new URL(org).host] : [],
+    env: [oktaTokenEnv, oktaOrgEnv],
+    read: options.oktaPrivateKey ? [options.oktaPrivateKey] : [],
+  };
 }
 
 /** See the module documentation. */
 export const oktaProvider: ProviderPlugin<OktaOptions> = {
   kind: "provider",
   manifest: oktaManifest,
-  connect(context: PluginContext, options: OktaOptions): Promise<ProviderSession> {
+  async connect(context: PluginContext, options: OktaOptions): Promise<ProviderSession> {
     const parsed = oktaOptionsSchema.parse(options);
     const orgInput = parsed.oktaOrg ?? context.env(oktaOrgEnv);
     if (!orgInput) {
@@ -63,22 +81,101 @@ export const oktaProvider: ProviderPlugin<OktaOptions> = {
         exitCode: 2,
       });
     }
-    const token = context.env(oktaTokenEnv);
-    if (!token) {
-      throw new ProvisioningError(oktaReasons.unauthorized, "Cannot connect to Okta: no API token", {
-        hint: `Set ${oktaTokenEnv} to an API token of an admin who may manage users' factors`,
-        exitCode: 2,
-      });
-    }
+    const orgUrl = orgUrlOf(orgInput);
     const api = new OktaApi({
-      orgUrl: orgUrlOf(orgInput),
-      credential: apiToken(token),
+      orgUrl,
+      credential: await credentialOf(context, parsed, orgUrl),
       ...(context.fetch ? { fetch: context.fetch } : {}),
       ...(context.pacer ? { pacer: context.pacer } : {}),
     });
-    return Promise.resolve(new OktaSession(api));
+    return new OktaSession(api);
   },
 };
+
+/** The service app when `--okta-client-id` is given, else the API token; both at once is refused. */
+async function credentialOf(
+  context: PluginContext,
+  options: OktaOptions,
+  orgUrl: string,
+): Promise<OktaCredential> {
+  const token = context.env(oktaTokenEnv);
+  if (options.oktaClientId !== undefined || options.oktaPrivateKey !== undefined) {
+    if (token) {
+      throw new ProvisioningError(
+        "usage",
+        `Cannot choose how to sign in to Okta: ${oktaTokenEnv} and a service app are both given`,
+        {
+          hint:
+            `Unset ${oktaTokenEnv} to sign in as the service app, or drop --okta-client-id/--okta-private-key`,
+          exitCode: 2,
+        },
+      );
+    }
+    if (!options.oktaClientId || !options.oktaPrivateKey) {
+      throw new ProvisioningError(
+        "usage",
+        "Cannot sign in as an Okta service app: give both --okta-client-id and --okta-private-key",
+        {
+          exitCode: 2,
+        },
+      );
+    }
+    return serviceAppCredential({
+      orgUrl,
+      clientId: options.oktaClientId,
+      privateKey: await readPrivateKey(options.oktaPrivateKey),
+      ...(context.fetch ? { fetch: context.fetch } : {}),
+    });
+  }
+  if (!token) {
+    throw new ProvisioningError(oktaReasons.unauthorized, "Cannot connect to Okta: no API token", {
+      hint:
+        `Set ${oktaTokenEnv} to an API token of an admin who may manage users' factors, or give --okta-client-id and --okta-private-key`,
+      exitCode: 2,
+    });
+  }
+  return apiToken(token);
+}
+
+/** A private key file: a JWK (as the Admin Console shows it) or PKCS#8 PEM (RS256 assumed). */
+async function readPrivateKey(path: string): Promise<JWK> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new ProvisioningError(
+      "usage",
+      `Cannot read the Okta private key "${path}": ${(error as Error).message}`,
+      {
+        exitCode: 2,
+        cause: error,
+      },
+    );
+  }
+  if (text.includes("-----BEGIN PRIVATE KEY-----")) {
+    const jwk = await exportJWK(await importPKCS8(text, "RS256", { extractable: true }));
+    return { ...jwk, alg: "RS256" };
+  }
+  const parsed = z.object({ kty: z.string(), d: z.string() }).loose().safeParse(safeJson(text));
+  if (!parsed.success) {
+    throw new ProvisioningError(
+      "usage",
+      `Cannot use "${path}" as the Okta private key: it is neither a private JWK nor a PKCS#8 PEM`,
+      {
+        exitCode: 2,
+      },
+    );
+  }
+  return parsed.data as JWK;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
 
 /** The org URL as a serialized origin (the WebAuthn origin too); a path or a bad scheme is refused. */
 function orgUrlOf(input: string): string {

@@ -73,6 +73,8 @@ export class SandboxOrg {
   throttled = 0;
   /** Successful activations, for tests. */
   activations = 0;
+  /** Token requests answered `use_dpop_nonce`, for tests. */
+  dpopNonceChallenges = 0;
 
   /** Adds an ACTIVE user; `login` is also the email. */
   addUser(login: string, name: { firstName?: string; lastName?: string } = {}): OrgUser {

@@ -21,6 +21,7 @@
  */
 import { verifyRegistrationResponse } from "@simplewebauthn/server";
 import { decode as decodeCbor } from "cborg";
+import { calculateJwkThumbprint, decodeProtectedHeader, importJWK, type JWK, jwtVerify } from "jose";
 import { oktaId, type OrgFactor, type OrgUser, SandboxOrg } from "./org.ts";
 
 /** What {@link startOktaSandbox} accepts. */
@@ -39,6 +40,11 @@ export interface OktaSandboxOptions {
   readonly rateWindowMs?: number;
   /** The name the sandbox gives an activated factor's `profile.authenticatorName`. @default "Security Key" */
   readonly authenticatorName?: string;
+  /**
+   * An OAuth 2.0 service app registered in the org: client credentials with `private_key_jwt`
+   * (its public key), DPoP required or not (the app's "Require DPoP header in token requests").
+   */
+  readonly serviceApp?: { readonly clientId: string; readonly publicKey: JWK; readonly requireDpop: boolean };
 }
 
 /** A running sandbox org. */
@@ -62,6 +68,10 @@ export function startOktaSandbox(options: OktaSandboxOptions = {}): Promise<Okta
     limiter,
     authenticatorName: options.authenticatorName ?? "Security Key",
     url: "",
+    serviceApp: options.serviceApp,
+    accessTokens: new Map(),
+    seenJti: new Set(),
+    nonce: oktaId("non"),
   };
   const { promise, resolve } = Promise.withResolvers<OktaSandbox>();
   const server = Deno.serve({
@@ -82,6 +92,13 @@ interface RouteContext {
   readonly limiter: WindowLimiter;
   readonly authenticatorName: string;
   url: string;
+  readonly serviceApp: OktaSandboxOptions["serviceApp"];
+  /** Issued access tokens: expiry and, for DPoP-bound ones, the key's thumbprint. */
+  readonly accessTokens: Map<string, { expiresAt: number; jkt: string | undefined }>;
+  /** `jti`s of client assertions and DPoP proofs already used (replays are refused). */
+  readonly seenJti: Set<string>;
+  /** The DPoP nonce the token endpoint hands out. */
+  readonly nonce: string;
 }
 
 /**
@@ -145,10 +162,8 @@ function familyOf(method: string, path: string): string {
 async function handle(context: RouteContext, request: Request): Promise<Response> {
   const url = new URL(request.url);
   const path = url.pathname;
-  // SSWS API token: `Authorization: SSWS {token}`
-  // (https://developer.okta.com/docs/guides/create-an-api-token/main/#token-usage). A missing or
-  // wrong token is 401 E0000011 "Invalid token provided" (error codes page).
-  if (request.headers.get("authorization") !== `SSWS ${context.token}`) {
+  if (path === "/oauth2/v1/token" && request.method === "POST") return await tokenEndpoint(context, request);
+  if (!(await authenticated(context, request, url))) {
     await request.body?.cancel();
     return oktaError(401, "E0000011", "Invalid token provided");
   }
@@ -196,6 +211,111 @@ async function handle(context: RouteContext, request: Request): Promise<Response
   }
   await request.body?.cancel();
   return oktaError(405, "E0000022", "The endpoint does not support the provided HTTP method", rate.headers);
+}
+
+/**
+ * A request is authenticated by the SSWS API token (`Authorization: SSWS {token}`,
+ * https://developer.okta.com/docs/guides/create-an-api-token/main/), or by an access token of the
+ * service app: `Bearer`, or `DPoP` with a proof for this method and URL whose key is the one the
+ * token is bound to and whose `ath` is the token's hash (RFC 9449 §7.1). Otherwise 401 E0000011
+ * "Invalid token provided" (https://developer.okta.com/docs/reference/error-codes/).
+ */
+async function authenticated(context: RouteContext, request: Request, url: URL): Promise<boolean> {
+  const header = request.headers.get("authorization") ?? "";
+  if (header === `SSWS ${context.token}`) return true;
+  const [scheme, value] = header.split(" ", 2);
+  const issued = value === undefined ? undefined : context.accessTokens.get(value);
+  if (!issued || issued.expiresAt < Date.now()) return false;
+  if (scheme === "Bearer") return issued.jkt === undefined;
+  if (scheme !== "DPoP" || issued.jkt === undefined) return false;
+  const proof = await verifyDpopProof(context, request, `${url.origin}${url.pathname}`);
+  return proof !== undefined && proof.jkt === issued.jkt && proof.ath === await sha256Base64url(value!);
+}
+
+/** Checks a DPoP proof (RFC 9449 §4.3): typ, an embedded public key that verifies it, htm, htu, fresh iat, unused jti. */
+async function verifyDpopProof(
+  context: RouteContext,
+  request: Request,
+  htu: string,
+): Promise<{ jkt: string; nonce: unknown; ath: unknown } | undefined> {
+  const proof = request.headers.get("dpop");
+  if (!proof) return undefined;
+  try {
+    const header = decodeProtectedHeader(proof);
+    if (header.typ !== "dpop+jwt" || !header.jwk || !header.alg) return undefined;
+    const { payload } = await jwtVerify(proof, await importJWK(header.jwk, header.alg), {
+      maxTokenAge: "5m",
+    });
+    if (payload["htm"] !== request.method || payload["htu"] !== htu) return undefined;
+    if (typeof payload.jti !== "string" || context.seenJti.has(payload.jti)) return undefined;
+    context.seenJti.add(payload.jti);
+    return { jkt: await calculateJwkThumbprint(header.jwk), nonce: payload["nonce"], ath: payload["ath"] };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The org authorization server's token endpoint, client credentials with `private_key_jwt`
+ * (https://developer.okta.com/docs/guides/implement-oauth-for-okta-serviceapp/main/): the client
+ * assertion signed by the app's key, `aud` the token URL, `iss` = `sub` = the client id. With DPoP
+ * required, a proof without the server's nonce gets 400 `use_dpop_nonce` and a `DPoP-Nonce`
+ * header (https://developer.okta.com/docs/guides/dpop/oktaresourceserver/main/, RFC 9449 §8).
+ */
+async function tokenEndpoint(context: RouteContext, request: Request): Promise<Response> {
+  const oauthError = (
+    status: number,
+    error: string,
+    description: string,
+    headers: Record<string, string> = {},
+  ) => Response.json({ error, error_description: description }, { status, headers });
+  const form = new URLSearchParams(await request.text());
+  const app = context.serviceApp;
+  const tokenUrl = `${context.url}/oauth2/v1/token`;
+  if (form.get("grant_type") !== "client_credentials") {
+    return oauthError(400, "unsupported_grant_type", "The grant type is not supported.");
+  }
+  if (
+    !app || form.get("client_assertion_type") !== "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+  ) return oauthError(401, "invalid_client", "Client authentication failed.");
+  try {
+    const assertion = form.get("client_assertion") ?? "";
+    const header = decodeProtectedHeader(assertion);
+    const { payload } = await jwtVerify(assertion, await importJWK(app.publicKey, header.alg ?? "RS256"), {
+      issuer: app.clientId,
+      subject: app.clientId,
+      audience: tokenUrl,
+    });
+    if (typeof payload.jti !== "string" || context.seenJti.has(payload.jti)) throw new Error("jti reused");
+    context.seenJti.add(payload.jti);
+  } catch {
+    return oauthError(401, "invalid_client", "The client_assertion signature is invalid.");
+  }
+  const scopes = (form.get("scope") ?? "").split(" ").filter(Boolean);
+  let jkt: string | undefined;
+  if (app.requireDpop) {
+    const proof = await verifyDpopProof(context, request, tokenUrl);
+    if (!proof) return oauthError(400, "invalid_dpop_proof", "The DPoP proof JWT is invalid.");
+    if (proof.nonce !== context.nonce) {
+      context.org.dpopNonceChallenges++;
+      return oauthError(400, "use_dpop_nonce", "Authorization server requires nonce in DPoP proof.", {
+        "DPoP-Nonce": context.nonce,
+      });
+    }
+    jkt = proof.jkt;
+  }
+  const accessToken = oktaId("eyJ") + oktaId("tok");
+  context.accessTokens.set(accessToken, { expiresAt: Date.now() + 3_600_000, jkt });
+  return Response.json({
+    token_type: jkt ? "DPoP" : "Bearer",
+    expires_in: 3600,
+    access_token: accessToken,
+    scope: scopes.join(" "),
+  });
+}
+
+async function sha256Base64url(text: string): Promise<string> {
+  return base64url(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))));
 }
 
 type Json = (body: unknown, status?: number, extra?: Record<string, string>) => Response;
