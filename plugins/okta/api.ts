@@ -36,6 +36,8 @@ export interface OktaApiOptions {
   readonly pacer?: RequestPacer;
   /** Waits on a 429 before giving up with `throttled`. @default 5 */
   readonly maxThrottleWaits?: number;
+  /** How long one request may take before it counts as unanswered. @default 60000 */
+  readonly requestTimeoutMs?: number;
 }
 
 /** One request of {@link OktaApi.request}. */
@@ -112,12 +114,20 @@ export class OktaApi {
     // non-idempotent POST asks for a connection of its own.
     if (request.nonIdempotent) headers.set("Connection", "close");
     const doFetch = this.#options.fetch ?? fetch;
+    const timeout = AbortSignal.timeout(this.#options.requestTimeoutMs ?? 60_000);
     try {
-      return await doFetch(url, {
+      const response = await doFetch(url, {
         method: request.method,
         headers,
         ...(request.body === undefined ? {} : { body: JSON.stringify(request.body) }),
-        ...(request.signal ? { signal: request.signal } : {}),
+        signal: request.signal ? AbortSignal.any([request.signal, timeout]) : timeout,
+      });
+      // The body is read here, under the same deadline: an answer cut off half-way is no answer.
+      const body = await response.arrayBuffer();
+      return new Response(response.status === 204 ? null : body, {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
       });
     } catch (error) {
       if (request.signal?.aborted) throw request.signal.reason;

@@ -11,7 +11,13 @@
 import { exportJWK, importPKCS8, type JWK } from "jose";
 import { z } from "zod";
 import { ProvisioningError } from "../../core/errors.ts";
-import type { Manifest, PluginContext, ProviderPlugin, ProviderSession } from "../../core/plugin.ts";
+import type {
+  Manifest,
+  PluginContext,
+  ProviderPlugin,
+  ProviderSession,
+  RunningSandbox,
+} from "../../core/plugin.ts";
 import { normalizeOrigin } from "../../core/webauthn/rp_id.ts";
 import { apiToken, OktaApi, type OktaCredential } from "./api.ts";
 import { oktaReasons } from "./errors.ts";
@@ -72,6 +78,21 @@ export function oktaPermissions(options: OktaOptions): { net: string[]; env: str
 export const oktaProvider: ProviderPlugin<OktaOptions> = {
   kind: "provider",
   manifest: oktaManifest,
+  /** Starts a sandbox org on loopback (loaded only when asked for: the shipped program need not carry its verifier). */
+  async startSandbox(_context: PluginContext, _options: OktaOptions): Promise<RunningSandbox> {
+    const { startOktaSandbox } = await import("./sandbox/server.ts");
+    const sandbox = await startOktaSandbox({ users: 10 });
+    return {
+      url: sandbox.url,
+      instructions: [
+        `Okta sandbox org at ${sandbox.url}, users user1..user10@example.com.`,
+        `Use --provider okta --okta-org ${sandbox.url} with ${oktaTokenEnv} set to the sandbox's API token:`,
+        `  ${sandbox.token}`,
+        "(a throwaway token of this sandbox only)",
+      ].join("\n"),
+      [Symbol.asyncDispose]: () => sandbox.close(),
+    };
+  },
   async connect(context: PluginContext, options: OktaOptions): Promise<ProviderSession> {
     const parsed = oktaOptionsSchema.parse(options);
     const orgInput = parsed.oktaOrg ?? context.env(oktaOrgEnv);

@@ -73,6 +73,11 @@ export class SandboxOrg {
   throttled = 0;
   /** Successful activations, for tests. */
   activations = 0;
+  /**
+   * Fault: the next this-many activations are carried out but their answers never sent (the
+   * connection hangs until the client gives up), as when a network drops an answer.
+   */
+  loseActivationAnswers = 0;
   /** Token requests answered `use_dpop_nonce`, for tests. */
   dpopNonceChallenges = 0;
 

@@ -22,6 +22,7 @@
 import { verifyRegistrationResponse } from "@simplewebauthn/server";
 import { decode as decodeCbor } from "cborg";
 import { calculateJwkThumbprint, decodeProtectedHeader, importJWK, type JWK, jwtVerify } from "jose";
+import { sleep } from "../../../core/sleep.ts";
 import { oktaId, type OrgFactor, type OrgUser, SandboxOrg } from "./org.ts";
 
 /** What {@link startOktaSandbox} accepts. */
@@ -72,6 +73,7 @@ export function startOktaSandbox(options: OktaSandboxOptions = {}): Promise<Okta
     accessTokens: new Map(),
     seenJti: new Set(),
     nonce: oktaId("non"),
+    closing: new AbortController(),
   };
   const { promise, resolve } = Promise.withResolvers<OktaSandbox>();
   const server = Deno.serve({
@@ -79,7 +81,10 @@ export function startOktaSandbox(options: OktaSandboxOptions = {}): Promise<Okta
     port: 0,
     onListen: ({ port }) => {
       context.url = `http://127.0.0.1:${port}`;
-      const close = () => server.shutdown();
+      const close = () => {
+        context.closing.abort();
+        return server.shutdown();
+      };
       resolve({ url: context.url, token, org, close, [Symbol.asyncDispose]: close });
     },
   }, (request) => handle(context, request));
@@ -99,6 +104,8 @@ interface RouteContext {
   readonly seenJti: Set<string>;
   /** The DPoP nonce the token endpoint hands out. */
   readonly nonce: string;
+  /** Aborted when the sandbox closes: ends answers held back by a fault. */
+  readonly closing: AbortController;
 }
 
 /**
@@ -484,6 +491,12 @@ async function activate(
     factor.lastUpdated = new Date().toISOString();
     factor.profile = { credentialId, authenticatorName: context.authenticatorName };
     context.org.activations++;
+    if (context.org.loseActivationAnswers > 0) {
+      context.org.loseActivationAnswers--;
+      // Done, but the answer is lost: hold it until the sandbox closes (the client gives up first).
+      await sleep(30_000, context.closing.signal).catch(() => {});
+      return new Response(null, { status: 504 });
+    }
     return json(factorJson(context, factor));
   } catch (error) {
     return oktaError(403, "E0000068", "Invalid Passcode/Answer", headers, [
