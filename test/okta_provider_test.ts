@@ -293,6 +293,9 @@ Deno.test("okta: a journal left in `created` is reconciled when the activation g
   deepStrictEqual(statuses, { [through!]: "reconciled", [lost!]: "provisioned" });
   assertEquals(factorCounts(w.sandbox).get(through!), 1);
   assertEquals(factorCounts(w.sandbox).get(lost!), 1);
+  // The factor the lost attempt left PENDING_ACTIVATION is gone: only the new, active one remains.
+  const lostUser = w.sandbox.org.userByLogin(lost!)!;
+  deepStrictEqual(w.sandbox.org.factorsOf(lostUser.id).map((f) => f.status), ["ACTIVE"]);
 });
 
 Deno.test("okta: a bulk run SIGKILLed mid-way and resumed ends with exactly one factor each", async () => {

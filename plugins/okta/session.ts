@@ -65,6 +65,11 @@ export class OktaSession implements ProviderSession {
   readonly #api: OktaApi;
   /** The factor each user's pending enrollment created, for {@link registerPasskey}. */
   readonly #pending = new Map<string, string>();
+  /**
+   * WebAuthn factors left `PENDING_ACTIVATION` by an earlier attempt that died before activating,
+   * as the last listing of each user showed them: deleted before the user's next enrollment.
+   */
+  readonly #leftovers = new Map<string, string[]>();
 
   constructor(api: OktaApi) {
     this.#api = api;
@@ -87,6 +92,10 @@ export class OktaSession implements ProviderSession {
 
   /** Enrolls a WebAuthn factor; its activation object is the creation options, the org URL the origin. */
   async creationOptions(user: DirectoryUser, signal?: AbortSignal): Promise<RegistrationChallenge> {
+    for (const leftover of this.#leftovers.get(user.id) ?? []) {
+      await this.deletePasskey(user, leftover, signal);
+    }
+    this.#leftovers.delete(user.id);
     const response = await this.#api.request({
       method: "POST",
       path: `/api/v1/users/${user.id}/factors`,
@@ -140,7 +149,10 @@ export class OktaSession implements ProviderSession {
     return toPasskey(factor);
   }
 
-  /** The user's ACTIVE WebAuthn factors (`GET /api/v1/users/{id}/factors`). */
+  /**
+   * The user's ACTIVE WebAuthn factors (`GET /api/v1/users/{id}/factors`). Pending ones an earlier
+   * attempt left are remembered and deleted before this user's next enrollment.
+   */
   async listPasskeys(user: DirectoryUser, signal?: AbortSignal): Promise<PasskeyMethod[]> {
     const body = await this.#api.getJson(
       `/api/v1/users/${user.id}/factors`,
@@ -148,9 +160,12 @@ export class OktaSession implements ProviderSession {
       `list the factors of ${user.userPrincipalName}`,
       signal,
     );
-    return parse(z.array(factorSchema), body, `the factors of ${user.userPrincipalName}`)
-      .filter((f) => f.factorType === "webauthn" && f.status === "ACTIVE")
-      .map(toPasskey);
+    const webauthn = parse(z.array(factorSchema), body, `the factors of ${user.userPrincipalName}`)
+      .filter((f) => f.factorType === "webauthn");
+    const pending = webauthn.filter((f) => f.status === "PENDING_ACTIVATION");
+    if (pending.length > 0) this.#leftovers.set(user.id, pending.map((f) => f.id));
+    else this.#leftovers.delete(user.id);
+    return webauthn.filter((f) => f.status === "ACTIVE").map(toPasskey);
   }
 
   /** Deletes a factor (`DELETE /api/v1/users/{id}/factors/{factorId}`); one already gone is not an error. */
@@ -215,6 +230,7 @@ export class OktaSession implements ProviderSession {
 
   [Symbol.asyncDispose](): Promise<void> {
     this.#pending.clear();
+    this.#leftovers.clear();
     return Promise.resolve();
   }
 }
