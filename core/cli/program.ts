@@ -97,6 +97,11 @@ export function buildProgram(options: ProgramOptions) {
     );
   // Read before commander runs (core/tls.ts, some need a restart); declared here for --help.
   for (const option of TLS_OPTIONS) program.option(option.flags, option.description);
+  // Read by the launcher and main.ts (FFI is granted for this file only, docs/permissions.md).
+  program.option(
+    "--hidapi-library <file>",
+    "load hidapi (security keys on Windows and macOS) from this file instead of its usual places",
+  );
   for (const factory of options.commands ?? []) {
     program.addCommand(factory(context));
   }
@@ -212,16 +217,34 @@ export function reportError(error: unknown, options: { stderr: TextWriter; verbo
         `runs under does not grant it; grant it with the flag Deno names, or add it to the set\n`,
     );
   } else if (error instanceof ProvisioningError || verbose) {
-    stderr.write(`error: ${oneLine(describeError(error))}\n`);
+    stderr.write(`error: ${oneLine(describeTop(error))}\n`);
   } else {
-    stderr.write(`error: ${oneLine(describeError(error))} (run with --verbose for details)\n`);
+    stderr.write(`error: ${oneLine(describeTop(error))} (run with --verbose for details)\n`);
   }
   if (verbose) {
     for (let cause: unknown = error, depth = 0; cause !== undefined && depth < 8; depth++) {
-      const text = cause instanceof Error ? cause.stack ?? `${cause.name}: ${cause.message}` : String(cause);
+      const text = cause instanceof Error
+        ? cause.stack ?? `${cause.name}: ${cause.message}`
+        : describeCause(cause);
       stderr.write(`${depth === 0 ? "" : "Caused by: "}${text}\n`);
       cause = cause instanceof Error ? cause.cause : undefined;
     }
   }
   return exitCodeFor(error);
+}
+
+/** A cause that is not an Error (a JSON error body, a CBOR map) as readable text, never `[object Object]`. */
+export function describeCause(cause: unknown): string {
+  if (typeof cause !== "object" || cause === null) return String(cause);
+  try {
+    const json = JSON.stringify(cause, (_key, value) => typeof value === "bigint" ? value.toString() : value);
+    if (json !== undefined && json !== "{}") return json.length > 2000 ? `${json.slice(0, 2000)}…` : json;
+  } catch {
+    // A cycle: fall back to its constructor's name.
+  }
+  return `${cause.constructor?.name ?? "Object"} ${Deno.inspect(cause, { depth: 2 })}`;
+}
+
+function describeTop(error: unknown): string {
+  return error instanceof Error ? describeError(error) : describeCause(error);
 }

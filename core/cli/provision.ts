@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { formatAaguid } from "../aaguid.ts";
@@ -324,7 +325,7 @@ async function runProvision(
     await results.close();
     await failures.close();
     await staged?.commit();
-    summary = { ...summary, resultsPath, failuresPath };
+    summary = { ...summary, resultsPath: resolve(resultsPath), failuresPath: resolve(failuresPath) };
   }
   printRunSummary(context, summary, { format: flags.logFormat === "json" ? "json" : "text" });
   if (summary.halted) {
@@ -341,11 +342,15 @@ async function runProvision(
     });
   }
   if (summary.counts.failed > 0) {
-    throw new ProvisioningError(
-      "some-failed",
-      `${summary.counts.failed} user${summary.counts.failed === 1 ? "" : "s"} failed; see ${failures.path}`,
-      { hint: `Fix what the reasons say, then run: provisioning provision --csv ${failures.path}` },
-    );
+    // The final name (the file was written beside it and renamed), absolute: the admin opens it.
+    const failed = `${summary.counts.failed} user${summary.counts.failed === 1 ? "" : "s"}`;
+    throw dryRun
+      ? new ProvisioningError("some-failed", `${failed} would fail; see ${resolve(failuresPath)}`, {
+        hint: "Fix what the reasons say, then dry-run again; a real run would fail them the same way",
+      })
+      : new ProvisioningError("some-failed", `${failed} failed; see ${resolve(failuresPath)}`, {
+        hint: `Fix what the reasons say, then run: provisioning provision --csv ${resolve(failuresPath)}`,
+      });
   }
 }
 
