@@ -19,6 +19,7 @@ import { hidapiLibraryCandidates } from "../../authenticators/hid/hidapi.ts";
 import { parseTlsFlags, TLS_APPLIED_ENV } from "../tls.ts";
 import { ProvisioningError } from "../errors.ts";
 import { INVOKED_AS_ENV } from "./invocation.ts";
+import { LAUNCHED_ENV } from "./launch_env.ts";
 import { absolute, grantsFor, namedPaths, type PathGrants } from "./named_paths.ts";
 
 /** The permission set the program runs under; the launcher adds to it. */
@@ -31,8 +32,7 @@ export const PERMISSION_SET = "cli";
  */
 export const CLI_V8_FLAGS = "--max-old-space-size=1024,--max-semi-space-size=4";
 
-/** Set in the program's environment by the launcher: it was started with its grants. */
-export const LAUNCHED_ENV = "PROVISIONING_LAUNCHED";
+export { LAUNCHED_ENV } from "./launch_env.ts";
 
 /** The hidapi library named on the command line, passed on to the hid plugin. */
 export const HIDAPI_LIBRARY_ENV = "PROVISIONING_HIDAPI_LIBRARY";

@@ -12,6 +12,7 @@
  */
 import { basename, dirname, relative } from "node:path";
 import { ProvisioningError } from "../errors.ts";
+import { LAUNCHED_ENV } from "./launch_env.ts";
 import { type NamedPath, namedPaths } from "./named_paths.ts";
 
 /** How the process was started, which decides how a missing grant is added. */
@@ -147,4 +148,102 @@ function realOrSelf(path: string): string {
 function isInside(path: string, folder: string): boolean {
   const rel = relative(folder, path);
   return rel === "" || (!rel.startsWith("..") && !rel.startsWith("/"));
+}
+
+/** How this process was started, read from itself (for errors that reach the top). */
+export function currentRunMode(): RunMode {
+  if (Deno.build.standalone) return "compiled";
+  try {
+    return Deno.env.get(LAUNCHED_ENV) === "1" ? "launched" : "deno-run";
+  } catch {
+    return "deno-run";
+  }
+}
+
+const deniedPattern = /Requires (read|write|net|ffi|run|env|sys) access to "?([^",]+)"?/;
+
+/**
+ * A permission Deno refused, as an error that names the path, why the program may not touch it,
+ * and the exact way to allow it; `undefined` when `error` is no such refusal.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { permissionError } from "./path_guard.ts";
+ * const denied = new Deno.errors.NotCapable('Requires read access to "/srv/users.csv", run again with the --allow-read flag');
+ * const error = permissionError(denied, "deno-run")!;
+ * assert.match(error.message, /may not read "\/srv\/users.csv"/);
+ * assert.match(error.hint ?? "", /--allow-read=\/srv\/users.csv/);
+ * ```
+ */
+export function permissionError(
+  error: unknown,
+  mode: RunMode = currentRunMode(),
+): ProvisioningError | undefined {
+  if (!(error instanceof Deno.errors.NotCapable)) return undefined;
+  const match = deniedPattern.exec(error.message);
+  if (!match) return undefined;
+  const kind = match[1]!;
+  const target = match[2]!;
+  const verb: Record<string, string> = {
+    read: "read",
+    write: "write",
+    net: "connect to",
+    ffi: "load",
+    run: "run",
+    env: "read the environment variable",
+    sys: "read the system information",
+  };
+  const why = kind === "read" || kind === "write"
+    ? "it is outside the folder it runs in, its data folder .provisioning/ and the paths named on the command line"
+    : kind === "net"
+    ? "it is not a host of the plugins in use, loopback, or the --sandbox URL"
+    : kind === "ffi"
+    ? "native libraries load only for the commands that open a security key, from hidapi's documented places or --hidapi-library"
+    : kind === "run"
+    ? "the program runs only the browsers it knows, or the one named with --browser"
+    : "the permission set does not list it";
+  const hint = kind === "read" || kind === "write"
+    ? `Name it on the command line with the option that uses it, or run in its folder; else ${
+      howToAllow(kind, target, mode)
+    }`
+    : kind === "net" || kind === "ffi"
+    ? howToAllow(kind, target, mode)
+    : `Add --allow-${kind}=${target} to the deno run command, or to the cli set in deno.json (docs/permissions.md)`;
+  return new ProvisioningError(
+    "not-permitted",
+    `Cannot continue: this run may not ${verb[kind]} "${target}": ${why}`,
+    { cause: error, hint, exitCode: 2 },
+  );
+}
+
+/**
+ * A "no browser found" whose search was refused by the permissions rather than by the disk
+ * (core/browser/find_browser.ts treats an unreadable place as empty): the error says so, with the
+ * places it may not read and how to allow them, instead of "not installed".
+ */
+export function browserSearchDenied(
+  error: unknown,
+  mode: RunMode = currentRunMode(),
+): ProvisioningError | undefined {
+  if (!(error instanceof ProvisioningError) || error.code !== "browser-not-found") return undefined;
+  const tried = (error as ProvisioningError & { tried?: readonly string[] }).tried ?? [];
+  const denied = tried.filter((path) =>
+    path.includes("/") || path.includes("\\")
+      ? Deno.permissions.querySync({ name: "read", path }).state !== "granted"
+      : false
+  );
+  if (denied.length === 0) return undefined;
+  return new ProvisioningError(
+    "browser-not-permitted",
+    `Cannot look for the browser: this run may not read ${denied.map((p) => `"${p}"`).join(", ")}, so ` +
+      "whether a browser is installed there is unknown",
+    {
+      cause: error,
+      exitCode: 2,
+      hint: `Name the browser with --browser PATH (it is then granted), or ${
+        howToAllow("read", denied[0]!, mode)
+      }`,
+    },
+  );
 }

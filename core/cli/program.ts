@@ -16,6 +16,7 @@ import denoConfig from "../../deno.json" with { type: "json" };
 import { describeError, ProvisioningError } from "../errors.ts";
 import { TLS_OPTIONS } from "../tls.ts";
 import type { CliContext, TextWriter } from "./context.ts";
+import { permissionError } from "./path_guard.ts";
 
 /** The version in deno.json, printed by `--version` and sent in user agents. */
 export const VERSION: string = denoConfig.version;
@@ -211,7 +212,10 @@ export function exitCodeFor(error: unknown): number {
 export function reportError(error: unknown, options: { stderr: TextWriter; verbose: boolean }): number {
   const { stderr, verbose } = options;
   if (error instanceof CommanderError) return exitCodeFor(error);
-  if (error instanceof Deno.errors.NotCapable) {
+  const denied = permissionError(error);
+  if (denied) {
+    stderr.write(`error: ${oneLine(describeError(denied))}\n`);
+  } else if (error instanceof Deno.errors.NotCapable) {
     stderr.write(
       `error: Cannot continue: ${oneLine(error.message)}. The deno.json permission set this program ` +
         `runs under does not grant it; grant it with the flag Deno names, or add it to the set\n`,

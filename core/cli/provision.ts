@@ -13,6 +13,7 @@
  * @module
  */
 import { resolve } from "node:path";
+import { browserSearchDenied } from "./path_guard.ts";
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { formatAaguid } from "../aaguid.ts";
@@ -254,6 +255,8 @@ async function runProvision(
       ...(flags.browser ? { executablePath: flags.browser } : {}),
       headless: flags.mode !== "headful" && flags.manual !== true,
       profileParent: `${flags.journalDir}/..`,
+    }).catch((error) => {
+      throw browserSearchDenied(error) ?? error;
     })
     : undefined;
   // Outputs are written beside their final names and put in place at the end of the attempt; a
