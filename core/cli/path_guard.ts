@@ -204,7 +204,7 @@ export function permissionError(
     ? "the program runs only the browsers it knows, or the one named with --browser"
     : "the permission set does not list it";
   const hint = kind === "read" || kind === "write"
-    ? `Name it on the command line with the option that uses it, or run in its folder; else ${
+    ? `Name it on the command line with the option that uses it, or run in its folder. ${
       howToAllow(kind, target, mode)
     }`
     : kind === "net" || kind === "ffi"

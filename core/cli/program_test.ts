@@ -192,14 +192,16 @@ Deno.test("PROVISIONING_DEBUG=1 shows the stack like --verbose", async () => {
   assert.match(stderr.text(), /^error: x\nError: x\n\s+at /);
 });
 
-Deno.test("a missing permission is reported as one line naming the permission set", async () => {
+Deno.test("a missing permission is reported as one line naming the path, why, and the flag that allows it", async () => {
   const { context, stderr } = memoryContext();
   const error = new Deno.errors.NotCapable(
     'Requires read access to "/etc/x", run again with the --allow-read flag',
   );
   assertEquals(await runProgram(["fail"], { context, commands: [failing(error)] }), 1);
   assertEquals(lines(stderr.text()).length, 1);
-  assert.match(stderr.text(), /^error: Cannot continue: Requires read access to "\/etc\/x".*permission set/);
+  assert.match(stderr.text(), /^error: Cannot continue: this run may not read "\/etc\/x": it is outside/);
+  assert.match(stderr.text(), /--allow-read=\/etc\/x/);
+  assert.match(stderr.text(), /docs\/permissions\.md/);
 });
 
 Deno.test("formatPlugins shows options with their environment variable and default", () => {
