@@ -260,3 +260,38 @@ Deno.test("plugins --json in-process prints the registry's plugins", async () =>
     }],
   });
 });
+
+Deno.test("the vendor's command lines: seed usage first, typos suggested, panel-only flags refused with a reason", async () => {
+  const help = await cli("--help");
+  assertEquals(help.code, 0);
+  assert.match(help.stdout, /^Usage: provisioning --csv users\.csv \[--mode headful\] \[--verbose\]\n/);
+  assert.match(help.stdout, /--login \| --automatic-provision \| --register-deeplink/);
+
+  const typo = await cli("--cvs", "users.csv");
+  assertEquals(typo.code, 2);
+  assert.deepEqual(lines(typo.stderr), ["error: unknown option '--cvs' (Did you mean --csv?)"]);
+
+  const command = await cli("provison", "--user", "x@contoso.com");
+  assertEquals(command.code, 2);
+  assert.match(command.stderr, /unknown command 'provison' \(Did you mean provision\?\)/);
+
+  for (const flag of ["--register-deeplink", "--automatic-provision"]) {
+    const alone = await cli(flag);
+    assertEquals(alone.code, 2, flag);
+    assertEquals(lines(alone.stderr).length, 1, alone.stderr);
+    assert.match(alone.stderr, /no panel yet/, flag);
+  }
+
+  const long = await cli("--user", "x@contoso.com", "--display-name", "A name that is far too long for it");
+  assertEquals(long.code, 2);
+  assert.match(long.stderr, /--display-name .* has 34 characters; the directory takes 1 to 30/);
+});
+
+Deno.test("help per command lists only the options that apply", async () => {
+  const sandbox = await cli("sandbox", "--help");
+  assert.match(sandbox.stdout, /--port/);
+  assert.doesNotMatch(sandbox.stdout, /--graph-version|--tenant/);
+  const provision = await cli("provision", "--help");
+  assert.match(provision.stdout, /--graph-version/);
+  assert.doesNotMatch(provision.stdout, /--port|--users/);
+});

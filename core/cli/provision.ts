@@ -69,6 +69,12 @@ interface ProvisionFlags {
   verbose?: true;
 }
 
+/**
+ * The longest passkey name the directory takes: Entra's limit, 30 characters
+ * (plugins/entra/graph/fido2.ts cites the source). Checked before the run, not per user.
+ */
+export const PASSKEY_NAME_MAX = 30;
+
 /** `provision`: the admin's main job. */
 export function provisionCommand(context: CliContext): CommandUnknownOpts {
   const command = new Command("provision")
@@ -145,9 +151,27 @@ async function runProvision(
   if (flags.mode !== undefined && flags.mode !== "headless" && flags.mode !== "headful") {
     throw new UsageError(`Cannot provision: --mode ${JSON.stringify(flags.mode)} is not headless or headful`);
   }
+  const nameLength = [...flags.displayName].length;
+  if (nameLength < 1 || nameLength > PASSKEY_NAME_MAX) {
+    throw new UsageError(
+      `Cannot provision: --display-name ${JSON.stringify(flags.displayName)} has ${nameLength} characters; ` +
+        `the directory takes 1 to ${PASSKEY_NAME_MAX}`,
+      {
+        hint:
+          `Give a name of at most ${PASSKEY_NAME_MAX} characters, e.g. --display-name "${defaultDisplayName}"`,
+      },
+    );
+  }
   if (flags.registerDeeplink) {
     context.stderr.write(
-      "note: --register-deeplink is not needed: this tool is started from the command line or a script\n",
+      "note: --register-deeplink does nothing here: it registers the provisioning:// link the panel opens, " +
+        "and there is no panel yet\n",
+    );
+  }
+  if (flags.automaticProvision) {
+    context.stderr.write(
+      "note: --automatic-provision: the users given are provisioned without asking, as always; " +
+        "the panel's automatic queue does not exist yet\n",
     );
   }
   if (flags.replaceExisting && !flags.yes && !(flags.dryRun)) await confirmReplace(context);
