@@ -45,6 +45,7 @@ import {
   connectHintsOf,
   csvRows,
   estimateRows,
+  prepareCsvSource,
   sourceRows,
   type UserSourceFlags,
 } from "./user_sources.ts";
@@ -89,7 +90,7 @@ function fetchCommand(context: CliContext): CommandUnknownOpts {
     .option("--renew-within <minutes>", "renew unwritten challenges that expire sooner than this", "60");
   return withProvider(command, context).action(async (_parsed, self) => {
     const flags = self.optsWithGlobals() as unknown as FetchFlags & Record<string, unknown>;
-    const source = chooseUserSource("fetch challenges", flags);
+    const source = await prepareCsvSource(chooseUserSource("fetch challenges", flags), context.stderr);
     const concurrency = wholeNumber(flags.concurrency, "--concurrency", 1, 64);
     const renewWithin = wholeNumber(flags.renewWithin, "--renew-within", 0, 43_200);
     const provider = context.registry.provider(flags.provider ?? "entra");

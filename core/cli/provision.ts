@@ -34,7 +34,13 @@ import { optionsFor } from "./plugin_options.ts";
 import { connectForCalls, defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
 import { printRunSummary, startProgress } from "./run_output.ts";
 import { stageOutputFiles } from "./output_files.ts";
-import { chooseUserSource, connectHintsOf, estimateRows, sourceRows } from "./user_sources.ts";
+import {
+  chooseUserSource,
+  connectHintsOf,
+  estimateRows,
+  prepareCsvSource,
+  sourceRows,
+} from "./user_sources.ts";
 
 /** Where journals go unless `--journal-dir` says otherwise (beside the token cache). */
 export const defaultJournalDir = ".provisioning/runs";
@@ -141,7 +147,8 @@ async function runProvision(
   context: CliContext,
   flags: ProvisionFlags & Record<string, unknown>,
 ): Promise<void> {
-  const source = chooseUserSource("provision", flags);
+  // A file that is no CSV is refused here, before the run starts and leaves a journal.
+  const source = await prepareCsvSource(chooseUserSource("provision", flags), context.stderr);
   const concurrency = Number(flags.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     throw new UsageError(
