@@ -158,6 +158,7 @@ async function runProvision(
   if (flags.mode !== undefined && flags.mode !== "headless" && flags.mode !== "headful") {
     throw new UsageError(`Cannot provision: --mode ${JSON.stringify(flags.mode)} is not headless or headful`);
   }
+  if (!flags.dryRun && (flags.mode === "headful" || flags.manual === true)) refuseWithoutDisplay(context);
   const nameLength = [...flags.displayName].length;
   if (nameLength < 1 || nameLength > PASSKEY_NAME_MAX) {
     throw new UsageError(
@@ -275,6 +276,9 @@ async function runProvision(
   const csvPath = source.kind === "csv" ? source.path : undefined;
   // The browser path: one browser for the run, a private context per user.
   const viaBrowser = flags.via === "browser" || flags.mode === "headful" || flags.manual === true;
+  if (viaBrowser && !dryRun && (flags.mode === "headful" || flags.manual === true)) {
+    refuseWithoutDisplay(context);
+  }
   if (viaBrowser && !session.registerInBrowser) {
     throw new UsageError(
       `Cannot use --via browser: the ${provider.manifest.id} provider has no browser flow`,
@@ -386,6 +390,26 @@ async function runProvision(
         hint: `Fix what the reasons say, then run: provisioning provision --csv ${resolve(failuresPath)}`,
       });
   }
+}
+
+/**
+ * A visible browser (`--mode headful`, `--manual`) needs a desktop session: on Linux and the BSDs
+ * that is an X11 or Wayland display. Without one, one clear line instead of Chromium's log.
+ */
+function refuseWithoutDisplay(context: CliContext): void {
+  if (Deno.build.os === "windows" || Deno.build.os === "darwin") return;
+  const display = (name: string) => {
+    try {
+      return context.env(name);
+    } catch {
+      return undefined;
+    }
+  };
+  if (display("DISPLAY") || display("WAYLAND_DISPLAY")) return;
+  throw new UsageError(
+    "Cannot open a visible browser window: no display (neither DISPLAY nor WAYLAND_DISPLAY is set)",
+    { hint: "Use --mode headless, or run where a desktop session is available" },
+  );
 }
 
 /**
