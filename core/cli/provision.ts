@@ -363,8 +363,8 @@ async function runProvision(
     await results.close();
     await failures.close();
     await staged?.commit();
-    summary = { ...summary, resultsPath: resolve(resultsPath), failuresPath: resolve(failuresPath) };
   }
+  summary = { ...summary, resultsPath: resolve(resultsPath), failuresPath: resolve(failuresPath) };
   printRunSummary(context, summary, { format: flags.logFormat === "json" ? "json" : "text" });
   if (summary.halted) {
     throw new ProvisioningError(
