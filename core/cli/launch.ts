@@ -84,7 +84,7 @@ export interface LaunchPlan {
  *   hidapiLibraries: [],
  * });
  * assert.equal(plan.cwd, "/home/me/run");
- * assert.ok(plan.args.includes("--allow-read=/home/me/run,/home/me/users.csv,/home/me/run/keys"));
+ * assert.ok(plan.args.some((arg) => arg.startsWith("--allow-read=") && arg.endsWith(",/home/me/run,/home/me/users.csv,/home/me/run/keys")));
  * ```
  */
 export function planLaunch(input: LaunchPlanInput): LaunchPlan {
@@ -120,17 +120,19 @@ export function planLaunch(input: LaunchPlanInput): LaunchPlan {
   }
   if (applied.length > 0) env[TLS_APPLIED_ENV] = applied.join(",");
 
+  // A flag replaces the set's list for that permission (Deno 2.9.6): each flag repeats the set's.
+  const set = setLists(input.root);
   const denoArgs = [
     "run",
     "-q",
     `--config=${input.root}/deno.json`,
     `-P=${PERMISSION_SET}`,
     `--v8-flags=${CLI_V8_FLAGS}`,
-    `--allow-read=${read.join(",")}`,
-    `--allow-write=${write.join(",")}`,
-    ...list("--allow-net", [...grants.net, ...hosts]),
+    `--allow-read=${unique([...set.read, ...read]).join(",")}`,
+    `--allow-write=${unique([...set.write, ...write]).join(",")}`,
+    ...list("--allow-net", [...grants.net, ...hosts], set.net),
     ...list("--allow-ffi", ffi),
-    ...list("--allow-run", grants.run),
+    ...list("--allow-run", grants.run, set.run),
     ...runtimeFlags,
     `${input.root}/main.ts`,
     ...args,
@@ -144,8 +146,19 @@ export function planLaunch(input: LaunchPlanInput): LaunchPlan {
   };
 }
 
-function list(flag: string, values: readonly string[]): string[] {
-  return values.length > 0 ? [`${flag}=${unique(values).join(",")}`] : [];
+function list(flag: string, values: readonly string[], base: readonly string[] = []): string[] {
+  return values.length > 0 ? [`${flag}=${unique([...base, ...values]).join(",")}`] : [];
+}
+
+/** The `cli` set's lists, its relative paths resolved against the checkout as Deno does. */
+function setLists(root: string): Record<"read" | "write" | "net" | "run", string[]> {
+  const set = denoConfig.permissions[PERMISSION_SET] as Partial<Record<string, unknown>>;
+  const of = (name: string, paths: boolean) => {
+    const value = set[name];
+    if (!Array.isArray(value)) return [];
+    return (value as string[]).map((entry) => paths && entry.startsWith(".") ? absolute(entry, root) : entry);
+  };
+  return { read: of("read", true), write: of("write", true), net: of("net", false), run: of("run", false) };
 }
 
 function unique(values: readonly string[]): string[] {
