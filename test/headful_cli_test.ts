@@ -79,3 +79,15 @@ Deno.test("--mode headful without a display: one clear line, nothing started", a
   assert.match(run.stderr, /no display.*Use --mode headless, or run where a desktop session is available/);
   assertEquals(passkeysByUser(fixture.sandbox).size, 0);
 });
+
+Deno.test("a browser search the permissions refused is said so, not reported as no browser installed", async () => {
+  await using fixture = await bulkFixture({ users: 2 });
+  const [upn] = fixture.upns(1);
+  // Run directly with --allow-read of its folder only (which replaces the set's list): the places
+  // the browser is looked for are not readable.
+  const run = await runCli(fixture.dir, fixture.env, [], "--user", upn!, "--via", "browser");
+  assertEquals(run.code, 2, run.stderr);
+  assert.match(run.stderr, /Cannot look for the browser: this run may not read "\/usr\/bin\/chromium"/);
+  assert.match(run.stderr, /Name the browser with --browser PATH/);
+  assert.doesNotMatch(run.stderr, /not installed|no such file/);
+});
