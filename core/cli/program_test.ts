@@ -295,3 +295,16 @@ Deno.test("help per command lists only the options that apply", async () => {
   assert.match(provision.stdout, /--graph-version/);
   assert.doesNotMatch(provision.stdout, /--port|--users/);
 });
+
+Deno.test("--verbose shows a cause that is no Error (a JSON error body) as its content, never [object Object]", async () => {
+  const { context, stderr } = memoryContext();
+  const body = { error: { code: "Request_ResourceNotFound", message: "Resource 'x' does not exist" } };
+  const error = new ProvisioningError("user-not-found", "Cannot find user x", { cause: body });
+  assertEquals(await runProgram(["--verbose", "fail"], { context, commands: [failing(error)] }), 1);
+  assert.doesNotMatch(stderr.text(), /\[object Object\]/);
+  assert.match(stderr.text(), /Caused by: \{"error":\{"code":"Request_ResourceNotFound"/);
+  // Thrown as it is, too.
+  const bare = memoryContext();
+  assertEquals(await runProgram(["fail"], { context: bare.context, commands: [failing(body)] }), 1);
+  assert.match(bare.stderr.text(), /^error: \{"error":\{"code":"Request_ResourceNotFound"/);
+});
