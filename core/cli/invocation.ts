@@ -14,7 +14,7 @@ export const INVOKED_AS_ENV = "PROVISIONING_INVOKED_AS";
 const COMMAND_WORDS =
   "provision|revoke|batch|doctor|login|logout|whoami|sandbox|key|plugins|help|--csv|--user|--group|--login|--help";
 
-const hintedCommand = new RegExp(`\\bprovisioning (?=(?:${COMMAND_WORDS})\\b)`, "g");
+const hintedCommand = new RegExp(`\\bprovisioning (?=(?:${COMMAND_WORDS})\\b|<command>)`, "g");
 
 /**
  * The program as the admin starts it.
