@@ -18,6 +18,7 @@ import denoConfig from "../../deno.json" with { type: "json" };
 import { hidapiLibraryCandidates } from "../../authenticators/hid/hidapi.ts";
 import { parseTlsFlags, TLS_APPLIED_ENV } from "../tls.ts";
 import { ProvisioningError } from "../errors.ts";
+import { isAbsolute } from "node:path";
 import { INVOKED_AS_ENV } from "./invocation.ts";
 import { LAUNCHED_ENV } from "./launch_env.ts";
 import { absolute, grantsFor, namedPaths, type PathGrants } from "./named_paths.ts";
@@ -102,7 +103,7 @@ export function planLaunch(input: LaunchPlanInput): LaunchPlan {
   let ffi: string[] = [];
   if (opensSecurityKey(args)) {
     const library = named.find((p) => p.access === "ffi");
-    ffi = library ? [library.path] : input.hidapiLibraries.filter((file) => file.includes("/"));
+    ffi = library ? [library.path] : input.hidapiLibraries.filter((file) => isAbsolute(file));
     if (library) env[HIDAPI_LIBRARY_ENV] = library.path;
   }
 
