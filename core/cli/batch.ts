@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import {
@@ -409,7 +410,7 @@ function finish(
     throw new ProvisioningError(
       "some-failed",
       `${counts.failed} user${counts.failed === 1 ? "" : "s"} failed${
-        failuresPath ? `; see ${failuresPath}` : ""
+        failuresPath ? `; see ${resolve(failuresPath)}` : ""
       }`,
       { hint: `Fix what the reasons say, then run provisioning ${again} again` },
     );
