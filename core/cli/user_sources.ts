@@ -177,14 +177,20 @@ export async function estimateRows(path: string): Promise<number | undefined> {
     using file = await Deno.open(path);
     const buffer = new Uint8Array(1 << 20);
     let lines = 0;
-    let last = 10;
+    // Blank lines (a trailing one, as spreadsheets write) are no rows: the run's count skips them too.
+    let content = false;
     while (true) {
       const n = await file.read(buffer);
       if (n === null) break;
-      for (let i = 0; i < n; i++) if (buffer[i] === 10) lines++;
-      last = buffer[n - 1]!;
+      for (let i = 0; i < n; i++) {
+        const byte = buffer[i]!;
+        if (byte === 10) {
+          if (content) lines++;
+          content = false;
+        } else if (byte !== 13 && byte !== 32 && byte !== 9 && byte !== 44 && byte !== 59) content = true;
+      }
     }
-    if (last !== 10) lines++;
+    if (content) lines++;
     return Math.max(0, lines - 1);
   } catch {
     return undefined;
