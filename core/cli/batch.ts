@@ -16,6 +16,7 @@
  * @module
  */
 import { resolve } from "node:path";
+import { checkDisplayName } from "./provision.ts";
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import {
@@ -91,6 +92,7 @@ function fetchCommand(context: CliContext): CommandUnknownOpts {
     .option("--renew-within <minutes>", "renew unwritten challenges that expire sooner than this", "60");
   return withProvider(command, context).action(async (_parsed, self) => {
     const flags = self.optsWithGlobals() as unknown as FetchFlags & Record<string, unknown>;
+    checkDisplayName("fetch challenges", flags.displayName);
     const source = await prepareCsvSource(chooseUserSource("fetch challenges", flags), context.stderr);
     const concurrency = wholeNumber(flags.concurrency, "--concurrency", 1, 64);
     const renewWithin = wholeNumber(flags.renewWithin, "--renew-within", 0, 43_200);

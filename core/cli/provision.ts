@@ -81,6 +81,24 @@ interface ProvisionFlags {
  */
 export const PASSKEY_NAME_MAX = 30;
 
+/**
+ * Refuses a passkey name the directory would refuse for every user, before the run starts.
+ *
+ * @throws {UsageError} the name is empty or longer than {@link PASSKEY_NAME_MAX} characters
+ */
+export function checkDisplayName(verb: string, name: string): void {
+  const length = [...name].length;
+  if (length >= 1 && length <= PASSKEY_NAME_MAX) return;
+  throw new UsageError(
+    `Cannot ${verb}: --display-name ${JSON.stringify(name)} has ${length} characters; ` +
+      `the directory takes 1 to ${PASSKEY_NAME_MAX}`,
+    {
+      hint:
+        `Give a name of at most ${PASSKEY_NAME_MAX} characters, e.g. --display-name "${defaultDisplayName}"`,
+    },
+  );
+}
+
 /** `provision`: the admin's main job. */
 export function provisionCommand(context: CliContext): CommandUnknownOpts {
   const command = new Command("provision")
@@ -159,17 +177,7 @@ async function runProvision(
     throw new UsageError(`Cannot provision: --mode ${JSON.stringify(flags.mode)} is not headless or headful`);
   }
   if (!flags.dryRun && (flags.mode === "headful" || flags.manual === true)) refuseWithoutDisplay(context);
-  const nameLength = [...flags.displayName].length;
-  if (nameLength < 1 || nameLength > PASSKEY_NAME_MAX) {
-    throw new UsageError(
-      `Cannot provision: --display-name ${JSON.stringify(flags.displayName)} has ${nameLength} characters; ` +
-        `the directory takes 1 to ${PASSKEY_NAME_MAX}`,
-      {
-        hint:
-          `Give a name of at most ${PASSKEY_NAME_MAX} characters, e.g. --display-name "${defaultDisplayName}"`,
-      },
-    );
-  }
+  checkDisplayName("provision", flags.displayName);
   if (flags.registerDeeplink) {
     context.stderr.write(
       "note: --register-deeplink does nothing here: it registers the provisioning:// link the panel opens, " +
