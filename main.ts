@@ -34,6 +34,10 @@ import {
   tlsFetch,
 } from "./core/tls.ts";
 import { clouds } from "./plugins/entra/cloud.ts";
+import { HIDAPI_LIBRARY_ENV, LAUNCHED_ENV } from "./core/cli/launch.ts";
+import { absolute, namedPaths } from "./core/cli/named_paths.ts";
+import { INVOKED_AS_ENV, invokedWriter, programName } from "./core/cli/invocation.ts";
+import { checkNamedPaths, type RunMode } from "./core/cli/path_guard.ts";
 import { entraProvider } from "./plugins/entra/plugin.ts";
 
 /** The command groups of the CLI, in the order `--help` lists them. */
@@ -76,7 +80,18 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   using _closeClient = fetch;
   // Plugins get it through the provider commands' plugin context (core/cli/provider.ts).
-  const context: CliContext & { readonly fetch: typeof fetch } = { ...terminal, fetch };
+  // Hints name the command as the admin runs it (the task form, or the binary's name).
+  const program = programName({
+    invokedAs: terminal.env(INVOKED_AS_ENV),
+    compiled: Deno.build.standalone,
+    execPath: Deno.execPath(),
+  });
+  const context: CliContext & { readonly fetch: typeof fetch } = {
+    ...terminal,
+    stdout: invokedWriter(terminal.stdout, program),
+    stderr: invokedWriter(terminal.stderr, program),
+    fetch,
+  };
   return await runProgram(rest, { context, commands: COMMANDS });
 }
 
@@ -144,6 +159,16 @@ async function start(args: readonly string[]): Promise<number> {
   if (decision.kind === "refuse") return reportError(decision.error, { stderr, verbose: false });
   if (decision.kind === "relaunch") return await relaunch(decision);
   if (decision.warning) stderr.write(`${decision.warning}\n`);
+  const mode: RunMode = Deno.build.standalone
+    ? "compiled"
+    : env(LAUNCHED_ENV) === "1"
+    ? "launched"
+    : "deno-run";
+  const problem = checkNamedPaths({ args, cwd: cwd ?? ".", env, mode });
+  if (problem) return reportError(problem, { stderr, verbose: false });
+  // The hidapi library named with --hidapi-library, for the hid plugin (which reads the variable).
+  const library = namedPaths(args, cwd ?? ".").find((path) => path.access === "ffi");
+  if (library) Deno.env.set(HIDAPI_LIBRARY_ENV, absolute(library.path, cwd ?? "."));
   return await main(args);
 }
 

@@ -1,6 +1,6 @@
 /**
  * `deno task compile [--target <triple>]`: builds `dist/provisioning` (`.exe` for Windows) with
- * `deno compile`, under the same permissions as `deno task start`.
+ * `deno compile`, under the `cli` permission set plus {@link compiledGrants} (docs/permissions.md).
  *
  * Why not `deno compile -P=cli`: `deno compile` accepts a permission set, but it resolves the
  * set's relative paths against deno.json's folder at build time, so the binary would be allowed
@@ -14,17 +14,37 @@
  *
  * @module
  */
+import { hidapiLibraryCandidates } from "../authenticators/hid/hidapi.ts";
+import { CLI_V8_FLAGS as LAUNCH_V8_FLAGS } from "../core/cli/launch.ts";
 
 /** The permission set in deno.json the compiled binary runs under. */
 export const PERMISSION_SET = "cli";
 
 /**
- * V8 flags the CLI runs with (as `deno task start` does): an old-generation limit and a small young
- * generation make V8 collect garbage earlier, so a long bulk run stays flat at about 130 MB instead
- * of about 245 MB (scripts/provision_bench.ts, 15,000-row dry run), with room left for the journal
- * of a very large run.
+ * What the binary gets beyond the set (docs/permissions.md): a compiled program's permissions are
+ * fixed when it is built and it takes no runtime flags, so it cannot be given the paths an admin
+ * names at run time the way the task form's launcher gives them. It may therefore read and write
+ * files wherever its user may, and the program itself refuses a named path that leads elsewhere
+ * through a link (core/cli/path_guard.ts); network, programs, environment and native libraries
+ * stay limited as in the set: FFI only of hidapi's documented absolute locations.
  */
-export const CLI_V8_FLAGS = "--max-old-space-size=1024,--max-semi-space-size=4";
+export function compiledGrants(target: string | undefined): string[] {
+  const os = target === undefined
+    ? Deno.build.os
+    : target.includes("windows")
+    ? "windows"
+    : target.includes("darwin")
+    ? "darwin"
+    : "linux";
+  const arch = target === undefined ? Deno.build.arch : target.startsWith("aarch64") ? "aarch64" : "x86_64";
+  // Beside the executable is known only at run time: Windows, which looks there, gets FFI unscoped.
+  const libraries = hidapiLibraryCandidates(os, arch, "").filter((file) => file.startsWith("/"));
+  const ffi = os === "windows" ? ["--allow-ffi"] : [`--allow-ffi=${libraries.join(",")}`];
+  return ["--allow-read", "--allow-write", ...ffi];
+}
+
+/** The V8 flags of `deno task start`, the same in the binary. */
+export const CLI_V8_FLAGS = LAUNCH_V8_FLAGS;
 
 /**
  * Files the binary loads that `deno compile` cannot see from literal imports: Worker entry
@@ -136,7 +156,11 @@ async function main(args: readonly string[]): Promise<void> {
   if (set === undefined || typeof set !== "object" || set === null) {
     fail(`Cannot compile: deno.json has no "${PERMISSION_SET}" permission set`);
   }
-  const permissions = permissionFlags(set as Record<string, unknown>);
+  // Unscoped file access replaces the set's scoped one (see compiledGrants).
+  const permissions = [
+    ...permissionFlags(set as Record<string, unknown>).filter((flag) => !/^--allow-(read|write)=/.test(flag)),
+    ...compiledGrants(target),
+  ];
 
   const denort = Deno.env.get("DENORT_BIN");
   if (denort === undefined || denort === "") {

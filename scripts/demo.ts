@@ -63,7 +63,7 @@ async function demo(): Promise<boolean> {
       vaultGuardDir: `${dir}/.provisioning/vaults`,
     });
     await new Ctap2Client(key.device).setPin(pin);
-    say(`2. Software FIDO2 key ${key.label}: vault encrypted at rest, PIN set`);
+    say("2. A software FIDO2 key in a throwaway folder: vault encrypted at rest, PIN set");
 
     await using session = await entraProvider.connect(context, {});
     say("3. Signed in to the tenant with its app registration (client credentials)");
@@ -79,7 +79,11 @@ async function demo(): Promise<boolean> {
     const first = await run();
     const results = await readResults(`${dir}/results.csv`);
     say(table(["USER", "STATUS", "METHOD ID"], results.map((r) => [r.user, r.status, r.methodId])));
-    say(indent(renderSummary(first)));
+    // The demo's folder is deleted when it ends: no paths to open, no run to revoke later.
+    const { resultsPath: _results, failuresPath: _failures, ...shown } = first;
+    say(indent(
+      renderSummary(shown).split("\n").filter((line) => !/^(Re-run|Revoke) /.test(line)).join("\n"),
+    ));
     const again = await run();
     say(
       `5. The same run again resumes from its journal: ${again.fromEarlierAttempts} users done before, ` +
@@ -156,7 +160,9 @@ try {
     console.error("Demo failed: not every sample user ended with one verified passkey");
     Deno.exit(1);
   }
-  say("Done.");
+  say(
+    "Done. The demo's folder is deleted. To try the CLI itself: deno task start sandbox (README: from the sandbox to your tenant)",
+  );
 } catch (error) {
   console.error(`Demo failed: ${describeError(error)}`);
   Deno.exit(1);

@@ -125,7 +125,8 @@ Deno.test("provision --authenticator hid --device unix:PATH: the CLI prepares th
   const refused = await runCli(
     fixture.dir,
     fixture.env,
-    [],
+    // The same grants as above: a missing grant is refused first (core/cli/path_guard.ts).
+    [`--allow-net=127.0.0.1,unix:${key.location.address.path}`],
     "provision",
     "--user",
     upn!,

@@ -9,6 +9,7 @@ import {
   bulkFixture,
   passkeysByUser,
   sandboxSession,
+  spawnCli,
   writeUsersCsv,
 } from "./bulk_support.ts";
 import type { EntraSession } from "../plugins/entra/session.ts";
@@ -115,6 +116,52 @@ Deno.test("revoke --run also deletes a sign-in pass an interrupted browser attem
   assert.match(revoke.stdout, /Deleted the sign-in pass an interrupted attempt left/);
   assertEquals(fixture.sandbox.tenant.temporaryAccessPasses().length, 0);
 });
+
+Deno.test("revoke stopped by Ctrl+C says what it deleted and what is left, exits non-zero, and a re-run finishes", async () => {
+  await using fixture = await bulkFixture({ users: 16 });
+  const upns = fixture.upns(16);
+  const run = await runCli(fixture.dir, fixture.env, [], "--csv", await writeUsersCsv(fixture, upns));
+  assertEquals(run.code, 0, run.stderr);
+  const runId = /^Run ([0-9a-f]{12})/m.exec(run.stdout)?.[1];
+  assert.ok(runId, run.stdout);
+  assertEquals(passkeysByUser(fixture.sandbox).size, 16);
+
+  // Slow deletions, so that Ctrl+C lands mid-revoke: sent once the first passkeys are gone.
+  await setFaults(fixture, { latencyMs: 400 });
+  const revoke = spawnCli(fixture, "revoke", "--run", runId!);
+  for (let i = 0; i < 600 && passkeysByUser(fixture.sandbox).size === 16; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  assert.ok(passkeysByUser(fixture.sandbox).size < 16, "no passkey was deleted");
+  revoke.kill("SIGINT");
+  const stopped = await revoke.output();
+  const stdout = new TextDecoder().decode(stopped.stdout);
+  const stderr = new TextDecoder().decode(stopped.stderr);
+  assertEquals(stopped.code, 130, stderr);
+  const told = /Stopped by Ctrl\+C: revoked (\d+) of 16 passkeys; (\d+) passkeys? left/.exec(stdout);
+  assert.ok(told, stdout);
+  const left = passkeysByUser(fixture.sandbox).size;
+  assertEquals(Number(told![2]), left, stdout);
+  assertEquals(Number(told![1]), 16 - left, stdout);
+  assert.ok(left > 0, "the revoke finished before Ctrl+C: nothing was left to prove");
+  assert.ok(!/Revoked 16 of 16/.test(stdout), stdout);
+
+  await setFaults(fixture, { latencyMs: 0 });
+  const again = await runCli(fixture.dir, fixture.env, [], "revoke", "--run", runId!);
+  assertEquals(again.code, 0, again.stderr);
+  assert.match(again.stdout, new RegExp(`Revoked ${left} of ${left} passkeys`));
+  assertEquals(passkeysByUser(fixture.sandbox).size, 0);
+});
+
+async function setFaults(fixture: BulkFixture, patch: Record<string, unknown>): Promise<void> {
+  const response = await fetch(`${fixture.sandbox.url}/_sandbox/faults`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(patch),
+  });
+  await response.body?.cancel();
+  assert.ok(response.ok, `the sandbox refused the faults: ${response.status}`);
+}
 
 /** The journal a run stopped by kill -9 left: its header, one attempt, and one user's record. */
 async function writeStoppedRun(

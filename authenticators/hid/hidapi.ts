@@ -137,7 +137,8 @@ function candidatesIn(os: typeof Deno.build.os, arch: typeof Deno.build.arch, fo
 }
 
 function installHint(os: typeof Deno.build.os): string {
-  const env = `or set ${hidapiLibraryEnv} to the library's full path`;
+  const env =
+    `or name the library's full path with --hidapi-library (which sets ${hidapiLibraryEnv} for the program)`;
   switch (os) {
     case "windows":
       return `Put hidapi.dll (the x64 build from github.com/libusb/hidapi/releases) beside provisioning.exe, ${env}`;
@@ -148,7 +149,7 @@ function installHint(os: typeof Deno.build.os): string {
       return `Install hidapi's hidraw library (\`apt-get install libhidapi-hidraw0\`, \`dnf install hidapi\`), ` +
         `${env}; keys at /dev/hidrawN need no hidapi`;
     default:
-      return `Set ${hidapiLibraryEnv} to the full path of hidapi's shared library`;
+      return `Name the full path of hidapi's shared library with --hidapi-library (which sets ${hidapiLibraryEnv})`;
   }
 }
 
@@ -287,7 +288,14 @@ function acquireHidapi(options: HidapiOptions): HidapiLease {
     throw new ProvisioningError(
       "hidapi-not-permitted",
       `Cannot load hidapi: loading native libraries is not permitted (${describe(denied[0])})`,
-      { cause: denied[0], hint: "Run with --allow-ffi (the cli permission set grants it)" },
+      {
+        cause: denied[0],
+        // FFI is granted only for the documented locations or a file named on the command line,
+        // and only to the commands that open a security key (docs/permissions.md).
+        hint: "Put hidapi in one of its documented places, or name the file with --hidapi-library, which " +
+          `grants --allow-ffi of that file only, to the commands that open a key (${hidapiLibraryEnv} alone ` +
+          "is not trusted)",
+      },
     );
   }
   throw new ProvisioningError(

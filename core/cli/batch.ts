@@ -15,6 +15,8 @@
  *
  * @module
  */
+import { resolve } from "node:path";
+import { checkDisplayName } from "./provision.ts";
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { ProvisioningError, UsageError } from "../errors.ts";
 import {
@@ -45,6 +47,7 @@ import {
   connectHintsOf,
   csvRows,
   estimateRows,
+  prepareCsvSource,
   sourceRows,
   type UserSourceFlags,
 } from "./user_sources.ts";
@@ -89,7 +92,8 @@ function fetchCommand(context: CliContext): CommandUnknownOpts {
     .option("--renew-within <minutes>", "renew unwritten challenges that expire sooner than this", "60");
   return withProvider(command, context).action(async (_parsed, self) => {
     const flags = self.optsWithGlobals() as unknown as FetchFlags & Record<string, unknown>;
-    const source = chooseUserSource("fetch challenges", flags);
+    checkDisplayName("fetch challenges", flags.displayName);
+    const source = await prepareCsvSource(chooseUserSource("fetch challenges", flags), context.stderr);
     const concurrency = wholeNumber(flags.concurrency, "--concurrency", 1, 64);
     const renewWithin = wholeNumber(flags.renewWithin, "--renew-within", 0, 43_200);
     const provider = context.registry.provider(flags.provider ?? "entra");
@@ -408,7 +412,7 @@ function finish(
     throw new ProvisioningError(
       "some-failed",
       `${counts.failed} user${counts.failed === 1 ? "" : "s"} failed${
-        failuresPath ? `; see ${failuresPath}` : ""
+        failuresPath ? `; see ${resolve(failuresPath)}` : ""
       }`,
       { hint: `Fix what the reasons say, then run provisioning ${again} again` },
     );

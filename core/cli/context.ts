@@ -30,6 +30,8 @@ export interface SecretRequest {
    * used in the error when there is no terminal to ask on.
    */
   readonly hint?: string;
+  /** A line printed before the prompt (e.g. "Wrong PIN …: 2 attempts left"), ending with `\n`. */
+  readonly notice?: string;
 }
 
 /** Everything a command needs from the outside world, passed to each command factory. */

@@ -22,6 +22,9 @@ export function withPluginOptions<C extends CommandUnknownOpts>(
   for (const plugin of context.registry.list()) {
     if (plugin.kind !== kind) continue;
     for (const declared of plugin.manifest.options ?? []) {
+      // An option described as "sandbox: …" is the sandbox server's, and only the sandbox command's;
+      // the sandbox command takes no other (it signs in to nothing).
+      if (declared.description.startsWith("sandbox:") !== (command.name() === "sandbox")) continue;
       const option = new Option(declared.flags, `${declared.description} [${plugin.manifest.id}]`);
       if (seen.has(option.long)) continue;
       seen.add(option.long);

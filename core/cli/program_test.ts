@@ -192,14 +192,16 @@ Deno.test("PROVISIONING_DEBUG=1 shows the stack like --verbose", async () => {
   assert.match(stderr.text(), /^error: x\nError: x\n\s+at /);
 });
 
-Deno.test("a missing permission is reported as one line naming the permission set", async () => {
+Deno.test("a missing permission is reported as one line naming the path, why, and the flag that allows it", async () => {
   const { context, stderr } = memoryContext();
   const error = new Deno.errors.NotCapable(
     'Requires read access to "/etc/x", run again with the --allow-read flag',
   );
   assertEquals(await runProgram(["fail"], { context, commands: [failing(error)] }), 1);
   assertEquals(lines(stderr.text()).length, 1);
-  assert.match(stderr.text(), /^error: Cannot continue: Requires read access to "\/etc\/x".*permission set/);
+  assert.match(stderr.text(), /^error: Cannot continue: this run may not read "\/etc\/x": it is outside/);
+  assert.match(stderr.text(), /--allow-read=\/etc\/x/);
+  assert.match(stderr.text(), /docs\/permissions\.md/);
 });
 
 Deno.test("formatPlugins shows options with their environment variable and default", () => {
@@ -257,4 +259,52 @@ Deno.test("plugins --json in-process prints the registry's plugins", async () =>
       options: [],
     }],
   });
+});
+
+Deno.test("the vendor's command lines: seed usage first, typos suggested, panel-only flags refused with a reason", async () => {
+  const help = await cli("--help");
+  assertEquals(help.code, 0);
+  assert.match(help.stdout, /^Usage: provisioning --csv users\.csv \[--mode headful\] \[--verbose\]\n/);
+  assert.match(help.stdout, /--login \| --automatic-provision \| --register-deeplink/);
+
+  const typo = await cli("--cvs", "users.csv");
+  assertEquals(typo.code, 2);
+  assert.deepEqual(lines(typo.stderr), ["error: unknown option '--cvs' (Did you mean --csv?)"]);
+
+  const command = await cli("provison", "--user", "x@contoso.com");
+  assertEquals(command.code, 2);
+  assert.match(command.stderr, /unknown command 'provison' \(Did you mean provision\?\)/);
+
+  for (const flag of ["--register-deeplink", "--automatic-provision"]) {
+    const alone = await cli(flag);
+    assertEquals(alone.code, 2, flag);
+    assertEquals(lines(alone.stderr).length, 1, alone.stderr);
+    assert.match(alone.stderr, /no panel yet/, flag);
+  }
+
+  const long = await cli("--user", "x@contoso.com", "--display-name", "A name that is far too long for it");
+  assertEquals(long.code, 2);
+  assert.match(long.stderr, /--display-name .* has 34 characters; the directory takes 1 to 30/);
+});
+
+Deno.test("help per command lists only the options that apply", async () => {
+  const sandbox = await cli("sandbox", "--help");
+  assert.match(sandbox.stdout, /--port/);
+  assert.doesNotMatch(sandbox.stdout, /--graph-version|--tenant/);
+  const provision = await cli("provision", "--help");
+  assert.match(provision.stdout, /--graph-version/);
+  assert.doesNotMatch(provision.stdout, /--port|--users/);
+});
+
+Deno.test("--verbose shows a cause that is no Error (a JSON error body) as its content, never [object Object]", async () => {
+  const { context, stderr } = memoryContext();
+  const body = { error: { code: "Request_ResourceNotFound", message: "Resource 'x' does not exist" } };
+  const error = new ProvisioningError("user-not-found", "Cannot find user x", { cause: body });
+  assertEquals(await runProgram(["--verbose", "fail"], { context, commands: [failing(error)] }), 1);
+  assert.doesNotMatch(stderr.text(), /\[object Object\]/);
+  assert.match(stderr.text(), /Caused by: \{"error":\{"code":"Request_ResourceNotFound"/);
+  // Thrown as it is, too.
+  const bare = memoryContext();
+  assertEquals(await runProgram(["fail"], { context: bare.context, commands: [failing(body)] }), 1);
+  assert.match(bare.stderr.text(), /^error: \{"error":\{"code":"Request_ResourceNotFound"/);
 });

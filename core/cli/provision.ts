@@ -12,6 +12,8 @@
  *
  * @module
  */
+import { resolve } from "node:path";
+import { browserSearchDenied } from "./path_guard.ts";
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { formatAaguid } from "../aaguid.ts";
@@ -33,7 +35,13 @@ import { optionsFor } from "./plugin_options.ts";
 import { connectForCalls, defaultDisplayName, pluginContext, withBoth } from "./provider.ts";
 import { printRunSummary, startProgress } from "./run_output.ts";
 import { stageOutputFiles } from "./output_files.ts";
-import { chooseUserSource, connectHintsOf, estimateRows, sourceRows } from "./user_sources.ts";
+import {
+  chooseUserSource,
+  connectHintsOf,
+  estimateRows,
+  prepareCsvSource,
+  sourceRows,
+} from "./user_sources.ts";
 
 /** Where journals go unless `--journal-dir` says otherwise (beside the token cache). */
 export const defaultJournalDir = ".provisioning/runs";
@@ -67,6 +75,30 @@ interface ProvisionFlags {
   authenticator?: string;
   /** The root program's `--verbose`. */
   verbose?: true;
+}
+
+/**
+ * The longest passkey name the directory takes: Entra's limit, 30 characters
+ * (plugins/entra/graph/fido2.ts cites the source). Checked before the run, not per user.
+ */
+export const PASSKEY_NAME_MAX = 30;
+
+/**
+ * Refuses a passkey name the directory would refuse for every user, before the run starts.
+ *
+ * @throws {UsageError} the name is empty or longer than {@link PASSKEY_NAME_MAX} characters
+ */
+export function checkDisplayName(verb: string, name: string): void {
+  const length = [...name].length;
+  if (length >= 1 && length <= PASSKEY_NAME_MAX) return;
+  throw new UsageError(
+    `Cannot ${verb}: --display-name ${JSON.stringify(name)} has ${length} characters; ` +
+      `the directory takes 1 to ${PASSKEY_NAME_MAX}`,
+    {
+      hint:
+        `Give a name of at most ${PASSKEY_NAME_MAX} characters, e.g. --display-name "${defaultDisplayName}"`,
+    },
+  );
 }
 
 /** `provision`: the admin's main job. */
@@ -142,7 +174,8 @@ async function runProvision(
   context: CliContext,
   flags: ProvisionFlags & Record<string, unknown>,
 ): Promise<void> {
-  const source = chooseUserSource("provision", flags);
+  // A file that is no CSV is refused here, before the run starts and leaves a journal.
+  const source = await prepareCsvSource(chooseUserSource("provision", flags), context.stderr);
   const concurrency = Number(flags.concurrency);
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) {
     throw new UsageError(
@@ -165,9 +198,18 @@ async function runProvision(
       hint: "Add --via browser, or leave --capture-flow out",
     });
   }
+  if (!flags.dryRun && (flags.mode === "headful" || flags.manual === true)) refuseWithoutDisplay(context);
+  checkDisplayName("provision", flags.displayName);
   if (flags.registerDeeplink) {
     context.stderr.write(
-      "note: --register-deeplink is not needed: this tool is started from the command line or a script\n",
+      "note: --register-deeplink does nothing here: it registers the provisioning:// link the panel opens, " +
+        "and there is no panel yet\n",
+    );
+  }
+  if (flags.automaticProvision) {
+    context.stderr.write(
+      "note: --automatic-provision: the users given are provisioned without asking, as always; " +
+        "the panel's automatic queue does not exist yet\n",
     );
   }
   if (flags.replaceExisting && !flags.yes && !(flags.dryRun)) await confirmReplace(context);
@@ -271,6 +313,9 @@ async function runProvision(
   if (viaTap && !session.registerInBrowser) {
     throw new UsageError(`Cannot use --via tap: the ${provider.manifest.id} provider has no TAP path`);
   }
+  if (viaBrowser && !dryRun && (flags.mode === "headful" || flags.manual === true)) {
+    refuseWithoutDisplay(context);
+  }
   if (viaBrowser && !session.registerInBrowser) {
     throw new UsageError(
       `Cannot use --via browser: the ${provider.manifest.id} provider has no browser flow`,
@@ -282,6 +327,8 @@ async function runProvision(
       ...(flags.browser ? { executablePath: flags.browser } : {}),
       headless: flags.mode !== "headful" && flags.manual !== true,
       profileParent: `${flags.journalDir}/..`,
+    }).catch((error) => {
+      throw browserSearchDenied(error) ?? error;
     })
     : undefined;
   // Outputs are written beside their final names and put in place at the end of the attempt; a
@@ -367,8 +414,8 @@ async function runProvision(
     await results.close();
     await failures.close();
     await staged?.commit();
-    summary = { ...summary, resultsPath, failuresPath };
   }
+  summary = { ...summary, resultsPath: resolve(resultsPath), failuresPath: resolve(failuresPath) };
   printRunSummary(context, summary, { format: flags.logFormat === "json" ? "json" : "text" });
   if (summary.halted) {
     throw new ProvisioningError(
@@ -384,12 +431,36 @@ async function runProvision(
     });
   }
   if (summary.counts.failed > 0) {
-    throw new ProvisioningError(
-      "some-failed",
-      `${summary.counts.failed} user${summary.counts.failed === 1 ? "" : "s"} failed; see ${failures.path}`,
-      { hint: `Fix what the reasons say, then run: provisioning provision --csv ${failures.path}` },
-    );
+    // The final name (the file was written beside it and renamed), absolute: the admin opens it.
+    const failed = `${summary.counts.failed} user${summary.counts.failed === 1 ? "" : "s"}`;
+    throw dryRun
+      ? new ProvisioningError("some-failed", `${failed} would fail; see ${resolve(failuresPath)}`, {
+        hint: "Fix what the reasons say, then dry-run again; a real run would fail them the same way",
+      })
+      : new ProvisioningError("some-failed", `${failed} failed; see ${resolve(failuresPath)}`, {
+        hint: `Fix what the reasons say, then run: provisioning provision --csv ${resolve(failuresPath)}`,
+      });
   }
+}
+
+/**
+ * A visible browser (`--mode headful`, `--manual`) needs a desktop session: on Linux and the BSDs
+ * that is an X11 or Wayland display. Without one, one clear line instead of Chromium's log.
+ */
+function refuseWithoutDisplay(context: CliContext): void {
+  if (Deno.build.os === "windows" || Deno.build.os === "darwin") return;
+  const display = (name: string) => {
+    try {
+      return context.env(name);
+    } catch {
+      return undefined;
+    }
+  };
+  if (display("DISPLAY") || display("WAYLAND_DISPLAY")) return;
+  throw new UsageError(
+    "Cannot open a visible browser window: no display (neither DISPLAY nor WAYLAND_DISPLAY is set)",
+    { hint: "Use --mode headless, or run where a desktop session is available" },
+  );
 }
 
 /**

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { INTERRUPTED_EXIT_CODE } from "./terminal.ts";
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { parse } from "csv-parse/sync";
 import { z } from "zod";
@@ -20,7 +21,7 @@ import type { DirectoryUser, ProviderSession } from "../plugin.ts";
 import type { CliContext } from "./context.ts";
 import { optionsFor, withPluginOptions } from "./plugin_options.ts";
 import { defaultJournalDir } from "./provision.ts";
-import { pluginContext } from "./provider.ts";
+import { connectForCalls } from "./provider.ts";
 
 /** One passkey to delete. */
 interface Revocation {
@@ -85,15 +86,20 @@ export function revokeCommand(context: CliContext): CommandUnknownOpts {
       return;
     }
     const provider = context.registry.provider(flags.provider ?? "entra");
-    await using session = await provider.connect(
-      { ...pluginContext(context), pacer: new AdaptivePacer() },
-      optionsFor(context, "provider", parsed as Record<string, unknown>) as never,
+    // Deletions in flight finish after the first Ctrl+C, so that what is reported is what was done.
+    const { session: connected, calls } = await connectForCalls(
+      context,
+      provider as never,
+      optionsFor(context, "provider", parsed as Record<string, unknown>),
       {
         users: [...targets, ...(fromRun?.uncertain ?? [])].slice(0, 3).map((t) =>
           "user" in t ? t.user.userPrincipalName : t.upn!
         ),
       },
+      new AdaptivePacer(),
     );
+    await using session = connected;
+    using _cancel = { [Symbol.dispose]: () => calls.abort() };
     if (fromRun) targets.push(...await findUncertain(session, fromRun.uncertain));
     const identity = journalPath === undefined ? undefined : (await readJournal(journalPath)).identity;
     await using journal = identity && journalPath ? await openJournal(journalPath, identity) : undefined;
@@ -103,14 +109,28 @@ export function revokeCommand(context: CliContext): CommandUnknownOpts {
       await journal?.append({ k: record.k, s: record.s, passId: "" });
       context.stdout.write(`Deleted the sign-in pass an interrupted attempt left for ${record.upn}\n`);
     }
-    const failed = await revokeAll(context, session, targets, async (target) => {
+    const outcome = await revokeAll(context, session, targets, async (target) => {
       await journal?.append({ k: target.key, s: "revoked", methodId: target.methodId });
     });
-    context.stdout.write(`Revoked ${targets.length - failed} of ${targets.length} passkeys\n`);
+    const { revoked, failed } = outcome;
+    const left = targets.length - revoked;
+    const plural = (n: number) => `${n} passkey${n === 1 ? "" : "s"}`;
+    if (context.signal.aborted) {
+      // Say what was done and what is left: a re-run deletes the rest (the journal keeps track).
+      context.stdout.write(
+        `Stopped by Ctrl+C: revoked ${revoked} of ${targets.length} passkeys; ${plural(left)} left` +
+          `${failed > 0 ? ` (${failed} of them failed)` : ""}\n`,
+      );
+      throw new ProvisioningError("interrupted", `Revoke stopped by Ctrl+C with ${plural(left)} left`, {
+        hint: "Run the same command again to delete the rest",
+        exitCode: INTERRUPTED_EXIT_CODE,
+      });
+    }
+    context.stdout.write(`Revoked ${revoked} of ${targets.length} passkeys\n`);
     if (failed > 0) {
       throw new ProvisioningError(
         "some-failed",
-        `${failed} passkey${failed === 1 ? "" : "s"} could not be deleted`,
+        `${plural(failed)} could not be deleted`,
         {
           hint: "Run the same command again to retry them",
         },
@@ -119,32 +139,78 @@ export function revokeCommand(context: CliContext): CommandUnknownOpts {
   });
 }
 
-/** Deletes each passkey, four at a time; returns how many failed (each reported on stderr). */
+/** What {@link revokeAll} did: deleted, failed, and (after Ctrl+C) not tried. */
+interface RevokeOutcome {
+  readonly revoked: number;
+  readonly failed: number;
+}
+
+/**
+ * Deletes each passkey, four at a time, until done or Ctrl+C (the deletions in flight finish);
+ * failures are reported on stderr, and progress too when it takes a while.
+ */
 async function revokeAll(
   context: CliContext,
   session: ProviderSession,
   targets: readonly Revocation[],
   onRevoked: (target: Revocation) => Promise<void>,
-): Promise<number> {
+): Promise<RevokeOutcome> {
   let failed = 0;
+  let revoked = 0;
   let next = 0;
+  const progress = revokeProgress(context, targets.length);
   const worker = async () => {
     while (next < targets.length && !context.signal.aborted) {
       const target = targets[next++]!;
       try {
         await session.deletePasskey(target.user, target.methodId);
         await onRevoked(target);
+        revoked++;
       } catch (error) {
         if (!(error instanceof ProvisioningError)) throw error;
         failed++;
-        context.stderr.write(
-          `error: ${error.message}${error.hint ? `. ${error.hint}` : ""} [${error.code}]\n`,
-        );
+        progress.above(`error: ${error.message}${error.hint ? `. ${error.hint}` : ""} [${error.code}]\n`);
       }
+      progress.update(revoked, failed);
     }
   };
-  await Promise.all(Array.from({ length: 4 }, worker));
-  return failed;
+  try {
+    await Promise.all(Array.from({ length: 4 }, worker));
+  } finally {
+    progress.close();
+  }
+  return { revoked, failed };
+}
+
+/** Every this many ms at most, the progress of a revoke: a live line on a terminal, else a line. */
+const REVOKE_PROGRESS_MS = 1000;
+const REVOKE_LINE_MS = 10_000;
+
+function revokeProgress(context: CliContext, total: number) {
+  const tty = context.stderr.isTerminal === true;
+  let last = Date.now();
+  let shown = false;
+  const clear = () => {
+    if (shown) context.stderr.write("\r\x1b[2K");
+    shown = false;
+  };
+  return {
+    update(revoked: number, failed: number) {
+      const now = Date.now();
+      if (now - last < (tty ? REVOKE_PROGRESS_MS : REVOKE_LINE_MS)) return;
+      last = now;
+      const text = `Revoking: ${revoked} of ${total} deleted${failed > 0 ? `, ${failed} failed` : ""}`;
+      if (tty) {
+        context.stderr.write(`\r\x1b[2K${text}`);
+        shown = true;
+      } else context.stderr.write(`${text}\n`);
+    },
+    above(text: string) {
+      clear();
+      context.stderr.write(text);
+    },
+    close: clear,
+  };
 }
 
 /** The passkeys the run created and did not revoke yet. */

@@ -157,7 +157,8 @@ export function renderSummary(summary: RunSummary, options: SummaryOptions = {})
   const program = options.program ?? "provisioning";
   const { counts } = summary;
   const lines: string[] = [];
-  const total = finishedUsers(counts);
+  // The same users "started" counted: those finished by earlier attempts of a resumed run too.
+  const total = finishedUsers(counts) + summary.fromEarlierAttempts;
   const users = `${formatCount(total)} user${total === 1 ? "" : "s"}`;
   lines.push(
     summary.interrupted
@@ -199,7 +200,13 @@ export function renderSummary(summary: RunSummary, options: SummaryOptions = {})
   if (summary.interrupted || summary.halted) {
     lines.push(`Resume: run the same command again; run ${summary.runId} continues where it stopped`);
   }
-  if (counts.failed > 0 && summary.failuresPath !== undefined) {
+  const dryRun = counts.dryRun > 0 && counts.provisioned + counts.reconciled === 0;
+  if (dryRun && counts.failed > 0 && summary.failuresPath !== undefined) {
+    // A dry run created nothing: its failures are what a real run would hit, not a list to re-run.
+    lines.push(
+      `Would fail: see ${summary.failuresPath}; fix what the reasons say, then dry-run again or run for real`,
+    );
+  } else if (counts.failed > 0 && summary.failuresPath !== undefined) {
     const args = [...redactArgs(options.rerunArgs ?? []), "--csv", summary.failuresPath];
     lines.push(`Re-run the failures: ${program} ${args.map(shellQuote).join(" ")}`);
   }

@@ -81,7 +81,7 @@ Deno.test("the summary lists counts, failures by reason (most first), rate, file
   assertEquals(
     text,
     [
-      "Run r-20250102-abc finished in 1 h 02 min: 9,980 users",
+      "Run r-20250102-abc finished in 1 h 02 min: 11,214 users",
       "  provisioned            9,800",
       "  reconciled                12",
       "  skipped                  120",
@@ -167,4 +167,26 @@ Deno.test("the JSON summary is one line with the same facts and the exit code", 
     failuresPath: null,
   });
   assertEquals(summaryJson(summary({ elapsedMs: 0 })).usersPerMinute, null);
+});
+
+Deno.test("a dry run's summary does not offer its failures as a run to repeat, nor a revoke", () => {
+  const text = renderSummary({
+    runId: "r-dry",
+    counts: {
+      provisioned: 0,
+      reconciled: 0,
+      skipped: 0,
+      dryRun: 7,
+      failed: 1,
+      byReason: { "user-not-found": 1 },
+    },
+    fromEarlierAttempts: 0,
+    elapsedMs: 1000,
+    interrupted: false,
+    resultsPath: "/home/me/dry-run-results.csv",
+    failuresPath: "/home/me/dry-run-failures.csv",
+  });
+  assert.match(text, /Would fail: see \/home\/me\/dry-run-failures\.csv; fix what the reasons say/);
+  assert.doesNotMatch(text, /Re-run the failures|Revoke/);
+  assert.match(text, /: 8 users\n/);
 });

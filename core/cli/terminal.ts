@@ -7,6 +7,7 @@
 import { ProvisioningError } from "../errors.ts";
 import type { PluginRegistry, UserInteraction } from "../plugin.ts";
 import type { CliContext, SecretRequest, TextWriter } from "./context.ts";
+import { PromptGate } from "./prompt_gate.ts";
 
 /** The part of `Deno.stdout` / `Deno.stderr` a {@link terminalWriter} uses. */
 export interface TerminalOutput {
@@ -105,6 +106,7 @@ export async function readSecret(request: SecretRequest, options: ReadSecretOpti
       },
     );
   }
+  if (request.notice) stderr.write(request.notice);
   stderr.write(`${request.label}: `);
   stdin.setRaw(true);
   try {
@@ -173,6 +175,7 @@ export class TerminalInteraction implements UserInteraction {
   readonly #stderr: TextWriter;
   readonly #readSecret: (request: SecretRequest) => Promise<string>;
   readonly #lastTouchPrompt = new Map<string, number>();
+  readonly #lastAttemptsLeft = new Map<string, number>();
 
   constructor(options: { stderr: TextWriter; readSecret: (request: SecretRequest) => Promise<string> }) {
     this.#stderr = options.stderr;
@@ -181,12 +184,18 @@ export class TerminalInteraction implements UserInteraction {
 
   /** Reads the PIN for the named authenticator, saying how many attempts are left when known. */
   requestPin(request: { label: string; attemptsLeft?: number }): Promise<string> {
-    const attempts = request.attemptsLeft === undefined
-      ? ""
-      : ` (${request.attemptsLeft} attempt${request.attemptsLeft === 1 ? "" : "s"} left)`;
+    const left = request.attemptsLeft;
+    const attempts = left === undefined ? "" : ` (${left} attempt${left === 1 ? "" : "s"} left)`;
+    // The key asks again with fewer retries left when it refused the PIN: say so, on a line of its own.
+    const last = this.#lastAttemptsLeft.get(request.label);
+    if (left !== undefined) this.#lastAttemptsLeft.set(request.label, left);
+    const wrong = last !== undefined && left !== undefined && left < last
+      ? `Wrong PIN for ${request.label}: ${left} attempt${left === 1 ? "" : "s"} left before it locks\n`
+      : undefined;
     return this.#readSecret({
       label: `PIN for ${request.label}${attempts}`,
       hint: "Run the command in a terminal to enter the PIN",
+      ...(wrong ? { notice: wrong } : {}),
     });
   }
 
@@ -210,8 +219,11 @@ export interface TerminalContext extends CliContext, Disposable {}
  */
 export function createTerminalContext(options: { registry: PluginRegistry }): TerminalContext {
   const stdout = terminalWriter(Deno.stdout);
-  const stderr = terminalWriter(Deno.stderr);
-  const secrets = (request: SecretRequest) => readSecret(request, { stderr });
+  // Prompts hold back everything else on stderr (the progress bar above all) until answered.
+  const gate = new PromptGate(terminalWriter(Deno.stderr));
+  const stderr = gate.writer();
+  const secrets = (request: SecretRequest) =>
+    gate.prompt((terminal) => readSecret(request, { stderr: terminal }));
   const controller = new AbortController();
   const onInterrupt = () => {
     if (controller.signal.aborted) Deno.exit(INTERRUPTED_EXIT_CODE);

@@ -14,10 +14,18 @@
 import { ProvisioningError, UsageError } from "../errors.ts";
 import { readUsersFromCsv, readUsersFromList, type SourceRow } from "../jobs/sources/csv.ts";
 import type { ProviderSession } from "../plugin.ts";
+import type { TextWriter } from "./context.ts";
+import { asUtf8, type CsvEncoding, encodingNotice, inspectCsvFile } from "./csv_file.ts";
 
 /** The one source a command was given. */
 export type UserSource =
-  | { readonly kind: "csv"; readonly path: string; readonly columns: Record<string, string> }
+  | {
+    readonly kind: "csv";
+    readonly path: string;
+    readonly columns: Record<string, string>;
+    /** Found by {@link prepareCsvSource} before the run. @default "utf-8" */
+    readonly encoding?: CsvEncoding;
+  }
   | { readonly kind: "group"; readonly group: string }
   | { readonly kind: "user"; readonly users: readonly string[] };
 
@@ -61,7 +69,18 @@ export function sourceRows(
 ): AsyncIterable<SourceRow> {
   if (source.kind === "user") return readUsersFromList(source.users);
   if (source.kind === "group") return groupRows(session, source.group);
-  return csvRows(source.path, source.columns, expectedRows);
+  return csvRows(source.path, source.columns, expectedRows, source.encoding);
+}
+
+/**
+ * Checks a CSV source before the run starts (a workbook or binary file is refused, leaving no
+ * journal) and finds its encoding, saying once when it is Windows-1252. Other sources pass as they are.
+ */
+export async function prepareCsvSource(source: UserSource, stderr: TextWriter): Promise<UserSource> {
+  if (source.kind !== "csv") return source;
+  const encoding = await inspectCsvFile(source.path);
+  if (encoding !== "utf-8") stderr.write(encodingNotice(source.path));
+  return { ...source, encoding };
 }
 
 /** The rows of a CSV file, opened when the first row is asked for (a file that cannot be opened is a usage error). */
@@ -69,6 +88,7 @@ export async function* csvRows(
   path: string,
   columns: Record<string, string> = {},
   expectedRows?: number | undefined,
+  encoding: CsvEncoding = "utf-8",
 ): AsyncGenerator<SourceRow, void, undefined> {
   let file: Deno.FsFile;
   try {
@@ -81,7 +101,7 @@ export async function* csvRows(
     );
   }
   // The source closes the file when it is done.
-  yield* readUsersFromCsv(file.readable, {
+  yield* readUsersFromCsv(asUtf8(file.readable, encoding), {
     column: columns,
     source: path,
     ...(expectedRows === undefined ? {} : { expectedRows }),
@@ -97,7 +117,7 @@ export async function connectHintsOf(source: UserSource): Promise<{ users: strin
     users: source.kind === "user"
       ? [...source.users]
       : source.kind === "csv"
-      ? await firstUsers(source.path, source.columns)
+      ? await firstUsers(source.path, source.columns, source.encoding)
       : [],
   };
 }
@@ -114,12 +134,16 @@ async function* groupRows(session: ProviderSession, group: string): AsyncGenerat
 }
 
 /** The first few users of a CSV file (for the provider's tenant discovery); none when unreadable. */
-export async function firstUsers(path: string, columns: Record<string, string>): Promise<string[]> {
+export async function firstUsers(
+  path: string,
+  columns: Record<string, string>,
+  encoding: CsvEncoding = "utf-8",
+): Promise<string[]> {
   const found: string[] = [];
   try {
     // The source cancels the stream when it stops, which closes the file.
     const file = await Deno.open(path);
-    for await (const row of readUsersFromCsv(file.readable, { column: columns })) {
+    for await (const row of readUsersFromCsv(asUtf8(file.readable, encoding), { column: columns })) {
       if (row.ok) found.push(row.user.reference);
       if (found.length >= 3 || row.row > 50) break;
     }
@@ -153,14 +177,20 @@ export async function estimateRows(path: string): Promise<number | undefined> {
     using file = await Deno.open(path);
     const buffer = new Uint8Array(1 << 20);
     let lines = 0;
-    let last = 10;
+    // Blank lines (a trailing one, as spreadsheets write) are no rows: the run's count skips them too.
+    let content = false;
     while (true) {
       const n = await file.read(buffer);
       if (n === null) break;
-      for (let i = 0; i < n; i++) if (buffer[i] === 10) lines++;
-      last = buffer[n - 1]!;
+      for (let i = 0; i < n; i++) {
+        const byte = buffer[i]!;
+        if (byte === 10) {
+          if (content) lines++;
+          content = false;
+        } else if (byte !== 13 && byte !== 32 && byte !== 9 && byte !== 44 && byte !== 59) content = true;
+      }
     }
-    if (last !== 10) lines++;
+    if (content) lines++;
     return Math.max(0, lines - 1);
   } catch {
     return undefined;

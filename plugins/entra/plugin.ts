@@ -191,7 +191,9 @@ export const entraProvider: ProviderPlugin<EntraOptions> = {
       "PROVISIONING_SANDBOX",
       "PROVISIONING_TOKEN_CACHE_PASSPHRASE",
     ],
-    run: ["xdg-open | open | rundll32 (browser sign-in only)"],
+    run: [
+      "/usr/bin/xdg-open | /usr/local/bin/xdg-open | /usr/bin/open | %SystemRoot%\\System32\\rundll32.exe (browser sign-in only)",
+    ],
     options: [
       {
         flags: "--tenant <tenant>",
