@@ -236,7 +236,7 @@ Deno.test("controls: the software key's credential, and the same credential re-s
   assert.equal(sandbox.tenant.fido2Methods(user.id).length, 2);
 });
 
-Deno.test("a flipped byte of the packed attestation signature is refused and stores nothing", async () => {
+Deno.test("a flipped byte of the packed attestation signature (full or self attestation) is refused and stores nothing", async () => {
   const { sandbox, graph } = await setup();
   await using _ = sandbox;
   const upn = "user0002@contoso.sandbox";
@@ -255,6 +255,24 @@ Deno.test("a flipped byte of the packed attestation signature is refused and sto
     graph,
     upn,
     withAttestation(body, attestation),
+    /^The WebAuthn registration could not be verified\.$/,
+  );
+
+  // The self-attestation path's signature is checked too, so its control in the test above
+  // means the signature was good, not ignored.
+  const resigned = selfAttested(
+    await softwareCredential(await newTestKey({ pin }), await creationOptions(graph, upn)),
+  );
+  const self = attestationOf(resigned);
+  assert.equal(self.attStmt.x5c, undefined);
+  const selfSig = Uint8Array.from(self.attStmt.sig as Uint8Array);
+  selfSig[selfSig.length - 1]! ^= 0x01;
+  self.attStmt.sig = selfSig;
+  await assertRefused(
+    sandbox,
+    graph,
+    upn,
+    withAttestation(resigned, self),
     /^The WebAuthn registration could not be verified\.$/,
   );
 });
