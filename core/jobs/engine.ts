@@ -486,8 +486,8 @@ async function attemptUser(
   const { options, journal, emit } = context;
   const signal = options.abort;
   const prior = journal?.get(key);
-  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">) =>
-    journal ? journal.append({ k: key, row, ref, ...fields }) : Promise.resolve();
+  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">, durable = true) =>
+    journal ? journal.append({ k: key, row, ref, ...fields }, { durable }) : Promise.resolve();
 
   // 1. Who: from the journal when an earlier attempt resolved them; from the reference itself when
   // it is an object id and nothing before the POST needs the sign-in name (the API path: the
@@ -517,7 +517,8 @@ async function attemptUser(
         { hint: "Each user is provisioned once; remove one of the rows" },
       );
     }
-    await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName });
+    // No fsync of its own: a resume that lost it looks the user up again (docs/exactly-once.md).
+    await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName }, false);
   }
   emit({ type: "user-state", row, user: ref, state: "resolved", detail: `id ${user.id}` });
 
@@ -601,8 +602,10 @@ async function provisionListed(
 ): Promise<void> {
   const { options, emit } = context;
   const signal = options.abort;
-  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">) =>
-    context.journal ? context.journal.append({ k: key, row, ref, ...fields }) : Promise.resolve();
+  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">, durable = true) =>
+    context.journal
+      ? context.journal.append({ k: key, row, ref, ...fields }, { durable })
+      : Promise.resolve();
   // A one-time sign-in pass an interrupted browser attempt left: deleted before anything else.
   if (prior?.passId && options.session.deleteSignInPass) {
     await options.session.deleteSignInPass(user, prior.passId, signal);
@@ -708,7 +711,8 @@ async function provisionListed(
   });
   const onTransition = async (transition: ProvisionTransition) => {
     if (transition.state === "options") {
-      await record({ s: "options" });
+      // Recomputable (nothing exists yet at the provider or on the key): it rides the `created` fsync.
+      await record({ s: "options" }, false);
     } else if (transition.state === "created") {
       await record({
         s: "created",
@@ -721,12 +725,16 @@ async function provisionListed(
         existing,
       });
     } else {
+      // On the API path `verified` follows with no call in between (unless older passkeys are
+      // to be deleted first): the two share one fsync. A crash before it leaves `created`, which
+      // a resume reconciles by listing, finding this passkey.
+      const verifiedNext = !options.browser && !options.station && !options.replaceExisting;
       await record({
         s: "registered",
         methodId: transition.methodId,
         ...(transition.aaguid ? { aaguid: transition.aaguid } : {}),
         ...(transition.reconciled ? { reconciled: true } : {}),
-      });
+      }, !verifiedNext);
     }
     emit({ type: "user-state", row, user: ref, state: transition.state });
   };
