@@ -578,9 +578,10 @@ async function provisionResolved(
 }
 
 /**
- * The user's sign-in name from creation options (WebAuthn's `user.name`, which Graph fills with
- * the user principal name: https://learn.microsoft.com/graph/api/resources/webauthncreationoptions),
- * for a user addressed by object id without a lookup.
+ * The user's sign-in name from creation options (WebAuthn's `user.name`, which Graph documents as
+ * "a human-readable identifier for the user account, such as a username or email address":
+ * https://learn.microsoft.com/en-us/graph/api/resources/webauthnpublickeycredentialuserentity),
+ * for a user addressed by object id without a lookup. Only the journal's `upn` takes it.
  */
 function signInNameOf(options: unknown): string | undefined {
   const publicKey = (options as { publicKey?: unknown } | null)?.publicKey ?? options;
