@@ -5,18 +5,18 @@
  * @module
  */
 
-/** Encodes bytes as unpadded base64url, the form WebAuthn's JSON uses. */
+/**
+ * Encodes bytes as unpadded base64url, the form WebAuthn's JSON uses. V8's native
+ * `Uint8Array.prototype.toBase64` (TC39 "Uint8Array to/from base64", in Deno 2.9's V8 15.0) is
+ * about 20 times faster than `btoa` over a binary string on large buffers (docs/performance.md).
+ */
 export function toBase64Url(bytes: Uint8Array): string {
-  return toBase64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
 }
 
 /** Encodes bytes as padded standard base64. */
 export function toBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
+  return bytes.toBase64();
 }
 
 /**
@@ -35,11 +35,8 @@ export function fromBase64Any(text: string): Uint8Array {
   if (!/^[A-Za-z0-9+/]*$/.test(standard) || standard.length % 4 === 1) {
     throw new TypeError(`Cannot decode base64: "${text.slice(0, 24)}" is not base64 or base64url`);
   }
-  const padded = standard + "=".repeat((4 - standard.length % 4) % 4);
-  const binary = atob(padded);
-  const out = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
-  return out;
+  // Native, as in toBase64Url; "loose" (the default) takes the last chunk without its padding.
+  return Uint8Array.fromBase64(standard);
 }
 
 /** Encodes bytes as lowercase hex. */

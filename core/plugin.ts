@@ -231,6 +231,12 @@ export interface ProviderSession extends AsyncDisposable {
   readonly allowedRpIds: readonly string[];
   /** Finds a user by sign-in name, mail or id. */
   resolveUser(reference: string, signal?: AbortSignal): Promise<DirectoryUser>;
+  /**
+   * The user a reference names without asking the provider (an object id is the id every call
+   * addresses), or undefined when it needs {@link resolveUser}: a bulk run then saves a request
+   * per user. The user's sign-in name is the reference itself until an answer gives the real one.
+   */
+  userFromReference?(reference: string): DirectoryUser | undefined;
   /** Starts a registration for the user. */
   creationOptions(user: DirectoryUser, signal?: AbortSignal): Promise<RegistrationChallenge>;
   /** Completes the registration with the authenticator's response (RegistrationResponseJSON). */

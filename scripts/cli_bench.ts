@@ -5,8 +5,11 @@
  *
  * ```sh
  * deno run -P=bench scripts/cli_bench.ts [--sizes 200] [--concurrency 1,8] [--latency 0,150]
- *   [--latency-users 50] [--repeat 1] [--no-resume] [--no-reference] [--cpu-prof DIR]
+ *   [--latency-users 50] [--repeat 1] [--no-resume] [--no-reference] [--by-id] [--cpu-prof DIR]
  * ```
+ *
+ * `--by-id` names the users by object id in users.csv (an `objectId` column), as the reference
+ * client addresses them; without it, by UPN.
  *
  * The defaults take about three minutes on a busy two-core machine. Issue 14's sizes are
  * `--sizes 1000,10000`: 1,000 users take about six minutes there today (the vault is rewritten
@@ -94,6 +97,8 @@ interface Options {
   repeat: number;
   resume: boolean;
   reference: boolean;
+  /** users.csv names users by object id (an `objectId` column) instead of UPN. */
+  byId: boolean;
   cpuProfDir: string | undefined;
 }
 
@@ -106,6 +111,7 @@ function parseOptions(args: string[]): Options {
     repeat: 1,
     resume: true,
     reference: true,
+    byId: false,
     cpuProfDir: undefined,
   };
   const numbers = (flag: string, value: string | undefined) => {
@@ -125,11 +131,12 @@ function parseOptions(args: string[]): Options {
     else if (flag === "--repeat") options.repeat = Math.max(1, numbers(flag, value())[0]!);
     else if (flag === "--no-resume") options.resume = false;
     else if (flag === "--no-reference") options.reference = false;
+    else if (flag === "--by-id") options.byId = true;
     else if (flag === "--cpu-prof") options.cpuProfDir = value();
     else {
       throw new Error(
         `Unknown option "${flag}". Options: --sizes, --concurrency, --latency, --latency-users, --repeat, ` +
-          "--no-resume, --no-reference, --cpu-prof DIR",
+          "--no-resume, --no-reference, --by-id, --cpu-prof DIR",
       );
     }
   }
@@ -222,10 +229,15 @@ async function initVault(dir: string, info: BenchSandboxInfo): Promise<void> {
   }
 }
 
-async function writeUsersCsv(path: string, info: BenchSandboxInfo, users: number): Promise<void> {
-  const upns = info.users.slice(0, users).map((u) => u.upn);
-  if (upns.length < users) throw new Error(`The sandbox seeded ${upns.length} users, not ${users}`);
-  await Deno.writeTextFile(path, ["upn", ...upns, ""].join("\n"));
+async function writeUsersCsv(
+  path: string,
+  info: BenchSandboxInfo,
+  users: number,
+  byId: boolean,
+): Promise<void> {
+  const refs = info.users.slice(0, users).map((u) => byId ? u.id : u.upn);
+  if (refs.length < users) throw new Error(`The sandbox seeded ${refs.length} users, not ${users}`);
+  await Deno.writeTextFile(path, [byId ? "objectId" : "upn", ...refs, ""].join("\n"));
 }
 
 /** GNU time's `-f` format: elapsed, user, system, max RSS KiB, output blocks, involuntary switches. */
@@ -313,13 +325,13 @@ async function provisionRun(
   users: number,
   concurrency: number,
   latencyMs: number,
-  options: { resume: boolean; cpuProfDir: string | undefined; repetition: number },
+  options: { resume: boolean; cpuProfDir: string | undefined; repetition: number; byId: boolean },
 ): Promise<CliRunResult[]> {
   await using sandbox = await startBenchSandbox(users, latencyMs);
   const dir = await Deno.makeTempDir({ prefix: "cli-bench-" });
   try {
     await initVault(dir, sandbox.info);
-    await writeUsersCsv(`${dir}/users.csv`, sandbox.info, users);
+    await writeUsersCsv(`${dir}/users.csv`, sandbox.info, users, options.byId);
     const tag = options.repetition > 0 ? ` #${options.repetition + 1}` : "";
     const results = [
       await timedProvision(dir, sandbox, {
@@ -527,6 +539,7 @@ async function main(): Promise<void> {
             resume: options.resume && latencyMs === 0 && last,
             cpuProfDir: options.cpuProfDir,
             repetition,
+            byId: options.byId,
           });
           for (const r of runs) {
             results.push(r);

@@ -126,6 +126,48 @@ Deno.test("engine: a dry run creates nothing; a run provisions; the next run ski
   assertEquals(passkeysByUser(w.sandbox).get(users[0]!)?.length, 2);
 });
 
+Deno.test("engine: object ids need no lookup: creation options are asked for with the listing, 3 Graph calls a user; the journal gets the UPN from the answer", async () => {
+  await using w = await world();
+  const people = w.sandbox.tenant.users().filter((u) => w.upns.slice(0, 3).includes(u.userPrincipalName));
+  // Upper case, as an export may have them: Graph answers ids in lower case.
+  const ids = people.map((u) => u.id.toUpperCase());
+  const unknown = "0badc0de-0000-4000-8000-000000000000";
+  const before = { ...w.sandbox.inspect().calls } as Record<string, number>;
+  const first = await run(w, [...ids, unknown, people[0]!.userPrincipalName]);
+  const calls = w.sandbox.inspect().calls as Record<string, number>;
+  const made = (route: string) => (calls[route] ?? 0) - (before[route] ?? 0);
+  assertEquals(first.summary.counts.provisioned, 3);
+  for (const person of people) {
+    assertEquals(passkeysByUser(w.sandbox).get(person.userPrincipalName)?.length, 1);
+  }
+  const failures = Object.fromEntries(first.failures.map((r) => [r["user"], r["reason code"]]));
+  deepStrictEqual(failures, { [unknown]: "user-not-found", [people[0]!.userPrincipalName]: "duplicate" });
+  // The unknown id is looked up after its listing said "not found"; the UPN row is looked up to
+  // find it is the first row's user again. No other lookup.
+  assertEquals(made("GET /v1.0/users/{id}"), 2);
+  assertEquals(made("GET /v1.0/users/{id}/authentication/fido2Methods"), 4);
+  assertEquals(made("GET /v1.0/users/{id}/authentication/fido2Methods/creationOptions"), 4);
+  assertEquals(made("POST /v1.0/users/{id}/authentication/fido2Methods"), 3);
+  const objectIds = Object.fromEntries(first.results.map((r) => [r["user"]!.toLowerCase(), r["object id"]]));
+  deepStrictEqual(objectIds, Object.fromEntries(people.map((u) => [u.id.toLowerCase(), u.id])));
+  const journal = (await Deno.readTextFile(`${w.dir}/run.jsonl`)).split("\n").filter((l) =>
+    l.includes('"verified"')
+  );
+  for (const person of people) {
+    assert.ok(
+      journal.some((line) => line.includes(`"upn":"${person.userPrincipalName}"`)),
+      `the journal names ${person.userPrincipalName}`,
+    );
+  }
+
+  // The next run lists, finds the passkeys and skips: the creation options it asked for created nothing.
+  const second = await run(w, ids, { journal: "second" });
+  assertEquals(second.summary.counts.skipped, 3);
+  for (const person of people) {
+    assertEquals(passkeysByUser(w.sandbox).get(person.userPrincipalName)?.length, 1);
+  }
+});
+
 Deno.test("engine: a key without a PIN halts the run at the first user instead of failing everyone", async () => {
   await using w = await world();
   const outcome = await run(w, w.upns.slice(0, 8), { keyPin: null });

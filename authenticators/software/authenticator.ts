@@ -174,6 +174,12 @@ export class SoftwareAuthenticator implements CtapDevice {
   #pinAttemptsThisPowerCycle = 0;
   #pendingAssertions: PendingAssertions | undefined;
   #pendingEnumeration: PendingEnumeration | undefined;
+  /**
+   * PIN retries a correct PIN gave back that are not saved yet: the restore is folded into the
+   * next save instead of costing a sync of its own (a crash before it leaves the key with fewer
+   * retries, never more; docs/keys.md, "The PIN retry counter").
+   */
+  #pinRetriesOwed = 0;
 
   constructor(store: KeyStateStore, options: SoftwareAuthenticatorOptions = {}) {
     this.#store = store;
@@ -249,13 +255,48 @@ export class SoftwareAuthenticator implements CtapDevice {
     return this.#maxDiscoverableOverride ?? maxDiscoverableOf(this.#state);
   }
 
-  /** Saves one change computed from the current state; resolves once it is durable. */
+  /**
+   * Saves one change computed from the current state; resolves once it is durable. A PIN retry
+   * restore still owed rides along, unless the change sets the PIN itself.
+   */
   async #save(compute: (state: SoftwareKeyState) => KeyStateChange): Promise<KeyStateChange> {
-    const change = await this.#store.change(compute);
+    const owed = this.#pinRetriesOwed;
+    const change = await this.#store.change((current) => {
+      const change = compute(current);
+      if (owed === 0 || current.pin === undefined || (change.set && "pin" in change.set)) return change;
+      return {
+        ...change,
+        set: { ...change.set, pin: { ...current.pin, retries: this.#retriesOf(current)! } },
+      };
+    });
     if (change === undefined) {
       throw new CtapError(CtapStatus.CTAP1_ERR_OTHER, "the state change was not saved");
     }
+    this.#pinRetriesOwed = 0;
     return change;
+  }
+
+  /**
+   * The PIN retries left, counting a restore not saved yet. A stored 0 stays 0: only the stored
+   * count can block, and a blocked PIN is never unblocked by what this process remembers.
+   */
+  #retriesOf(state: SoftwareKeyState): number | undefined {
+    if (state.pin === undefined) return undefined;
+    if (state.pin.retries === 0) return 0;
+    return Math.min(pinRetriesMax, state.pin.retries + this.#pinRetriesOwed);
+  }
+
+  /**
+   * Saves a PIN retry restore still owed (see {@link #pinRetriesOwed}); call before the key is
+   * put away, so a run that registered nothing after its PIN check does not leave one retry fewer.
+   */
+  flush(): Promise<void> {
+    const run = async () => {
+      if (this.#pinRetriesOwed > 0 && this.#state.pin !== undefined) await this.#save(() => ({}));
+    };
+    const result = this.#queue.then(run, run);
+    this.#queue = result.catch(() => undefined);
+    return result;
   }
 
   /** Spends one signature counter value, durably, and returns it. */
@@ -693,7 +734,7 @@ export class SoftwareAuthenticator implements CtapDevice {
     switch (request.subCommand) {
       case ClientPinSubcommand.getPinRetries:
         return encodeResponse(ClientPinResponse, {
-          pinRetries: state.pin?.retries ?? pinRetriesMax,
+          pinRetries: this.#retriesOf(state) ?? pinRetriesMax,
           powerCycleState: this.#pinAttemptsThisPowerCycle >= pinAttemptsPerPowerCycle,
         });
       case ClientPinSubcommand.getKeyAgreement:
@@ -787,11 +828,13 @@ export class SoftwareAuthenticator implements CtapDevice {
   async #checkPinHash(version: 1 | 2, sharedSecret: Uint8Array, pinHashEnc: Uint8Array): Promise<void> {
     const state = this.#state;
     if (!state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
-    if (state.pin.retries === 0) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_BLOCKED);
+    if (this.#retriesOf(state) === 0) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_BLOCKED);
     if (this.#pinAttemptsThisPowerCycle >= pinAttemptsPerPowerCycle) {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_BLOCKED, "power-cycle the key");
     }
-    const retriesLeft = state.pin.retries - 1;
+    // CTAP 2.1 §6.5.5.7: the retry is spent, durably, before the PIN is compared: a power cut
+    // during the check must not give a free guess. A restore still owed is consumed here.
+    const retriesLeft = this.#retriesOf(state)! - 1;
     await this.#save((current) => ({ set: { pin: { ...current.pin!, retries: retriesLeft } } }));
     const decrypted = pinProtocol(version).decrypt(sharedSecret, pinHashEnc);
     if (!equalBytes(decrypted, fromBase64Any(state.pin.hash))) {
@@ -804,7 +847,11 @@ export class SoftwareAuthenticator implements CtapDevice {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_INVALID);
     }
     this.#pinAttemptsThisPowerCycle = 0;
-    await this.#save((current) => ({ set: { pin: { ...current.pin!, retries: pinRetriesMax } } }));
+    // The right PIN resets the retries (§6.5.5.7), but not as a sync of its own: what it gives back
+    // is owed and saved with the next change (the registration this token is for, or flush()).
+    // Given back as a difference, so a wrong guess another process made on a shared vault since
+    // is not erased.
+    this.#pinRetriesOwed = pinRetriesMax - retriesLeft;
   }
 
   async #changePin(request: ClientPinRequest): Promise<Uint8Array> {
@@ -814,7 +861,7 @@ export class SoftwareAuthenticator implements CtapDevice {
     const pinHashEnc = need(request.pinHashEnc, "pinHashEnc");
     const param = need(request.pinUvAuthParam, "pinUvAuthParam");
     if (!this.#state.pin) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_NOT_SET);
-    if (this.#state.pin.retries === 0) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_BLOCKED);
+    if (this.#retriesOf(this.#state) === 0) throw new CtapError(CtapStatus.CTAP2_ERR_PIN_BLOCKED);
     const sharedSecret = this.#pin.decapsulate(version, keyAgreement);
     if (!pinProtocol(version).verify(sharedSecret, concatBytes(newPinEnc, pinHashEnc), param)) {
       throw new CtapError(CtapStatus.CTAP2_ERR_PIN_AUTH_INVALID);

@@ -747,6 +747,45 @@ Deno.test("a wrong PIN decrements the retries; a right one restores them to 8 (C
   assert.deepEqual(await key.client.getPinRetries(), { retries: 8, powerCycleState: false });
 });
 
+Deno.test("a right PIN's restore is saved with the next change, not on its own; a power cut before it costs one retry, never gives one", async () => {
+  await using key = await newTestKey({ pin });
+  let saves = 0;
+  const change = key.store.change.bind(key.store);
+  key.store.change = (compute) => {
+    saves++;
+    return change(compute);
+  };
+  const token = await tokenFor(key.client, mc, rpA);
+  assertEquals(saves, 1, "the PIN check saves the spent retry before comparing (CTAP 2.1 §6.5.5.7)");
+  assertEquals(key.store.read().pin!.retries, 7, "the spent retry is durable");
+  assert.deepEqual(await key.client.getPinRetries(), { retries: 8, powerCycleState: false });
+  // A power cut here: the new power cycle sees the durable count, one retry fewer (the safe side).
+  assertEquals((await powerCycle(key).client.getPinRetries()).retries, 7);
+  await register(key.client, { rk: true, token });
+  assertEquals(saves, 2, "the registration carries the restore: two saves per registration, not three");
+  assertEquals(key.store.read().pin!.retries, 8);
+  assertEquals(key.store.read().credentials.length, 1);
+
+  // With no change after the PIN check, flush() saves the restore (the vault does it on close).
+  await tokenFor(key.client, mc, rpA);
+  assertEquals(key.store.read().pin!.retries, 7);
+  await key.device.flush();
+  assertEquals(key.store.read().pin!.retries, 8);
+  assertEquals(saves, 4);
+  await key.device.flush();
+  assertEquals(saves, 4, "nothing owed, nothing saved");
+});
+
+Deno.test("a restore owed is a difference: a wrong guess made meanwhile through another instance is not erased", async () => {
+  await using key = await newTestKey({ pin });
+  const other = powerCycle(key);
+  await tokenFor(key.client, mc, rpA);
+  await expectStatus(tokenFor(other.client, mc, rpA, "000000"), CtapStatus.CTAP2_ERR_PIN_INVALID);
+  assertEquals(key.store.read().pin!.retries, 6);
+  await key.device.flush();
+  assertEquals(key.store.read().pin!.retries, 7, "8, less the other instance's wrong guess");
+});
+
 Deno.test("after 3 wrong PINs in one power cycle PIN entry is PIN_AUTH_BLOCKED until the key is power-cycled", async () => {
   await using key = await newTestKey({ pin });
   await expectStatus(tokenFor(key.client, mc, rpA, "000000"), CtapStatus.CTAP2_ERR_PIN_INVALID);

@@ -164,7 +164,12 @@ export async function openSoftwareKey(
     attestationFormat: vault.read().attestation.format,
     created: !exists,
     async [Symbol.asyncDispose]() {
-      await vault[Symbol.asyncDispose]();
+      try {
+        // A PIN retry restore still owed is saved before the vault closes (docs/keys.md).
+        await device.flush();
+      } finally {
+        await vault[Symbol.asyncDispose]();
+      }
     },
   };
 }

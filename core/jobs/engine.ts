@@ -42,6 +42,7 @@ import type {
   LentDeviceRecord,
   PasskeyMethod,
   ProviderSession,
+  RegistrationChallenge,
   UserInteraction,
 } from "../plugin.ts";
 import type { JobListener, RunCounts, RunSummary, UserOutcome } from "./events.ts";
@@ -485,13 +486,27 @@ async function attemptUser(
   const { options, journal, emit } = context;
   const signal = options.abort;
   const prior = journal?.get(key);
-  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">) =>
-    journal ? journal.append({ k: key, row, ref, ...fields }) : Promise.resolve();
+  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">, durable = true) =>
+    journal ? journal.append({ k: key, row, ref, ...fields }, { durable }) : Promise.resolve();
 
-  // 1. Who: from the journal when an earlier attempt resolved them, else from the provider.
+  // 1. Who: from the journal when an earlier attempt resolved them; from the reference itself when
+  // it is an object id and nothing before the POST needs the sign-in name (the API path: the
+  // browser signs the user in by name, a station's PIN output names them); else from the provider.
   let user: DirectoryUser;
+  const byId = options.browser || options.station ? undefined : options.session.userFromReference?.(ref);
   if (prior?.userId !== undefined && prior.upn !== undefined) {
     user = { id: prior.userId, userPrincipalName: prior.upn };
+  } else if (byId) {
+    user = byId;
+    const first = context.claim(user.id, row);
+    if (first !== undefined) {
+      throw new ProvisioningError(
+        "duplicate",
+        `Cannot provision ${ref} (row ${row}): it is the same user as row ${first}`,
+        { hint: "Each user is provisioned once; remove one of the rows" },
+      );
+    }
+    // Nothing journaled: the id is the reference, found again by the next attempt.
   } else {
     user = await options.session.resolveUser(ref, signal);
     const first = context.claim(user.id, row);
@@ -502,14 +517,15 @@ async function attemptUser(
         { hint: "Each user is provisioned once; remove one of the rows" },
       );
     }
-    await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName });
+    // No fsync of its own: a resume that lost it looks the user up again (docs/exactly-once.md).
+    await record({ s: "resolved", userId: user.id, upn: user.userPrincipalName }, false);
   }
   emit({ type: "user-state", row, user: ref, state: "resolved", detail: `id ${user.id}` });
 
   // No other process on this machine works on this user until this attempt ends.
   const lock = await lockUser(context, row, ref, user);
   try {
-    await provisionResolved(context, row, ref, key, user, prior, pin);
+    await provisionResolved(context, row, ref, key, user, prior, pin, byId !== undefined && user === byId);
   } finally {
     await lock?.release();
   }
@@ -542,11 +558,55 @@ async function provisionResolved(
   user: DirectoryUser,
   prior: UserRecord | undefined,
   pin: string | undefined,
+  unresolved: boolean,
+): Promise<void> {
+  const { options } = context;
+  // The API path asks for creation options while the passkeys are listed: one round trip instead
+  // of two before the key. The listing still decides (skip, reconcile); creation options for a user
+  // then skipped create nothing (a challenge that expires unused). A dry run asks for none.
+  const challenge = options.dryRun || options.browser || options.station
+    ? undefined
+    : options.session.creationOptions(user, options.abort);
+  // Not left to be an unhandled rejection when unused; provisionUser still sees the failure.
+  const settled = challenge?.then(() => undefined, () => undefined);
+  try {
+    await provisionListed(context, row, ref, key, user, prior, pin, unresolved, challenge);
+  } finally {
+    // A challenge not used (a skip, a failed listing) is waited for: no request outlives its user.
+    await settled;
+  }
+}
+
+/**
+ * The user's sign-in name from creation options (WebAuthn's `user.name`, which Graph documents as
+ * "a human-readable identifier for the user account, such as a username or email address":
+ * https://learn.microsoft.com/en-us/graph/api/resources/webauthnpublickeycredentialuserentity),
+ * for a user addressed by object id without a lookup. Only the journal's `upn` takes it.
+ */
+function signInNameOf(options: unknown): string | undefined {
+  const publicKey = (options as { publicKey?: unknown } | null)?.publicKey ?? options;
+  const name = (publicKey as { user?: { name?: unknown } } | null)?.user?.name;
+  return typeof name === "string" && name !== "" ? name : undefined;
+}
+
+/** {@link provisionResolved} once creation options are on their way. */
+async function provisionListed(
+  context: UserContext,
+  row: number,
+  ref: string,
+  key: string,
+  user: DirectoryUser,
+  prior: UserRecord | undefined,
+  pin: string | undefined,
+  unresolved: boolean,
+  challenge: Promise<RegistrationChallenge> | undefined,
 ): Promise<void> {
   const { options, emit } = context;
   const signal = options.abort;
-  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">) =>
-    context.journal ? context.journal.append({ k: key, row, ref, ...fields }) : Promise.resolve();
+  const record = (fields: Omit<UserRecord, "k" | "row" | "ref">, durable = true) =>
+    context.journal
+      ? context.journal.append({ k: key, row, ref, ...fields }, { durable })
+      : Promise.resolve();
   // A one-time sign-in pass an interrupted browser attempt left: deleted before anything else.
   if (prior?.passId && options.session.deleteSignInPass) {
     await options.session.deleteSignInPass(user, prior.passId, signal);
@@ -561,7 +621,7 @@ async function provisionResolved(
   }
 
   // 2. What they have: reconcile an interrupted registration, or apply the skip policy.
-  const methods = await options.session.listPasskeys(user, signal);
+  const methods = await listPasskeysOf(context, ref, user, unresolved);
   let existing = methods.map((m) => m.id);
   // An earlier attempt got as far as creating a credential (whatever happened next, a failure
   // included): the provider is asked before anything is created again.
@@ -641,13 +701,23 @@ async function provisionResolved(
     return;
   }
 
-  // 3. Register, journaling each transition before the next call.
+  // 3. Register, journaling each transition before the next call. A user addressed by object id
+  // gets their sign-in name from the creation options' answer, for the journal (results.csv names
+  // users by the source's reference and object id, so nothing before the POST needs it).
+  let named = user;
+  const namedChallenge = challenge?.then((answer) => {
+    const name = unresolved ? signInNameOf(answer.options) : undefined;
+    if (name !== undefined) named = { ...user, userPrincipalName: name };
+    return answer;
+  });
   const onTransition = async (transition: ProvisionTransition) => {
     if (transition.state === "options") {
-      await record({ s: "options" });
+      // Recomputable (nothing exists yet at the provider or on the key): it rides the `created` fsync.
+      await record({ s: "options" }, false);
     } else if (transition.state === "created") {
       await record({
         s: "created",
+        ...(named === user ? {} : { userId: named.id, upn: named.userPrincipalName }),
         // Records merge: an empty method id clears one an earlier, revoked attempt left behind.
         methodId: "",
         credentialId: transition.credentialId,
@@ -656,12 +726,16 @@ async function provisionResolved(
         existing,
       });
     } else {
+      // On the API path `verified` follows with no call in between (unless older passkeys are
+      // to be deleted first): the two share one fsync. A crash before it leaves `created`, which
+      // a resume reconciles by listing, finding this passkey.
+      const verifiedNext = !options.browser && !options.station && !options.replaceExisting;
       await record({
         s: "registered",
         methodId: transition.methodId,
         ...(transition.aaguid ? { aaguid: transition.aaguid } : {}),
         ...(transition.reconciled ? { reconciled: true } : {}),
-      });
+      }, !verifiedNext);
     }
     emit({ type: "user-state", row, user: ref, state: transition.state });
   };
@@ -733,6 +807,7 @@ async function provisionResolved(
       existingMethodIds: existing,
       onTransition,
       exclusive: context.exclusive,
+      ...(namedChallenge ? { challenge: namedChallenge } : {}),
       ...(signal ? { signal } : {}),
     });
   }
@@ -741,7 +816,7 @@ async function provisionResolved(
   // found it after a lost answer, is its confirmation. No second listing: one request fewer per
   // user (4, against 5 before: resolve, list, creation options, POST), and nothing a listing would
   // add (it may even lag behind the POST's answer).
-  await done(context, row, ref, key, user, { id: result.methodId }, {
+  await done(context, row, ref, key, named, { id: result.methodId }, {
     credentialId: result.credentialId,
     aaguid: result.aaguid,
     reconciled: result.reconciled,
@@ -927,4 +1002,25 @@ function backoff(options: BulkRunOptions, attempt: number): Promise<void> {
     };
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * The user's passkeys. For a user addressed by object id without a lookup, a "not found" from the
+ * listing may mean no such user: the lookup is made then, so that the failure says which
+ * (`user-not-found`, or the listing's own reason when the user does exist).
+ */
+async function listPasskeysOf(
+  context: UserContext,
+  ref: string,
+  user: DirectoryUser,
+  unresolved: boolean,
+): Promise<PasskeyMethod[]> {
+  const { session, abort } = context.options;
+  try {
+    return await session.listPasskeys(user, abort);
+  } catch (error) {
+    if (!unresolved || !(error instanceof ProvisioningError) || error.code !== "user-not-synced") throw error;
+    await session.resolveUser(ref, abort);
+    throw error;
+  }
 }

@@ -13,6 +13,7 @@
  *
  * Concurrent appends are committed together: one write and one fsync for everything that queued
  * up while the previous fsync ran (group commit), so many workers do not pay one fsync each.
+ * Records a resume can do without are appended `durable: false` and ride the next fsync.
  *
  * No secret goes into a journal: users are keyed by reference, credentials by id.
  *
@@ -159,8 +160,13 @@ export interface Journal extends AsyncDisposable {
    * With `keepFinished: false` they are read again from the file, never all held at once.
    */
   finishedAtOpen(): AsyncIterable<UserRecord>;
-  /** Appends a transition; resolves once it is on disk (fsync'd). */
-  append(record: UserRecord): Promise<void>;
+  /**
+   * Appends a transition; resolves once it is on disk (fsync'd). With `durable: false`, resolves at
+   * once and the line goes to disk with the next durable append (or at close), in order: for a
+   * record a resume can do without (it recomputes it, or a later record of the same user follows
+   * before any call a crash could leave half done), so that it costs no fsync of its own.
+   */
+  append(record: UserRecord, options?: { durable?: boolean }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -259,7 +265,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
         finished ? readFinished(path, validLength, finished) : (async function* () {
           for (const record of [...state.values()]) if (finishedStates.has(record.s)) yield record;
         })(),
-      async append(record) {
+      async append(record, appendOptions) {
         const stamped = { ...record, at: record.at ?? now().toISOString() };
         const line = ++lines;
         if (finished) {
@@ -267,7 +273,7 @@ export async function openJournal(path: string, options: OpenJournalOptions): Pr
         } else {
           state.set(record.k, { ...state.get(record.k), ...stamped });
         }
-        await writer.write(JSON.stringify({ t: "user", ...stamped }));
+        await writer.write(JSON.stringify({ t: "user", ...stamped }), appendOptions?.durable ?? true);
       },
       close: () => writer.close(),
       [Symbol.asyncDispose]: () => writer.close(),
@@ -492,7 +498,7 @@ async function syncFolder(folder: string): Promise<void> {
 class GroupCommit {
   readonly #file: Deno.FsFile;
   readonly #path: string;
-  #pending: { line: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #pending: { line: string; durable: boolean; resolve: () => void; reject: (error: unknown) => void }[] = [];
   #flushing: Promise<void> | undefined;
   #closed = false;
   #failed: ProvisioningError | undefined;
@@ -506,22 +512,29 @@ class GroupCommit {
     this.#length = length;
   }
 
-  write(line: string): Promise<void> {
+  /** Queues a line; durable: resolves once it is fsync'd, else at once (it rides the next flush). */
+  write(line: string, durable = true): Promise<void> {
     if (this.#failed) return Promise.reject(this.#failed);
     if (this.#closed) {
       return Promise.reject(new Error(`Cannot write to the journal ${this.#path}: it is closed`));
     }
+    if (!durable) {
+      // A failure of the flush that carries it is reported to that flush's durable writers.
+      this.#pending.push({ line, durable, resolve: () => {}, reject: () => {} });
+      return Promise.resolve();
+    }
     return new Promise((resolve, reject) => {
-      this.#pending.push({ line, resolve, reject });
+      this.#pending.push({ line, durable, resolve, reject });
       this.#flushing ??= this.#flush();
     });
   }
 
-  async #flush(): Promise<void> {
+  async #flush(final = false): Promise<void> {
     // Never settles synchronously (so `#flushing` is never left holding a settled flush), and
-    // every append of this turn of the event loop joins the first batch.
+    // every append of this turn of the event loop joins the first batch. Lines that need no fsync
+    // of their own wait for one that does (or for the last flush, at close).
     await Promise.resolve();
-    while (this.#pending.length > 0) {
+    while (this.#pending.length > 0 && (final || this.#pending.some((p) => p.durable))) {
       const batch = this.#pending;
       this.#pending = [];
       if (this.#failed) {
@@ -549,6 +562,8 @@ class GroupCommit {
     if (this.#closed) return;
     this.#closed = true;
     while (this.#flushing) await this.#flushing.catch(() => {});
+    // Lines that waited for a durable append that never came.
+    if (this.#pending.length > 0 && !this.#failed) await this.#flush(true).catch(() => {});
     this.#file.close();
   }
 }

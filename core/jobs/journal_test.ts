@@ -185,3 +185,29 @@ Deno.test("journal without finished users in memory: finished ones are streamed 
     for await (const record of again.finishedAtOpen()) after.push(record.k);
     assertEquals(after.join(), "alice,bob");
   }));
+
+Deno.test("journal: a record appended durable: false waits for the next durable append (one write for both), or for close", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/run.jsonl`;
+    const size = async () => (await Deno.stat(path)).size;
+    {
+      await using journal = await openJournal(path, identity);
+      const empty = await size();
+      await journal.append({ k: "alice@contoso.com", s: "options" }, { durable: false });
+      assertEquals(journal.get("alice@contoso.com")?.s, "options", "in memory at once");
+      assertEquals(await size(), empty, "not written on its own");
+      await journal.append({ k: "alice@contoso.com", s: "created", credentialId: "c", existing: [] });
+      const both = await size();
+      assert.ok(both > empty);
+      const lines = (await Deno.readTextFile(path)).trim().split("\n").slice(-2).map((l) => JSON.parse(l).s);
+      assertEquals(lines.join(","), "options,created", "in order");
+      await journal.append({ k: "bob@contoso.com", s: "resolved", userId: "id-b", upn: "bob@contoso.com" }, {
+        durable: false,
+      });
+      assertEquals(await size(), both);
+    }
+    // Closing wrote what was waiting.
+    await using again = await openJournal(path, identity);
+    assertEquals(again.get("bob@contoso.com")?.s, "resolved");
+    assertEquals(again.get("alice@contoso.com")?.s, "created");
+  }));

@@ -22,6 +22,7 @@ import type {
   DirectoryUser,
   PasskeyMethod,
   ProviderSession,
+  RegistrationChallenge,
   UserInteraction,
 } from "../plugin.ts";
 import { create } from "../webauthn/create.ts";
@@ -51,6 +52,11 @@ export interface ProvisionUserOptions {
    * fsyncs) the transition here, so a crash at any instant leaves a state it can resume from.
    */
   onTransition?: (transition: ProvisionTransition) => Promise<void>;
+  /**
+   * Creation options already asked for (the bulk engine asks while it lists the user's passkeys);
+   * without it they are asked for here. A rejection is reported as the creation-options step.
+   */
+  challenge?: Promise<RegistrationChallenge>;
   /**
    * Runs the WebAuthn ceremony with the authenticator to itself: a key does one ceremony at a time
    * (a new PIN token voids the one another ceremony holds), so concurrent users of one key must
@@ -135,7 +141,11 @@ export async function provisionUser(options: ProvisionUserOptions): Promise<Prov
     "creation-options",
     () => Promise.resolve(session.checkDisplayName?.(options.displayName, user) ?? options.displayName),
   );
-  const challenge = await step(user, "creation-options", () => session.creationOptions(user, signal));
+  const challenge = await step(
+    user,
+    "creation-options",
+    () => options.challenge ?? session.creationOptions(user, signal),
+  );
   await options.onTransition?.({ state: "options" });
   const exclusive = options.exclusive ?? ((run) => run());
   const credential: RegistrationResponseJSON = await step(

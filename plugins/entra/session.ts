@@ -43,7 +43,7 @@ import {
   deleteTemporaryAccessPass,
   type TemporaryAccessPass,
 } from "./graph/tap.ts";
-import { type EntraUser, resolveUser } from "./graph/users.ts";
+import { type EntraUser, isObjectId, resolveUser } from "./graph/users.ts";
 
 /** What an {@link EntraSession} is made of. */
 export interface EntraSessionOptions {
@@ -91,6 +91,17 @@ export class EntraSession implements ProviderSession {
   /** Finds a user by object id, UPN or mail (`user-not-found` when none). */
   async resolveUser(reference: string, signal?: AbortSignal): Promise<EntraUser> {
     return await resolveUser(this.client, reference, signal ? { signal } : {});
+  }
+
+  /**
+   * An object id (GUID) is what every per-user Graph call addresses (`/users/{id}/…`), so a bulk
+   * run needs no lookup for it (ProviderSession.userFromReference). Graph answers ids in lower
+   * case; the id is lowered so that the same user named twice is recognised. A UPN or mail needs
+   * {@link resolveUser}.
+   */
+  userFromReference(reference: string): DirectoryUser | undefined {
+    const ref = reference.trim();
+    return isObjectId(ref) ? { id: ref.toLowerCase(), userPrincipalName: ref } : undefined;
   }
 
   /**

@@ -169,6 +169,20 @@ Deno.test("resolves a user by UPN, by mail and by object id", async () => {
   assert.ok(h.requests.every((r) => (r.url.searchParams.get("$select") ?? "").includes("userPrincipalName")));
 });
 
+Deno.test("an object id names a user without a request (userFromReference); its creation options name the user in user.name (the sandbox: the UPN)", async () => {
+  await using h = await harness();
+  const target = h.sandbox.tenant.users().find((u) => u.userPrincipalName === h.users[1]!.userPrincipalName)!;
+  const before = h.requests.length;
+  const user = h.session.userFromReference(` ${target.id.toUpperCase()} `);
+  assertEquals(user?.id, target.id.toLowerCase());
+  assertEquals(h.session.userFromReference(target.userPrincipalName), undefined);
+  assertEquals(h.session.userFromReference(target.mail), undefined);
+  assertEquals(h.requests.length, before, "no request");
+  // What the engine reads the UPN from (Graph's webauthnCreationOptions: publicKey.user.name).
+  const challenge = await h.session.creationOptions(user!);
+  assertEquals(parseCreationOptions(challenge.options).user.name, target.userPrincipalName);
+});
+
 Deno.test("an unknown user and an on-premises-only account are user-not-found, naming the reference", async () => {
   await using h = await harness();
   for (const reference of ["nobody@contoso.sandbox", h.sandbox.seeded.onPremisesOnly.userPrincipalName]) {
