@@ -21,6 +21,7 @@ import { provisionCommand } from "./core/cli/provision.ts";
 import { revokeCommand } from "./core/cli/revoke.ts";
 import { batchCommand } from "./core/cli/batch.ts";
 import { pluginsCommand } from "./core/cli/plugins.ts";
+import { panelCommand } from "./core/cli/panel.ts";
 import { type CommandFactory, reportError, runProgram } from "./core/cli/program.ts";
 import type { CliContext } from "./core/cli/context.ts";
 import { createTerminalContext, terminalWriter } from "./core/cli/terminal.ts";
@@ -51,6 +52,7 @@ export const COMMANDS: readonly CommandFactory[] = [
   whoamiCommand,
   sandboxCommand,
   keyCommand,
+  panelCommand,
   pluginsCommand,
 ];
 

@@ -17,7 +17,7 @@
 import denoConfig from "../../deno.json" with { type: "json" };
 import { hidapiLibraryCandidates } from "../../authenticators/hid/hidapi.ts";
 import { parseTlsFlags, TLS_APPLIED_ENV } from "../tls.ts";
-import { ProvisioningError } from "../errors.ts";
+import { ProvisioningError, UsageError } from "../errors.ts";
 import { isAbsolute } from "node:path";
 import { INVOKED_AS_ENV } from "./invocation.ts";
 import { LAUNCHED_ENV } from "./launch_env.ts";
@@ -70,7 +70,8 @@ export interface LaunchPlan {
 /**
  * Decides how to start the program for this command line: see the module documentation.
  *
- * @throws {ProvisioningError} a TLS flag is misused (core/tls.ts)
+ * @throws {ProvisioningError} a TLS flag is misused (core/tls.ts), or `panel --database` is a
+ * PostgreSQL URL (its environment and host are not granted here)
  *
  * @example
  * ```ts
@@ -107,7 +108,8 @@ export function planLaunch(input: LaunchPlanInput): LaunchPlan {
     if (library) env[HIDAPI_LIBRARY_ENV] = library.path;
   }
 
-  const hosts = sandboxHosts(args, input.env);
+  const sandbox = sandboxHosts(args, input.env);
+  const hosts = [...sandbox, ...panelHosts(args)];
   const tls = parseTlsFlags(args);
   const applied: string[] = [];
   const runtimeFlags: string[] = [];
@@ -116,7 +118,7 @@ export function planLaunch(input: LaunchPlanInput): LaunchPlan {
     applied.push("system-store");
   }
   if (tls.disableVerify) {
-    runtimeFlags.push(`--unsafely-ignore-certificate-errors=${providerHosts(hosts).join(",")}`);
+    runtimeFlags.push(`--unsafely-ignore-certificate-errors=${providerHosts(sandbox).join(",")}`);
     applied.push("no-verify");
   }
   if (applied.length > 0) env[TLS_APPLIED_ENV] = applied.join(",");
@@ -174,6 +176,56 @@ export function opensSecurityKey(args: readonly string[]): boolean {
     arg === "--authenticator=hid" || (arg === "--authenticator" && args[i + 1] === "hid") ||
     arg.startsWith("--device=hidapi:") || (arg === "--device" && args[i + 1]?.startsWith("hidapi:") === true)
   );
+}
+
+/** The root program's options that take a value, skipped when looking for the command word. */
+const ROOT_OPTIONS_WITH_VALUE = ["--ca-file", "--hidapi-library"];
+
+/** The command word of the command line (`panel`, `key`, …), if any. */
+function commandOf(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (ROOT_OPTIONS_WITH_VALUE.includes(arg)) i++;
+    else if (!arg.startsWith("-")) return arg;
+  }
+  return undefined;
+}
+
+/** The value of `--name value` or `--name=value`, the last one given. */
+function optionValue(args: readonly string[], name: string): string | undefined {
+  let value: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") break;
+    if (arg === name) value = args[++i];
+    else if (arg.startsWith(`${name}=`)) value = arg.slice(name.length + 1);
+  }
+  return value;
+}
+
+/**
+ * What `panel` listens on beyond the set's loopback: the `--host` address (any port). A
+ * PostgreSQL `--database` is refused here: the `postgres` client reads `PG*` variables and
+ * connects to the database's host, neither of which the task form grants (docs/panel.md).
+ *
+ * @throws {UsageError} `panel --database postgres://…`
+ */
+function panelHosts(args: readonly string[]): string[] {
+  if (commandOf(args) !== "panel") return [];
+  const database = optionValue(args, "--database");
+  if (database !== undefined && /^postgres(ql)?:\/\//i.test(database)) {
+    throw new UsageError(
+      "Cannot serve the panel on PostgreSQL from deno task start: the launcher grants neither the " +
+        "database's host nor the PG* variables its client reads; nothing was started",
+      {
+        hint: "Run deno run -P=cli --allow-net=HOST:PORT --allow-env=PG* main.ts panel --database URL " +
+          "(docs/panel.md, PostgreSQL), or leave --database out to use the SQLite file",
+      },
+    );
+  }
+  const host = optionValue(args, "--host");
+  if (host === undefined || host === "" || ["127.0.0.1", "localhost"].includes(host)) return [];
+  return [host.startsWith("[") || !host.includes(":") ? host : `[${host}]`];
 }
 
 /** The host (and port) of `--sandbox URL` or `PROVISIONING_SANDBOX`, when it is not loopback. */

@@ -29,6 +29,8 @@ export interface PathOption {
   readonly why: string;
   /** A prefix the value carries before the path (`unix:` of `--device unix:/path`); others are no path. */
   readonly prefix?: string;
+  /** URL schemes the value may start with instead (`postgres://` of `--database`): such a value is no path. */
+  readonly urlSchemes?: readonly string[];
 }
 
 /** Every option that names a path, in every command. */
@@ -49,6 +51,14 @@ export const PATH_OPTIONS: readonly PathOption[] = [
   { name: "--device", access: "socket", why: "the CTAPHID socket of the key", prefix: "unix:" },
   { name: "--hidapi-library", access: "ffi", why: "the hidapi library that opens security keys" },
   { name: "--browser", access: "run", why: "the browser of the browser path" },
+  {
+    name: "--database",
+    access: "output",
+    why: "the panel's SQLite database (its -wal and -shm files beside it)",
+    urlSchemes: ["postgres:", "postgresql:"],
+  },
+  { name: "--cert", access: "read", why: "the panel's TLS certificate" },
+  { name: "--key", access: "read", why: "the private key of the panel's TLS certificate" },
 ];
 
 /** Environment variables that name a path the same way as an option. */
@@ -102,6 +112,7 @@ export function namedPaths(
   const found: NamedPath[] = [];
   const add = (option: PathOption, value: string | undefined) => {
     if (value === undefined || value === "" || value === "-") return;
+    if (option.urlSchemes?.some((scheme) => value!.toLowerCase().startsWith(scheme))) return;
     if (option.prefix !== undefined) {
       if (!value.startsWith(option.prefix)) return;
       value = value.slice(option.prefix.length);
