@@ -237,6 +237,13 @@ export interface ProviderSession extends AsyncDisposable {
    * per user. The user's sign-in name is the reference itself until an answer gives the real one.
    */
   userFromReference?(reference: string): DirectoryUser | undefined;
+  /**
+   * True when {@link creationOptions} creates nothing at the provider (Entra: a challenge that
+   * expires unused), so a bulk run may ask for it while it lists the user's passkeys and drop it
+   * when the user is skipped. Absent or false (Okta: enrolling makes a pending factor): asked only
+   * once the run knows it will register.
+   */
+  readonly creationOptionsHaveNoEffect?: boolean;
   /** Starts a registration for the user. */
   creationOptions(user: DirectoryUser, signal?: AbortSignal): Promise<RegistrationChallenge>;
   /** Completes the registration with the authenticator's response (RegistrationResponseJSON). */

@@ -562,9 +562,11 @@ async function provisionResolved(
 ): Promise<void> {
   const { options } = context;
   // The API path asks for creation options while the passkeys are listed: one round trip instead
-  // of two before the key. The listing still decides (skip, reconcile); creation options for a user
-  // then skipped create nothing (a challenge that expires unused). A dry run asks for none.
-  const challenge = options.dryRun || options.browser || options.station
+  // of two before the key. The listing still decides (skip, reconcile); only a provider whose
+  // creation options create nothing (a challenge that expires unused) is asked early. A dry run
+  // asks for none.
+  const challenge = options.dryRun || options.browser || options.station ||
+      options.session.creationOptionsHaveNoEffect !== true
     ? undefined
     : options.session.creationOptions(user, options.abort);
   // Not left to be an unhandled rejection when unused; provisionUser still sees the failure.

@@ -75,6 +75,12 @@ export class EntraSession implements ProviderSession {
   readonly tenant: string | undefined;
   /** The Graph client underneath, for callers that need a call the session does not wrap. */
   readonly client: GraphClient;
+  /**
+   * Graph's creationOptions only hands out a challenge that expires unused (a GET: "Retrieve
+   * creation options", https://learn.microsoft.com/graph/api/fido2authenticationmethod-creationoptions),
+   * so a bulk run may ask for it while it lists the user's passkeys (ProviderSession).
+   */
+  readonly creationOptionsHaveNoEffect = true;
   readonly #options: EntraSessionOptions;
   readonly #policyCache = new Map<"fido2" | "tap", { readAt: number; facts: Promise<PolicyFacts> }>();
 
